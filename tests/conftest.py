@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.plugins.database",
     "tests.plugins.stripe_emulator",
+    "tests.plugins.dagster_job",
 ]

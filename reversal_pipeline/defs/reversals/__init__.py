@@ -1,0 +1,1 @@
+"""Dagster shell of the reversal job: assets, checks, job, schedule, sensor."""

@@ -1,0 +1,241 @@
+"""Process every row a claim holds: concurrently, bounded, and stoppable.
+
+Rows are read a page at a time and handed to a bounded thread pool; the
+Stripe resource's shared token bucket keeps all threads together under the
+request budget. A 401/403 stops the batch: nothing more is sent, the rows not
+yet finished are released without counting an attempt, and the caller fails
+the run. A row rate-limited beyond the resource's own patience is sent again
+later in the same run with the same idempotency key (Stripe does not store
+429s), and counts as an attempt only if it still cannot be sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from reversal_pipeline.errors import StripeSystemicError
+from reversal_pipeline.reversals import claim, record
+from reversal_pipeline.reversals.claim import ClaimedRow
+from reversal_pipeline.reversals.outcome import change_for
+from reversal_pipeline.reversals.reverse import (
+    ReversalGateway,
+    RowDecision,
+    look_for_earlier_reversal,
+    row_problem,
+    send_reversal,
+)
+from reversal_pipeline.reversals.settings import ReversalSettings
+
+RATE_LIMIT_EXTRA_PASSES = 5
+FAILURE_LIST_LIMIT = 50
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchReport:
+    """What a batch did, for the ``reversal_outcomes`` metadata."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[str] = field(default_factory=Counter)
+    reversed_amount_by_currency: Counter[str] = field(default_factory=Counter)
+    failures: list[dict[str, object]] = field(default_factory=list)
+    rows_released: int = 0
+    rate_limit_resends: int = 0
+    elapsed_seconds: float = 0.0
+    systemic_error: StripeSystemicError | None = None
+
+    @property
+    def rows_finished(self) -> int:
+        return sum(self.statuses.values())
+
+
+@dataclass
+class _Deferred:
+    row: ClaimedRow
+    decision: RowDecision
+
+
+class ReversalBatch:
+    """One run's pass over its claimed rows. Not reusable: build one per run."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        stripe: ReversalGateway,
+        *,
+        token: str,
+        run_id: str | None,
+        settings: ReversalSettings,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.engine = engine
+        self.stripe = stripe
+        self.token = token
+        self.run_id = run_id
+        self.settings = settings
+        self.rng = rng or random.Random()  # noqa: S311 - backoff jitter only
+        self.report = BatchReport()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._deferred: list[_Deferred] = []
+
+    def run(self) -> BatchReport:
+        started = time.monotonic()
+        try:
+            self._process_pages()
+            for _ in range(RATE_LIMIT_EXTRA_PASSES):
+                if not self._deferred or self._stop.is_set():
+                    break
+                self._resend_deferred()
+            self._give_up_on_deferred()
+        finally:
+            self.report.rows_released = claim.release_claims(self.engine, token=self.token)
+            self.report.elapsed_seconds = time.monotonic() - started
+        return self.report
+
+    # -- the main pass -------------------------------------------------------------------------
+
+    def _process_pages(self) -> None:
+        in_flight = threading.BoundedSemaphore(self.settings.concurrency * 2)
+        with ThreadPoolExecutor(
+            max_workers=self.settings.concurrency, thread_name_prefix="reversal"
+        ) as pool:
+            for page in claim.iter_claimed_pages(
+                self.engine, token=self.token, page_size=self.settings.page_size
+            ):
+                if self._stop.is_set():
+                    break
+                claim.renew_leases(
+                    self.engine, token=self.token, lease_seconds=self.settings.lease_seconds
+                )
+                for row in page:
+                    in_flight.acquire()
+                    if self._stop.is_set():
+                        in_flight.release()
+                        break
+                    future: Future[None] = pool.submit(self._handle_row, row)
+                    future.add_done_callback(lambda _f: in_flight.release())
+
+    def _handle_row(self, row: ClaimedRow) -> None:
+        try:
+            self._decide_and_write(row)
+        except Exception:
+            # A bug or a database error for one row must not take the batch down; the
+            # row keeps its claim until the lease expires and is retried by a later run.
+            log.exception("seller transfer %s: unexpected error, left for a later run", row.id)
+            self._count("error")
+
+    def _decide_and_write(self, row: ClaimedRow) -> None:
+        if self._stop.is_set():
+            return
+        problem = row_problem(row)
+        if problem is not None:
+            self._finish(row, RowDecision(kind="invalid", message=problem))
+            return
+        earlier_calls = []
+        if row.stripe_attempts > 0:
+            lookup = look_for_earlier_reversal(row, self.stripe)
+            if lookup is not None and lookup.kind != "continue":
+                self._finish(row, lookup)
+                return
+            earlier_calls = lookup.calls if lookup else []
+        if self._stop.is_set():
+            record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
+            return
+        attempt = record.start_attempt(self.engine, row_id=row.id, token=self.token)
+        if attempt is None:
+            record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
+            self._count("lease_lost")
+            return
+        decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
+        if decision.kind == "rate_limited":
+            with self._lock:
+                self._deferred.append(_Deferred(row, decision))
+            return
+        self._finish(row, decision)
+
+    # -- rows rate-limited beyond the resource's patience ---------------------------------------
+
+    def _resend_deferred(self) -> None:
+        with self._lock:
+            batch, self._deferred = self._deferred, []
+        self.report.rate_limit_resends += len(batch)
+        with ThreadPoolExecutor(
+            max_workers=self.settings.concurrency, thread_name_prefix="reversal-429"
+        ) as pool:
+            for item in batch:
+                pool.submit(self._resend_one, item)
+
+    def _resend_one(self, item: _Deferred) -> None:
+        if self._stop.is_set():
+            return
+        assert item.decision.attempt_number is not None
+        decision = send_reversal(
+            item.row,
+            self.stripe,
+            attempt=item.decision.attempt_number,
+            key=item.decision.idempotency_key,
+            earlier_calls=item.decision.calls,
+        )
+        if decision.kind == "rate_limited":
+            with self._lock:
+                self._deferred.append(_Deferred(item.row, decision))
+            return
+        self._finish(item.row, decision)
+
+    def _give_up_on_deferred(self) -> None:
+        """Rows never sent past the rate limit: now they count as a transient attempt."""
+        for item in self._deferred:
+            item.decision.kind = "transient"
+            self._finish(item.row, item.decision)
+        self._deferred = []
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _finish(self, row: ClaimedRow, decision: RowDecision) -> None:
+        if decision.kind == "systemic":
+            assert isinstance(decision.error, StripeSystemicError)
+            with self._lock:
+                if self.report.systemic_error is None:
+                    self.report.systemic_error = decision.error
+            self._stop.set()
+            record.record_calls(
+                self.engine, row_id=row.id, run_id=self.run_id, calls=decision.calls
+            )
+            self._count("systemic")
+            return
+        change = change_for(row, decision, self.settings, self.rng)
+        written = record.write_change(
+            self.engine, row_id=row.id, token=self.token, run_id=self.run_id, change=change
+        )
+        if not written:
+            self._count("lease_lost")
+            return
+        with self._lock:
+            self.report.outcomes[decision.kind] += 1
+            self.report.statuses[change.status_after] += 1
+            if change.status_after == "reversed":
+                self.report.reversed_amount_by_currency[row.currency] += row.amount
+            elif len(self.report.failures) < FAILURE_LIST_LIMIT:
+                self.report.failures.append(
+                    {
+                        "seller_transfer_id": row.id,
+                        "stripe_transfer_id": row.stripe_transfer_id,
+                        "status": change.status_after,
+                        "outcome": decision.kind,
+                        "message": change.message,
+                    }
+                )
+
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            self.report.outcomes[outcome] += 1

@@ -1,0 +1,159 @@
+"""Claim: take the rows that are due, so no other run sends them too.
+
+A claim is a token (the Dagster run's root run id) plus a lease expiry on the
+row. Rows are taken with ``FOR UPDATE SKIP LOCKED`` so overlapping runs split
+the backlog instead of waiting on each other, and a claim whose lease has
+expired (its run died) is taken over. A run re-executed from the UI has the
+same root run id, so it picks up the rows its original run claimed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.statuses import TransferStatus
+from reversal_pipeline.db.tables import seller_transfers as st
+
+PENDING = TransferStatus.REVERSAL_PENDING.value
+
+CLAIM_SQL = sa.text(
+    """
+    WITH due AS (
+        SELECT id FROM seller_transfers
+        WHERE status = 'reversal_pending'
+          AND next_retry_at <= now()
+          AND (claimed_by IS NULL OR claim_expires_at < now() OR claimed_by = :token)
+        ORDER BY next_retry_at, id
+        LIMIT :max_rows
+        FOR UPDATE SKIP LOCKED
+    )
+    UPDATE seller_transfers AS s
+    SET claimed_by = :token, claim_expires_at = now() + make_interval(secs => :lease)
+    FROM due
+    WHERE s.id = due.id
+    RETURNING s.id, s.amount, s.currency, s.next_retry_at, now() - s.next_retry_at AS due_for
+    """
+)
+
+
+@dataclass(frozen=True)
+class ClaimSummary:
+    """What a claim took, for the ``due_reversals`` metadata."""
+
+    rows_claimed: int
+    oldest_due_seconds: float
+    amount_by_currency: dict[str, int]
+    preview: list[dict[str, object]]
+
+
+@dataclass(frozen=True)
+class ClaimedRow:
+    """A claimed seller transfer, as the reversal step needs it."""
+
+    id: int
+    order_id: str
+    seller_id: str
+    stripe_transfer_id: str | None
+    amount: int
+    currency: str
+    retry_count: int
+    stripe_attempts: int
+    reversal_requested_at: datetime | None
+
+
+def claim_due_rows(
+    engine: sa.Engine, *, token: str, max_rows: int, lease_seconds: int, preview_rows: int = 10
+) -> ClaimSummary:
+    """Claim up to ``max_rows`` due rows, oldest due first, in one statement."""
+    with engine.begin() as connection:
+        claimed = connection.execute(
+            CLAIM_SQL, {"token": token, "max_rows": max_rows, "lease": lease_seconds}
+        ).all()
+        preview = (
+            connection.execute(
+                sa.select(
+                    st.c.id,
+                    st.c.order_id,
+                    st.c.stripe_transfer_id,
+                    st.c.amount,
+                    st.c.currency,
+                    st.c.retry_count,
+                    st.c.next_retry_at,
+                )
+                .where(st.c.claimed_by == token, st.c.status == PENDING)
+                .order_by(st.c.next_retry_at, st.c.id)
+                .limit(preview_rows)
+            )
+            .mappings()
+            .all()
+        )
+    amounts: dict[str, int] = {}
+    for row in claimed:
+        amounts[row.currency] = amounts.get(row.currency, 0) + int(row.amount)
+    oldest = max((row.due_for.total_seconds() for row in claimed), default=0.0)
+    return ClaimSummary(
+        rows_claimed=len(claimed),
+        oldest_due_seconds=oldest,
+        amount_by_currency=dict(sorted(amounts.items())),
+        preview=[dict(row) for row in preview],
+    )
+
+
+def iter_claimed_pages(
+    engine: sa.Engine, *, token: str, page_size: int
+) -> Iterator[list[ClaimedRow]]:
+    """The rows this claim still holds, a page at a time (keyset on id).
+
+    Reading in pages keeps memory flat whatever the backlog; a row finished
+    (or released) while earlier pages are processed simply is not returned.
+    """
+    after_id = 0
+    while True:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(
+                    st.c.id,
+                    st.c.order_id,
+                    st.c.seller_id,
+                    st.c.stripe_transfer_id,
+                    st.c.amount,
+                    st.c.currency,
+                    st.c.retry_count,
+                    st.c.stripe_attempts,
+                    st.c.reversal_requested_at,
+                )
+                .where(st.c.claimed_by == token, st.c.status == PENDING, st.c.id > after_id)
+                .order_by(st.c.id)
+                .limit(page_size)
+            ).all()
+        if not rows:
+            return
+        yield [ClaimedRow(**row._mapping) for row in rows]
+        after_id = rows[-1].id
+
+
+def renew_leases(engine: sa.Engine, *, token: str, lease_seconds: int) -> int:
+    """Push the lease of every row this claim still holds; returns how many."""
+    with engine.begin() as connection:
+        return connection.execute(
+            sa.update(st)
+            .where(st.c.claimed_by == token, st.c.status == PENDING)
+            .values(
+                claim_expires_at=sa.func.now()
+                + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
+            )
+        ).rowcount
+
+
+def release_claims(engine: sa.Engine, *, token: str) -> int:
+    """Let go of every row this claim still holds, without counting an attempt."""
+    with engine.begin() as connection:
+        return connection.execute(
+            sa.update(st)
+            .where(st.c.claimed_by == token, st.c.status == PENDING)
+            .values(claimed_by=None, claim_expires_at=None)
+        ).rowcount

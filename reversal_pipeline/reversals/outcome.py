@@ -1,0 +1,97 @@
+"""Turn a ``RowDecision`` into the row's new state, under the retry policy."""
+
+from __future__ import annotations
+
+import random
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.statuses import TransferStatus
+from reversal_pipeline.reversals.backoff import retry_delay
+from reversal_pipeline.reversals.claim import ClaimedRow
+from reversal_pipeline.reversals.record import RowChange
+from reversal_pipeline.reversals.reverse import RowDecision, final_status_for
+from reversal_pipeline.reversals.settings import ReversalSettings
+
+REVERSED = TransferStatus.REVERSED.value
+FAILED = TransferStatus.PERMANENTLY_FAILED.value
+PENDING = TransferStatus.REVERSAL_PENDING.value
+
+
+def change_for(
+    row: ClaimedRow, decision: RowDecision, settings: ReversalSettings, rng: random.Random
+) -> RowChange:
+    """The write for a decided row; transient errors go through backoff or give up."""
+    status = final_status_for(decision.kind)
+    if status == REVERSED:
+        return RowChange(
+            status_after=REVERSED,
+            values={
+                "status": REVERSED,
+                "stripe_reversal_id": decision.reversal_id,
+                "reversed_at": sa.func.now(),
+                "next_retry_at": None,
+                "error_message": decision.message,
+            },
+            calls=decision.calls,
+            message=decision.message,
+        )
+    if status == FAILED:
+        return _give_up(decision, decision.message or "failed")
+    return _transient(row, decision, settings, rng)
+
+
+def _give_up(decision: RowDecision, message: str) -> RowChange:
+    return RowChange(
+        status_after=FAILED,
+        values={"status": FAILED, "next_retry_at": None, "error_message": message},
+        calls=decision.calls,
+        message=message,
+    )
+
+
+def _transient(
+    row: ClaimedRow, decision: RowDecision, settings: ReversalSettings, rng: random.Random
+) -> RowChange:
+    attempts = row.retry_count + 1
+    last_error = _describe(decision)
+    if attempts >= settings.max_attempts:
+        message = (
+            f"gave up after {attempts} attempt(s) (max_attempts={settings.max_attempts}); "
+            f"last error: {last_error}"
+        )
+        change = _give_up(decision, message)
+        return RowChange(
+            status_after=FAILED,
+            values={**change.values, "retry_count": attempts},
+            calls=decision.calls,
+            message=message,
+        )
+    delay = retry_delay(
+        attempts,
+        settings.backoff_base_seconds,
+        settings.backoff_cap_seconds,
+        settings.backoff_jitter,
+        rng,
+    )
+    message = f"attempt {attempts} failed, retrying in {int(delay.total_seconds())}s: {last_error}"
+    return RowChange(
+        status_after=PENDING,
+        values={
+            "retry_count": attempts,
+            "next_retry_at": sa.func.now() + delay,
+            "error_message": message,
+        },
+        calls=decision.calls,
+        message=message,
+    )
+
+
+def _describe(decision: RowDecision) -> str:
+    error = decision.error
+    if error is None:
+        return decision.message or decision.kind
+    status = f"HTTP {error.http_status}" if error.http_status else "no HTTP status"
+    code = f", code {error.stripe_code}" if error.stripe_code else ""
+    request = f", request {error.request_id}" if error.request_id else ""
+    return f"{type(error).__name__} ({status}{code}{request}): {error.message}"[:1000]

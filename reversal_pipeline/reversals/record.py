@@ -1,0 +1,140 @@
+"""Record: write each row's outcome and its audit rows in one transaction.
+
+Every write is guarded by the claim (``claimed_by = token`` and still
+``reversal_pending``): if this run lost its lease and another run took the
+row, the state change is refused, but the audit rows of the Stripe calls this
+run made are still written, so no call goes unrecorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.statuses import TransferStatus
+from reversal_pipeline.db.tables import reversal_attempts
+from reversal_pipeline.db.tables import seller_transfers as st
+
+PENDING = TransferStatus.REVERSAL_PENDING.value
+ACTOR = "reversal_job"
+
+
+@dataclass(frozen=True)
+class StripeCallRecord:
+    """One Stripe call made for a row, as it goes into ``reversal_attempts``."""
+
+    action: str
+    outcome: str
+    attempt_number: int | None = None
+    idempotency_key: str | None = None
+    http_status: int | None = None
+    stripe_code: str | None = None
+    stripe_request_id: str | None = None
+    stripe_reversal_id: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class RowChange:
+    """The new state of a row (``values`` for ``seller_transfers``) and why."""
+
+    status_after: str
+    values: Mapping[str, Any]
+    calls: Sequence[StripeCallRecord] = field(default_factory=tuple)
+    message: str | None = None
+
+
+def start_attempt(engine: sa.Engine, *, row_id: int, token: str) -> int | None:
+    """Count a create-reversal attempt before making it; None if the claim was lost.
+
+    Written before the call so that a crash after the call still leaves
+    ``stripe_attempts > 0``, and the next run looks for the reversal first.
+    """
+    with engine.begin() as connection:
+        return connection.execute(
+            sa.update(st)
+            .where(st.c.id == row_id, st.c.claimed_by == token, st.c.status == PENDING)
+            .values(stripe_attempts=st.c.stripe_attempts + 1)
+            .returning(st.c.stripe_attempts)
+        ).scalar()
+
+
+def write_change(
+    engine: sa.Engine, *, row_id: int, token: str, run_id: str | None, change: RowChange
+) -> bool:
+    """Apply ``change`` and its audit rows atomically; False if the claim was lost."""
+    values = dict(change.values)
+    values.setdefault("claimed_by", None)
+    values.setdefault("claim_expires_at", None)
+    with engine.begin() as connection:
+        updated = connection.execute(
+            sa.update(st)
+            .where(st.c.id == row_id, st.c.claimed_by == token, st.c.status == PENDING)
+            .values(**values)
+        ).rowcount
+        status_after = change.status_after if updated else None
+        audit_rows = [_audit_row(row_id, run_id, call, status_after=None) for call in change.calls]
+        if audit_rows:
+            # The state change is carried by the last call's row (or its own row).
+            audit_rows[-1]["status_after"] = status_after
+            audit_rows[-1]["status_before"] = PENDING
+            if not updated:
+                audit_rows[-1]["message"] = _lease_lost(audit_rows[-1]["message"])
+        elif updated:
+            audit_rows = [
+                {
+                    "seller_transfer_id": row_id,
+                    "action": "validation",
+                    "outcome": change.status_after,
+                    "status_before": PENDING,
+                    "status_after": change.status_after,
+                    "message": change.message,
+                    "run_id": run_id,
+                    "actor": ACTOR,
+                }
+            ]
+        if audit_rows:
+            connection.execute(sa.insert(reversal_attempts), audit_rows)
+    return bool(updated)
+
+
+def record_calls(
+    engine: sa.Engine, *, row_id: int, run_id: str | None, calls: Sequence[StripeCallRecord]
+) -> None:
+    """Audit Stripe calls that changed no state (a released row's calls)."""
+    if not calls:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(reversal_attempts),
+            [_audit_row(row_id, run_id, call, status_after=None) for call in calls],
+        )
+
+
+def _audit_row(
+    row_id: int, run_id: str | None, call: StripeCallRecord, *, status_after: str | None
+) -> dict[str, Any]:
+    return {
+        "seller_transfer_id": row_id,
+        "action": call.action,
+        "attempt_number": call.attempt_number,
+        "idempotency_key": call.idempotency_key,
+        "http_status": call.http_status,
+        "stripe_code": call.stripe_code,
+        "stripe_request_id": call.stripe_request_id,
+        "stripe_reversal_id": call.stripe_reversal_id,
+        "outcome": call.outcome,
+        "status_before": None,
+        "status_after": status_after,
+        "message": call.message,
+        "run_id": run_id,
+        "actor": ACTOR,
+    }
+
+
+def _lease_lost(message: object) -> str:
+    prefix = "claim lost before the outcome was written (another run holds the row)"
+    return f"{prefix}: {message}" if message else prefix

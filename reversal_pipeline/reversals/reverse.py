@@ -1,0 +1,265 @@
+"""Reverse: the Stripe conversation for one claimed row, and what it means for the row.
+
+``reverse_row`` makes the calls and returns a ``RowDecision``; it never writes
+to the database itself except to count an attempt before sending it (see
+``record.start_attempt``). The routing follows the contract in
+``../shared/DESIGN.md``: not found fails at once, already reversed is
+confirmed on the transfer, 401/403 stops the run, the rest is retried.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
+from reversal_pipeline.errors import (
+    StripeRateLimited,
+    StripeSentinel,
+    StripeSystemicError,
+    TransferAlreadyReversed,
+    TransferNotFound,
+)
+from reversal_pipeline.reversals.claim import ClaimedRow
+from reversal_pipeline.reversals.record import StripeCallRecord
+
+TRANSFER_ID_PATTERN = re.compile(r"^tr_[A-Za-z0-9]{1,250}$")
+
+
+class ReversalGateway(Protocol):
+    """What the reversal step needs from the Stripe resource."""
+
+    def reverse_transfer(
+        self, transfer_id: str, amount: int, idempotency_key: str, metadata: dict[str, str]
+    ) -> Any: ...
+
+    def get_transfer(self, transfer_id: str) -> Any: ...
+
+    def find_reversal_for_seller_transfer(
+        self, transfer_id: str, seller_transfer_id: str
+    ) -> Any: ...
+
+
+@dataclass
+class RowDecision:
+    """What happened to a row, before it is written.
+
+    ``kind`` is one of: reversed, already_reversed, found_existing, not_found,
+    not_confirmed, transient, invalid, rate_limited (send again later in this
+    run), systemic (stop the run), lease_lost.
+    """
+
+    kind: str
+    calls: list[StripeCallRecord] = field(default_factory=list)
+    reversal_id: str | None = None
+    error: StripeSentinel | None = None
+    message: str | None = None
+    idempotency_key: str | None = None
+    attempt_number: int | None = None
+
+
+def idempotency_key_for(row_id: int, attempt: int) -> str:
+    """Unique per row and attempt: a key reused across attempts would replay a stored 500."""
+    return f"reversal_pipeline:seller_transfer:{row_id}:attempt:{attempt}"
+
+
+def row_problem(row: ClaimedRow) -> str | None:
+    """Why a row cannot be sent to Stripe as it stands, or None."""
+    transfer_id = row.stripe_transfer_id
+    label = f"seller transfer {row.id} (order {row.order_id})"
+    if transfer_id is None:
+        return f"{label} has no stripe_transfer_id: nothing to reverse; fix the row and requeue"
+    if not transfer_id.strip():
+        return f"{label} has an empty stripe_transfer_id; fix the row and requeue"
+    if not TRANSFER_ID_PATTERN.match(transfer_id):
+        return (
+            f"{label} has stripe_transfer_id {transfer_id[:64]!r}, not shaped like tr_...; "
+            "fix the row and requeue"
+        )
+    return None
+
+
+def call_record(
+    action: AttemptAction, outcome: str, *, error: StripeSentinel | None = None, **values: Any
+) -> StripeCallRecord:
+    if error is not None:
+        values.setdefault("http_status", error.http_status)
+        values.setdefault("stripe_code", error.stripe_code)
+        values.setdefault("stripe_request_id", error.request_id)
+        values.setdefault("message", f"{type(error).__name__}: {error.message}")
+    return StripeCallRecord(action=action.value, outcome=outcome, **values)
+
+
+def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDecision | None:
+    """Find a reversal an earlier attempt made but never recorded (a lost reply)."""
+    assert row.stripe_transfer_id is not None
+    try:
+        found = stripe.find_reversal_for_seller_transfer(row.stripe_transfer_id, str(row.id))
+    except StripeSentinel as error:
+        return _route_error(
+            row, error, [call_record(AttemptAction.LOOKUP_REVERSAL, "error", error=error)]
+        )
+    if found is None:
+        return RowDecision(
+            kind="continue",
+            calls=[
+                call_record(
+                    AttemptAction.LOOKUP_REVERSAL,
+                    "not_found",
+                    message="no reversal from an earlier attempt",
+                )
+            ],
+        )
+    return RowDecision(
+        kind="found_existing",
+        reversal_id=found.id,
+        calls=[
+            call_record(
+                AttemptAction.LOOKUP_REVERSAL,
+                "found_existing",
+                stripe_reversal_id=found.id,
+                message=f"reversal {found.id} from an earlier attempt found by its metadata",
+            )
+        ],
+    )
+
+
+def send_reversal(
+    row: ClaimedRow,
+    stripe: ReversalGateway,
+    *,
+    attempt: int,
+    key: str | None = None,
+    earlier_calls: list[StripeCallRecord] | None = None,
+) -> RowDecision:
+    """Create the reversal (or send the same request again after a 429)."""
+    assert row.stripe_transfer_id is not None
+    key = key or idempotency_key_for(row.id, attempt)
+    calls = list(earlier_calls or [])
+    metadata = {
+        "seller_transfer_id": str(row.id),
+        "order_id": row.order_id,
+        "attempt": str(attempt),
+    }
+    base = {"attempt_number": attempt, "idempotency_key": key}
+    try:
+        reversal = stripe.reverse_transfer(row.stripe_transfer_id, row.amount, key, metadata)
+    except StripeSentinel as error:
+        calls.append(
+            call_record(AttemptAction.CREATE_REVERSAL, _outcome_name(error), error=error, **base)
+        )
+        decision = _route_error(row, error, calls, stripe=stripe)
+        decision.idempotency_key, decision.attempt_number = key, attempt
+        return decision
+    calls.append(
+        call_record(
+            AttemptAction.CREATE_REVERSAL, "reversed", stripe_reversal_id=reversal.id, **base
+        )
+    )
+    return RowDecision(
+        kind="reversed",
+        reversal_id=reversal.id,
+        calls=calls,
+        idempotency_key=key,
+        attempt_number=attempt,
+    )
+
+
+def _outcome_name(error: StripeSentinel) -> str:
+    return {
+        TransferNotFound: "not_found",
+        TransferAlreadyReversed: "already_reversed",
+        StripeSystemicError: "systemic",
+        StripeRateLimited: "rate_limited",
+    }.get(type(error), "transient")
+
+
+def _route_error(
+    row: ClaimedRow,
+    error: StripeSentinel,
+    calls: list[StripeCallRecord],
+    stripe: ReversalGateway | None = None,
+) -> RowDecision:
+    if isinstance(error, TransferNotFound):
+        return RowDecision(
+            kind="not_found",
+            calls=calls,
+            error=error,
+            message=(
+                f"data-integrity incident: Stripe has no transfer {row.stripe_transfer_id} "
+                f"for seller transfer {row.id} (wrong account or test/live mode?); "
+                "not retried, needs a person"
+            ),
+        )
+    if isinstance(error, TransferAlreadyReversed) and stripe is not None:
+        return confirm_already_reversed(row, stripe, error, calls)
+    if isinstance(error, StripeSystemicError):
+        return RowDecision(kind="systemic", calls=calls, error=error)
+    if isinstance(error, StripeRateLimited):
+        return RowDecision(kind="rate_limited", calls=calls, error=error)
+    return RowDecision(kind="transient", calls=calls, error=error)
+
+
+def confirm_already_reversed(
+    row: ClaimedRow,
+    stripe: ReversalGateway,
+    error: StripeSentinel,
+    calls: list[StripeCallRecord],
+) -> RowDecision:
+    """Believe "already reversed" only when the transfer shows it."""
+    assert row.stripe_transfer_id is not None
+    try:
+        transfer = stripe.get_transfer(row.stripe_transfer_id)
+    except StripeSentinel as confirm_error:
+        calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "error", error=confirm_error))
+        decision = _route_error(row, confirm_error, calls)
+        if decision.kind == "not_found":
+            return decision
+        return RowDecision(kind=decision.kind, calls=calls, error=confirm_error)
+    ours = [r for r in transfer.reversals if r.metadata.get("seller_transfer_id") == str(row.id)]
+    newest = max(transfer.reversals, key=lambda r: (r.created, r.id), default=None)
+    chosen = ours[0] if ours else newest
+    shown = (
+        f"Stripe shows {transfer.amount_reversed} of {transfer.amount} {transfer.currency} "
+        f"reversed in {len(transfer.reversals)} reversal(s)"
+    )
+    if transfer.amount_reversed >= row.amount and chosen is not None:
+        source = "by an earlier attempt of ours" if ours else "out-of-band (not by this job)"
+        calls.append(
+            call_record(
+                AttemptAction.CONFIRM_REVERSED,
+                "confirmed",
+                stripe_reversal_id=chosen.id,
+                message=shown,
+            )
+        )
+        return RowDecision(
+            kind="already_reversed",
+            calls=calls,
+            reversal_id=chosen.id,
+            error=error,
+            message=f"already reversed {source}: {shown}; recorded {chosen.id}",
+        )
+    calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "not_confirmed", message=shown))
+    return RowDecision(
+        kind="not_confirmed",
+        calls=calls,
+        error=error,
+        message=(
+            f"Stripe said the transfer is already reversed, but {shown}, "
+            f"less than this row's {row.amount}: needs a person"
+        ),
+    )
+
+
+def final_status_for(kind: str) -> str | None:
+    """The status a decision leads to (None: decided by retry policy or not a write)."""
+    return {
+        "reversed": TransferStatus.REVERSED.value,
+        "already_reversed": TransferStatus.REVERSED.value,
+        "found_existing": TransferStatus.REVERSED.value,
+        "not_found": TransferStatus.PERMANENTLY_FAILED.value,
+        "not_confirmed": TransferStatus.PERMANENTLY_FAILED.value,
+        "invalid": TransferStatus.PERMANENTLY_FAILED.value,
+    }.get(kind)
