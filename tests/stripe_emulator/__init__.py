@@ -1,0 +1,1 @@
+"""Tests of the Stripe emulator, through the real ``stripe`` SDK over HTTP."""

@@ -1,0 +1,153 @@
+"""The emulator's bodies validate against Stripe's own OpenAPI schemas and examples.
+
+Reads the committed copies in ``tests/data`` (never ``../shared``). Raw bodies
+are fetched with ``requests`` so nothing the SDK does can hide a wrong field.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from jsonschema.exceptions import ValidationError
+from openapi_schema_validator import OAS30Validator
+
+from reversal_pipeline.stripe_emulator import EmulatorServer
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SPEC: dict[str, Any] = json.loads((DATA / "openapi-transfers.json").read_text())
+FIXTURES: dict[str, Any] = json.loads((DATA / "fixtures.json").read_text())
+
+
+def _validator(schema: dict[str, Any]) -> OAS30Validator:
+    """Validate against ``schema`` with ``#/components/...`` refs resolved in the spec."""
+    return OAS30Validator({**schema, "components": SPEC["components"]})
+
+
+def _component(name: str) -> OAS30Validator:
+    return _validator({"$ref": f"#/components/schemas/{name}"})
+
+
+def _response_schema(path: str, method: str, status: str) -> OAS30Validator:
+    content = SPEC["paths"][path][method]["responses"][status]["content"]
+    return _validator(content["application/json"]["schema"])
+
+
+class _Api:
+    def __init__(self, server: EmulatorServer, api_key: str) -> None:
+        self.base = server.url
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        return requests.get(self.base + path, params=params, headers=self.headers, timeout=10)
+
+    def post(self, path: str, data: dict[str, Any]) -> requests.Response:
+        return requests.post(self.base + path, data=data, headers=self.headers, timeout=10)
+
+
+@pytest.fixture
+def api(stripe_emulator: EmulatorServer, stripe_api_key: str) -> _Api:
+    return _Api(stripe_emulator, stripe_api_key)
+
+
+@pytest.fixture
+def reversed_transfer(stripe_emulator: EmulatorServer) -> str:
+    transfer = stripe_emulator.state.create_transfer(
+        amount=1100, metadata={"order": "1"}, transfer_group="g"
+    )
+    stripe_emulator.state.reverse_transfer(transfer.id, amount=100, metadata={"row_id": "7"})
+    return transfer.id
+
+
+def test_the_validator_accepts_stripes_examples_and_rejects_a_broken_object() -> None:
+    _component("transfer").validate(FIXTURES["transfer"])
+    _component("transfer_reversal").validate(FIXTURES["transfer_reversal"])
+
+    broken = {**FIXTURES["transfer"], "amount": "1100", "reversals": {"object": "list"}}
+    with pytest.raises(ValidationError):
+        _component("transfer").validate(broken)
+
+
+def test_transfer_and_reversal_bodies_match_the_schemas(api: _Api, reversed_transfer: str) -> None:
+    transfer = api.get(f"/v1/transfers/{reversed_transfer}").json()
+    reversal_id = transfer["reversals"]["data"][0]["id"]
+    reversal = api.get(f"/v1/transfers/{reversed_transfer}/reversals/{reversal_id}").json()
+    created = api.post(
+        "/v1/transfers", {"amount": 5, "currency": "usd", "destination": "acct_1"}
+    ).json()
+    new_reversal = api.post(f"/v1/transfers/{created['id']}/reversals", {"amount": 5}).json()
+
+    _response_schema("/v1/transfers/{transfer}", "get", "200").validate(transfer)
+    _response_schema("/v1/transfers/{transfer}/reversals/{id}", "get", "200").validate(reversal)
+    _response_schema("/v1/transfers", "post", "200").validate(created)
+    _response_schema("/v1/transfers/{id}/reversals", "post", "200").validate(new_reversal)
+
+
+def test_list_bodies_match_the_schemas(api: _Api, reversed_transfer: str) -> None:
+    transfers = api.get("/v1/transfers", limit=5).json()
+    reversals = api.get(f"/v1/transfers/{reversed_transfer}/reversals").json()
+
+    _response_schema("/v1/transfers", "get", "200").validate(transfers)
+    _response_schema("/v1/transfers/{id}/reversals", "get", "200").validate(reversals)
+    assert transfers["url"] == "/v1/transfers"
+    assert len(transfers["data"]) == 1
+    assert reversals["url"] == f"/v1/transfers/{reversed_transfer}/reversals"
+
+
+def test_emulator_objects_carry_exactly_the_fields_of_stripes_examples(
+    api: _Api, reversed_transfer: str
+) -> None:
+    transfer = api.get(f"/v1/transfers/{reversed_transfer}").json()
+    reversal = transfer["reversals"]["data"][0]
+
+    assert set(transfer) == set(FIXTURES["transfer"])
+    assert set(transfer["reversals"]) == set(FIXTURES["transfer"]["reversals"])
+    assert set(reversal) == set(FIXTURES["transfer_reversal"])
+
+
+def test_error_bodies_match_the_error_schema(
+    stripe_emulator: EmulatorServer, api: _Api, reversed_transfer: str
+) -> None:
+    validator = _component("error")
+    stripe_emulator.faults.add_script(
+        {"respond": 500, "path_prefix": "/v1/transfers/tr_script500"},
+        {"respond": 409, "path_prefix": "/v1/transfers/tr_script409"},
+        {"respond": 403, "path_prefix": "/v1/transfers/tr_script403"},
+    )
+    idempotent = {**api.headers, "Idempotency-Key": "fidelity"}
+    requests.post(
+        f"{api.base}/v1/transfers/{reversed_transfer}/reversals",
+        data={"amount": 1},
+        headers=idempotent,
+        timeout=10,
+    )
+
+    responses = {
+        "404": api.get("/v1/transfers/tr_missing"),
+        "already": api.post(f"/v1/transfers/{reversed_transfer}/reversals", {"amount": 5000}),
+        "param": api.post(f"/v1/transfers/{reversed_transfer}/reversals", {"amount": "x"}),
+        "401": requests.get(f"{api.base}/v1/transfers", timeout=10),
+        "500": api.get("/v1/transfers/tr_script500"),
+        "409": api.get("/v1/transfers/tr_script409"),
+        "403": api.get("/v1/transfers/tr_script403"),
+        "idempotency": requests.post(
+            f"{api.base}/v1/transfers/{reversed_transfer}/reversals",
+            data={"amount": 2},
+            headers=idempotent,
+            timeout=10,
+        ),
+    }
+    stripe_emulator.clock.freeze()
+    stripe_emulator.faults.update(rate_limit_per_second=1)
+    api.get("/v1/transfers")
+    responses["429"] = api.get("/v1/transfers")
+
+    for name, response in responses.items():
+        assert response.status_code >= 400, name
+        assert response.headers["Request-Id"].startswith("req_"), name
+        validator.validate(response.json())
+    assert responses["idempotency"].json()["error"]["type"] == "idempotency_error"
+    assert responses["429"].json()["error"]["code"] == "rate_limit"
