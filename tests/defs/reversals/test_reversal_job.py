@@ -158,16 +158,41 @@ def test_always_failing_row_gives_up_at_max_attempts(
     assert state["next_retry_at"] is None
 
 
-def test_lost_response_is_found_and_not_sent_again(
+def test_lost_response_is_recovered_by_the_same_key_retry(
     job_env: dict,
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
     dagster_instance: dg.DagsterInstance,
 ) -> None:
     [row] = seed_rows(engine, stripe_emulator.control(), 1)
-    # Committed at Stripe, reply dropped: every SDK retry of it is lost too.
     stripe_emulator.control().add_script(
-        respond="lost", method="POST", transfer_id=row.stripe_transfer_id, times=10
+        respond="lost", method="POST", transfer_id=row.stripe_transfer_id, times=1
+    )
+    assert run_reversal_job(dagster_instance).success
+    state = row_state(engine, row.id)
+    [reversal] = _reversals_at_stripe(stripe_emulator, row.stripe_transfer_id)
+    assert state["status"] == "reversed"
+    assert state["stripe_reversal_id"] == reversal["id"]
+
+
+def test_lost_response_is_found_by_the_next_run_and_not_sent_again(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    # Committed at Stripe, reply dropped; the SDK's same-key retries then cannot connect.
+    stripe_emulator.control().add_scripts(
+        [
+            {"respond": "lost", "method": "POST", "transfer_id": row.stripe_transfer_id},
+            {
+                "respond": "reset",
+                "method": "POST",
+                "transfer_id": row.stripe_transfer_id,
+                "times": 10,
+            },
+        ]
     )
 
     assert run_reversal_job(dagster_instance, backoff_jitter=0.0).success

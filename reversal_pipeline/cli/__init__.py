@@ -1,0 +1,30 @@
+"""``reversal-pipeline``: the operator's command line.
+
+One module per group of commands; each command is a thin shell over plain
+functions. On bad input or an unreachable dependency a command prints one
+line saying why and exits non-zero, having changed nothing.
+"""
+
+from __future__ import annotations
+
+import click
+
+from reversal_pipeline.cli.database import migrate_command, validate_constraints_command
+from reversal_pipeline.cli.demo import demo_command
+from reversal_pipeline.cli.emulator import stripe_emulator_command
+from reversal_pipeline.cli.job import run_job_command
+
+
+@click.group()
+def main() -> None:
+    """Reverse Stripe Connect transfers when refunds succeed, and reconcile with Stripe."""
+
+
+for command in (
+    migrate_command,
+    validate_constraints_command,
+    demo_command,
+    run_job_command,
+    stripe_emulator_command,
+):
+    main.add_command(command)

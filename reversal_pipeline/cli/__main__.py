@@ -1,0 +1,5 @@
+"""``python -m reversal_pipeline.cli``."""
+
+from reversal_pipeline.cli import main
+
+main()

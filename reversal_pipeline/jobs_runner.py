@@ -1,0 +1,109 @@
+"""Running a job of the code location once from the command line.
+
+The CLI and the demo use this instead of shelling out to ``dagster job
+execute``: same definitions, same resources from the environment, and a
+summary an operator can read in a terminal.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import dagster as dg
+
+from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.reversals.settings import ReversalSettings
+
+
+@dataclass
+class JobOutcome:
+    run_id: str
+    success: bool
+    error: str | None = None
+    summary_lines: list[str] = field(default_factory=list)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def instance_from_env(stack: ExitStack) -> dg.DagsterInstance:
+    """The DAGSTER_HOME instance when set, else an ephemeral one."""
+    if os.environ.get("DAGSTER_HOME"):
+        return stack.enter_context(dg.DagsterInstance.get())
+    return stack.enter_context(dg.DagsterInstance.ephemeral())
+
+
+def run_job_once(
+    job_name: str,
+    *,
+    run_config: dict[str, Any] | None = None,
+    partition_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    instance: dg.DagsterInstance | None = None,
+) -> JobOutcome:
+    from reversal_pipeline.definitions import defs
+
+    job = defs().resolve_job_def(job_name)
+    with ExitStack() as stack:
+        instance = instance or instance_from_env(stack)
+        result = job.execute_in_process(
+            run_config=run_config or {},
+            instance=instance,
+            partition_key=partition_key,
+            tags=tags,
+            raise_on_error=False,
+        )
+    metadata = {
+        event.asset_key.to_user_string(): {
+            key: value.value for key, value in event.materialization.metadata.items()
+        }
+        for event in result.get_asset_materialization_events()
+    }
+    error = None
+    if not result.success:
+        failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+        data = failures[0].event_specific_data if failures else None
+        error_info = getattr(data, "error", None)
+        error = (
+            getattr(data, "user_failure_data", None) and data.user_failure_data.description
+        ) or (error_info.message.strip().splitlines()[-1] if error_info else "see the run log")
+    return JobOutcome(result.run_id, result.success, error, metadata=metadata)
+
+
+def run_reversal_job_once(overrides: dict[str, str] | None = None) -> JobOutcome:
+    run_config = (
+        {"resources": {"reversal_settings": {"config": _typed(overrides)}}} if overrides else {}
+    )
+    outcome = run_job_once("reversal_job", run_config=run_config)
+    claimed = outcome.metadata.get("due_reversals", {})
+    done = outcome.metadata.get("reversal_outcomes", {})
+    outcome.summary_lines = [
+        f"run {outcome.run_id}: {'success' if outcome.success else 'FAILED'}",
+        f"claimed {claimed.get('rows_claimed', 0)} due row(s)",
+        "reversed {r}, permanently failed {f}, retry scheduled {p}, released {x}".format(
+            r=done.get("rows_reversed", 0),
+            f=done.get("rows_permanently_failed", 0),
+            p=done.get("rows_retry_scheduled", 0),
+            x=done.get("rows_released", 0),
+        ),
+        f"stripe calls {done.get('stripe_calls', 0)} in {done.get('elapsed_seconds', 0)}s",
+    ]
+    return outcome
+
+
+def _typed(overrides: dict[str, str]) -> dict[str, Any]:
+    """Settings given as text on the command line, as the numbers the config expects."""
+    typed: dict[str, Any] = {}
+    fields = ReversalSettings.model_fields
+    for name, value in overrides.items():
+        if name not in fields:
+            raise ConfigurationError(
+                f"unknown setting {name!r}; known: {', '.join(sorted(fields))}"
+            )
+        annotation = fields[name].annotation
+        try:
+            typed[name] = annotation(value) if annotation in (int, float) else value
+        except ValueError:
+            raise ConfigurationError(f"setting {name} wants a number, got {value!r}") from None
+    return typed
