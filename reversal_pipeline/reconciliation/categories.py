@@ -1,0 +1,141 @@
+"""The kinds of drift reconciliation reports, how bad each is, and what to do about it.
+
+An operator reads these explanations every morning, often without the code at
+hand, so each one says what the two sides disagree on and the next step. The
+names are stored in ``reconciliation_drift.category`` and used as Dagster
+metadata keys: renaming one orphans the findings already stored under it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    """``reconciliation_drift.severity``; the database CHECK allows exactly these."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+# Sort order for reports and queries: most urgent first (plain-string keys, for
+# pandas .map and SQL CASE alike).
+SEVERITY_RANK: dict[str, int] = {severity.value: rank for rank, severity in enumerate(Severity)}
+
+
+class Category(StrEnum):
+    """``reconciliation_drift.category``: one kind of disagreement between the DB and Stripe."""
+
+    DB_REVERSED_STRIPE_NOT = "db_reversed_stripe_not"
+    OVER_REVERSED = "over_reversed"
+    REVERSAL_ID_MISMATCH = "reversal_id_mismatch"
+    STRIPE_REVERSED_DB_FAILED = "stripe_reversed_db_failed"
+    STRIPE_REVERSED_DB_PENDING = "stripe_reversed_db_pending"
+    REVERSED_WITHOUT_REQUEST = "reversed_without_request"
+    AMOUNT_OR_CURRENCY_MISMATCH = "amount_or_currency_mismatch"
+    MISSING_AT_STRIPE = "missing_at_stripe"
+    UNKNOWN_TO_DB = "unknown_to_db"
+    STUCK_PENDING = "stuck_pending"
+
+
+@dataclass(frozen=True, slots=True)
+class DriftCategory:
+    """A category with its default severity and the sentence an operator acts on."""
+
+    category: Category
+    severity: Severity
+    explanation: str
+
+
+_DEFINITIONS: tuple[DriftCategory, ...] = (
+    DriftCategory(
+        Category.DB_REVERSED_STRIPE_NOT,
+        Severity.CRITICAL,
+        "DB says reversed but Stripe shows no reversal, or less than the row's amount: the "
+        "seller kept money we believe we recovered. Check the transfer in the Dashboard; if "
+        "it is really not reversed, requeue the row (reversal_pending) so the job reverses it.",
+    ),
+    DriftCategory(
+        Category.OVER_REVERSED,
+        Severity.CRITICAL,
+        "Stripe reversed more than the row's amount, or more than one reversal carries this "
+        "row's seller_transfer_id: we took back too much from the seller. Escalate to finance "
+        "to return the excess to the seller; find which run sent the extra reversal.",
+    ),
+    DriftCategory(
+        Category.REVERSAL_ID_MISMATCH,
+        Severity.HIGH,
+        "The row's stripe_reversal_id is not among the transfer's reversals at Stripe: the "
+        "recorded id is wrong (another transfer's reversal, or test/live mix-up). Look up the "
+        "recorded id in Stripe and correct the row by hand, audited.",
+    ),
+    DriftCategory(
+        Category.STRIPE_REVERSED_DB_FAILED,
+        Severity.HIGH,
+        "Row is permanently_failed but Stripe shows the transfer fully reversed: the money is "
+        "back, the DB is wrong. Run the reconciliation repair for this day (it marks the row "
+        "reversed with Stripe's reversal id, audited); do not requeue it.",
+    ),
+    DriftCategory(
+        Category.STRIPE_REVERSED_DB_PENDING,
+        Severity.MEDIUM,
+        "Row is reversal_pending but Stripe already shows the transfer reversed (a lost reply "
+        "or an out-of-band reversal). The job will confirm it on its next attempt; if it "
+        "persists, run the reconciliation repair for this day.",
+    ),
+    DriftCategory(
+        Category.REVERSED_WITHOUT_REQUEST,
+        Severity.CRITICAL,
+        "Stripe shows a reversal on a transfer whose row was never asked to be reversed (status "
+        "pending/completed/failed, no reversal_requested_at): money was taken back from a "
+        "seller without a refund. Find who reversed it (Dashboard, script) and escalate.",
+    ),
+    DriftCategory(
+        Category.AMOUNT_OR_CURRENCY_MISMATCH,
+        Severity.HIGH,
+        "The row's amount or currency differs from the Stripe transfer's: a reversal of the "
+        "row's amount would be wrong. Compare with the order, correct the row by hand, audited.",
+    ),
+    DriftCategory(
+        Category.MISSING_AT_STRIPE,
+        Severity.HIGH,
+        "The row's transfer is not in Stripe's list of that day's transfers. Likely cause: the "
+        "API key is for another platform account or the wrong mode (test vs live); otherwise "
+        "the id is corrupt or the row's transferred_at day is wrong. Check the key first.",
+    ),
+    DriftCategory(
+        Category.UNKNOWN_TO_DB,
+        Severity.MEDIUM,
+        "Stripe has a transfer of that day that no row records: a payout the application did "
+        "not save (or made outside it). It can never be reversed by the job; find its order "
+        "from the transfer's metadata and create or link the row.",
+    ),
+    DriftCategory(
+        Category.STUCK_PENDING,
+        Severity.MEDIUM,
+        "Row is reversal_pending but overdue (next_retry_at long past or missing) or requested "
+        "long ago: the job is not reversing it. Check that reversal_job runs and the row's "
+        "error_message; high after 7 days or when next_retry_at is missing.",
+    ),
+)
+
+CATEGORIES: dict[Category, DriftCategory] = {d.category: d for d in _DEFINITIONS}
+
+# The only categories the repair may fix: Stripe's reversal proves the DB wrong,
+# and a reversal at Stripe cannot be undone, so the proof does not go stale.
+REPAIRABLE: frozenset[Category] = frozenset(
+    {Category.STRIPE_REVERSED_DB_PENDING, Category.STRIPE_REVERSED_DB_FAILED}
+)
+
+
+def severity_of(category: Category | str) -> Severity:
+    """The default severity of ``category`` (stuck_pending may be raised per finding)."""
+    return CATEGORIES[Category(category)].severity
+
+
+def explanation_of(category: Category | str) -> str:
+    """The operator-facing sentence for ``category``."""
+    return CATEGORIES[Category(category)].explanation

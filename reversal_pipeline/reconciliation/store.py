@@ -1,0 +1,337 @@
+"""Persist one day's findings in ``reconciliation_drift`` and the run in ``reconciliation_runs``.
+
+A finding is identified by ``(partition_day, category, finding_key)``; storing
+a run upserts what it saw (``first_seen_at`` kept, ``last_seen_at`` moved,
+``resolved_at`` cleared) and resolves what it no longer sees, all in one
+transaction, so a reader never sees half a run. Findings are never deleted.
+
+Only a *complete* run may resolve findings: a listing that failed midway
+proves nothing about the transfers it did not reach, so
+``record_incomplete_run`` writes the run and leaves every finding alone.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from reversal_pipeline.db.tables import reconciliation_drift, reconciliation_runs
+from reversal_pipeline.reconciliation.categories import SEVERITY_RANK
+from reversal_pipeline.reconciliation.compare import FINDING_COLUMNS
+
+# Two-key advisory lock namespace ("RECO"): one store per partition day at a time.
+_LOCK_NAMESPACE = 0x5245434F
+
+_BATCH_TABLE = "reconciliation_findings_batch"
+
+_CREATE_BATCH = f"""
+CREATE TEMP TABLE {_BATCH_TABLE} (
+    category            text    NOT NULL,
+    severity            text    NOT NULL,
+    finding_key         text    NOT NULL,
+    seller_transfer_id  bigint,
+    stripe_transfer_id  text,
+    stripe_reversal_ids text,
+    amount              bigint,
+    currency            text,
+    explanation         text    NOT NULL,
+    details             jsonb   NOT NULL,
+    in_grace            boolean NOT NULL
+) ON COMMIT DROP
+"""
+
+# Built after the COPY: it refuses duplicate keys (ON CONFLICT cannot touch one row
+# twice in a statement) and gives the anti-join below a good plan without ANALYZE.
+_INDEX_BATCH = f"CREATE UNIQUE INDEX ON {_BATCH_TABLE} (category, finding_key)"
+
+_COLUMN_LIST = ", ".join(FINDING_COLUMNS)
+
+# Re-running a day rewrites every seen finding (last_seen_at moves), so at 100k
+# findings the cost is PostgreSQL writing 100k rows, whichever statement does it:
+# a joined UPDATE + INSERT measured no faster than this single upsert.
+_UPSERT = f"""
+INSERT INTO reconciliation_drift AS d (
+    partition_day, {_COLUMN_LIST}, first_seen_at, last_seen_at, resolved_at, last_run_id)
+SELECT :day, {_COLUMN_LIST}, :now, :now, NULL, :run_id
+FROM {_BATCH_TABLE}
+ON CONFLICT (partition_day, category, finding_key) DO UPDATE SET
+    severity = EXCLUDED.severity,
+    seller_transfer_id = EXCLUDED.seller_transfer_id,
+    stripe_transfer_id = EXCLUDED.stripe_transfer_id,
+    stripe_reversal_ids = EXCLUDED.stripe_reversal_ids,
+    amount = EXCLUDED.amount,
+    currency = EXCLUDED.currency,
+    explanation = EXCLUDED.explanation,
+    details = EXCLUDED.details,
+    in_grace = EXCLUDED.in_grace,
+    last_seen_at = EXCLUDED.last_seen_at,
+    resolved_at = NULL,
+    last_run_id = EXCLUDED.last_run_id
+"""
+
+_RESOLVE_UNSEEN = f"""
+UPDATE reconciliation_drift AS d SET resolved_at = :now
+WHERE d.partition_day = :day AND d.resolved_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1 FROM {_BATCH_TABLE} AS b
+      WHERE b.category = d.category AND b.finding_key = d.finding_key)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RunCounts:
+    """What a run looked at, recorded with it for the backfill sensor and operators."""
+
+    db_rows: int | None = None
+    stripe_transfers: int | None = None
+    stripe_calls: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRun:
+    """The outcome of storing one complete run."""
+
+    run_row_id: int
+    upserted: int
+    resolved: int
+    open_findings: int  # open after this run, not counting those in grace
+
+
+def store_findings(
+    engine: sa.Engine,
+    partition_day: date,
+    drift_findings: pd.DataFrame,
+    *,
+    now: datetime,
+    started_at: datetime,
+    run_id: str | None,
+    counts: RunCounts,
+) -> StoredRun:
+    """Store a complete run's findings for ``partition_day``, in one transaction.
+
+    Idempotent: storing the same findings again leaves the same rows, with only
+    ``last_seen_at`` (and ``last_run_id``) moved.
+    """
+    with engine.begin() as connection:
+        _lock_day(connection, partition_day)
+        connection.execute(sa.text(_CREATE_BATCH))
+        _copy_findings(connection, drift_findings)
+        connection.execute(sa.text(_INDEX_BATCH))
+        params = {"day": partition_day, "now": now, "run_id": run_id}
+        upserted = connection.execute(sa.text(_UPSERT), params).rowcount
+        resolved = connection.execute(sa.text(_RESOLVE_UNSEEN), params).rowcount
+        open_count = _count_open(connection, partition_day)
+        run_row_id = _insert_run(
+            connection,
+            partition_day,
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=now,
+            complete=True,
+            counts=counts,
+            open_findings=open_count,
+        )
+    return StoredRun(run_row_id, upserted, resolved, open_count)
+
+
+def record_incomplete_run(
+    engine: sa.Engine,
+    partition_day: date,
+    *,
+    started_at: datetime,
+    finished_at: datetime,
+    run_id: str | None,
+    error_message: str,
+    counts: RunCounts = RunCounts(),  # frozen, so one shared default is safe
+) -> int:
+    """Record a run that could not finish (e.g. Stripe's listing failed midway).
+
+    Findings are neither added nor resolved: a partial listing would make every
+    transfer it did not reach look missing, and would "resolve" real drift.
+    ``open_findings`` stays NULL so the run can never read as clean.
+    """
+    with engine.begin() as connection:
+        _lock_day(connection, partition_day)
+        return _insert_run(
+            connection,
+            partition_day,
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            complete=False,
+            counts=counts,
+            open_findings=None,
+            error_message=error_message,
+        )
+
+
+def _lock_day(connection: sa.Connection, partition_day: date) -> None:
+    # Two stores of one day at once would each resolve what the other just saw.
+    connection.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(_LOCK_NAMESPACE, partition_day.toordinal()))
+    )
+
+
+def _copy_findings(connection: sa.Connection, drift_findings: pd.DataFrame) -> None:
+    unique_findings = drift_findings.drop_duplicates(["category", "finding_key"])
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None  # inside engine.begin(): a live connection
+    with (
+        driver_connection.cursor() as cursor,
+        cursor.copy(f"COPY {_BATCH_TABLE} ({_COLUMN_LIST}) FROM STDIN") as copy,
+    ):
+        for start in range(0, len(unique_findings), _COPY_CHUNK_ROWS):
+            chunk = unique_findings.iloc[start : start + _COPY_CHUNK_ROWS]
+            for row in _finding_rows(chunk):
+                copy.write_row(row)
+
+
+# Rows turned into Python values at a time: bounds memory when a wrong API key
+# makes every one of a million rows a finding.
+_COPY_CHUNK_ROWS = 20_000
+
+
+def _finding_rows(drift_findings: pd.DataFrame) -> Iterator[tuple[Any, ...]]:
+    columns = [_plain_values(drift_findings[name]) for name in FINDING_COLUMNS]
+    details_index = FINDING_COLUMNS.index("details")
+    columns[details_index] = [_details_json(d) for d in columns[details_index]]
+    return zip(*columns, strict=True)
+
+
+def _plain_values(values: pd.Series) -> list[Any]:
+    present = values.notna().to_numpy()
+    plain = values.to_numpy(dtype=object, copy=True)  # writable: pandas may share buffers
+    plain[~present] = None
+    return plain.tolist()
+
+
+# One encoder for all rows: json.dumps(**options) builds a new one per call (2x slower).
+# No sort_keys: JSONB stores keys in its own order anyway.
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
+def _details_json(details: Mapping[str, Any] | str | None) -> str:
+    if details is None:
+        return "{}"
+    if isinstance(details, str):  # e.g. read back from a CSV report
+        return details
+    return _JSON.encode(details)
+
+
+def _count_open(connection: sa.Connection, partition_day: date) -> int:
+    d = reconciliation_drift.c
+    query = sa.select(sa.func.count()).where(
+        d.partition_day == partition_day, d.resolved_at.is_(None), d.in_grace.is_(False)
+    )
+    return int(connection.execute(query).scalar_one())
+
+
+def _insert_run(
+    connection: sa.Connection,
+    partition_day: date,
+    *,
+    run_id: str | None,
+    started_at: datetime,
+    finished_at: datetime,
+    complete: bool,
+    counts: RunCounts,
+    open_findings: int | None,
+    error_message: str | None = None,
+) -> int:
+    statement = (
+        sa.insert(reconciliation_runs)
+        .values(
+            partition_day=partition_day,
+            run_id=run_id,
+            started_at=started_at,
+            finished_at=finished_at,
+            complete=complete,
+            db_rows=counts.db_rows,
+            stripe_transfers=counts.stripe_transfers,
+            stripe_calls=counts.stripe_calls,
+            open_findings=open_findings,
+            error_message=error_message,
+        )
+        .returning(reconciliation_runs.c.id)
+    )
+    return int(connection.execute(statement).scalar_one())
+
+
+# --------------------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True, slots=True)
+class DayFindings:
+    """A day's open findings with the runs that explain how current they are."""
+
+    partition_day: date
+    latest_run: Mapping[str, Any] | None
+    last_complete_run: Mapping[str, Any] | None
+    findings: pd.DataFrame
+
+    @property
+    def is_clean(self) -> bool:
+        """True only if the latest run completed and left no open drift outside grace.
+
+        A day whose latest run is incomplete is never clean, whatever an older
+        run found: the failed run may have been about to see new drift.
+        """
+        if self.latest_run is None or not self.latest_run["complete"]:
+            return False
+        return not bool((~self.findings["in_grace"].astype(bool)).any())
+
+
+def _severity_order() -> sa.ColumnElement[int]:
+    return sa.case(SEVERITY_RANK, value=reconciliation_drift.c.severity, else_=len(SEVERITY_RANK))
+
+
+def open_findings(connection: sa.Connection, day: date | None = None) -> pd.DataFrame:
+    """Unresolved findings (of ``day``, or of every day), most urgent and largest first."""
+    d = reconciliation_drift.c
+    query = sa.select(reconciliation_drift).where(d.resolved_at.is_(None))
+    if day is not None:
+        query = query.where(d.partition_day == day)
+    query = query.order_by(
+        _severity_order(), d.amount.desc().nulls_last(), d.partition_day, d.category, d.id
+    )
+    return _read_frame(connection, query)
+
+
+def latest_findings_for_day(connection: sa.Connection, day: date) -> DayFindings:
+    """What the latest complete run of ``day`` left open, and whether a later run failed.
+
+    The open findings of a day are exactly those the latest *complete* run saw:
+    it resolved everything else, and incomplete runs change nothing.
+    """
+    return DayFindings(
+        partition_day=day,
+        latest_run=_latest_run(connection, day, complete_only=False),
+        last_complete_run=_latest_run(connection, day, complete_only=True),
+        findings=open_findings(connection, day),
+    )
+
+
+def _latest_run(
+    connection: sa.Connection, day: date, *, complete_only: bool
+) -> Mapping[str, Any] | None:
+    r = reconciliation_runs.c
+    query = sa.select(reconciliation_runs).where(r.partition_day == day)
+    if complete_only:
+        query = query.where(r.complete.is_(True))
+    query = query.order_by(r.started_at.desc(), r.id.desc()).limit(1)
+    row = connection.execute(query).mappings().first()
+    return dict(row) if row is not None else None
+
+
+def _read_frame(connection: sa.Connection, query: sa.Select[Any]) -> pd.DataFrame:
+    frame = pd.read_sql(query, connection)
+    for name in ("seller_transfer_id", "amount"):
+        frame[name] = frame[name].astype("Int64")
+    frame["in_grace"] = frame["in_grace"].astype(bool)
+    return frame

@@ -1,0 +1,312 @@
+"""The matching rules: each drift category from a minimal scenario, and a clean day has none."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from reversal_pipeline.reconciliation.compare import FINDING_COLUMNS, compare
+from reversal_pipeline.reconciliation.frames import (
+    DB_FRAME_COLUMNS,
+    db_transfers_frame,
+    stripe_transfers_frame,
+)
+from tests.reconciliation import (
+    DAY_END,
+    DAY_START,
+    NOW,
+    db_frame,
+    db_row,
+    drift_findings_for,
+    insert_rows,
+    matching_snapshot,
+    reversal,
+    reversed_row,
+    snapshot,
+)
+
+
+def severities_by_category(findings: pd.DataFrame) -> dict[str, str]:
+    return dict(
+        zip(findings["category"].astype(str), findings["severity"].astype(str), strict=True)
+    )
+
+
+def pending_row(seller_transfer_id: int, **overrides: Any) -> dict[str, Any]:
+    """A reversal_pending row requested recently and due in the future: not stuck."""
+    values = {
+        "status": "reversal_pending",
+        "reversal_requested_at": NOW - timedelta(hours=3),
+        "next_retry_at": NOW + timedelta(minutes=10),
+    }
+    return db_row(seller_transfer_id, **{**values, **overrides})
+
+
+def test_clean_day_has_no_findings() -> None:
+    rows = [
+        db_row(1),
+        reversed_row(2),
+        pending_row(3),
+        db_row(4, status="permanently_failed", reversal_requested_at=NOW - timedelta(days=1)),
+        db_row(5, status="pending", stripe_transfer_id=None),
+        db_row(6, status="failed", stripe_transfer_id=None),
+    ]
+    snapshots = [matching_snapshot(row) for row in rows if row["stripe_transfer_id"]]
+
+    drift_findings = drift_findings_for(rows, snapshots)
+
+    assert drift_findings.empty
+    assert list(drift_findings.columns) == list(FINDING_COLUMNS)
+
+
+SCENARIOS = {
+    "db_reversed_stripe_not": (
+        [reversed_row(1)],
+        [snapshot("tr_1", reversals=[reversal("trr_1", 400, seller_transfer_id=1)])],
+        "critical",
+    ),
+    "over_reversed": (
+        [reversed_row(1)],
+        [
+            snapshot(
+                "tr_1",
+                reversals=[
+                    reversal("trr_1", 500, seller_transfer_id=1),
+                    reversal("trr_dup", 500, seller_transfer_id=1, created=DAY_START),
+                ],
+            )
+        ],
+        "critical",
+    ),
+    "reversal_id_mismatch": (
+        [reversed_row(1, stripe_reversal_id="trr_other")],
+        [snapshot("tr_1", reversals=[reversal("trr_1", seller_transfer_id=1)])],
+        "high",
+    ),
+    "stripe_reversed_db_failed": (
+        [db_row(1, status="permanently_failed", reversal_requested_at=NOW - timedelta(days=1))],
+        [snapshot("tr_1", reversals=[reversal("trr_1", seller_transfer_id=1)])],
+        "high",
+    ),
+    "stripe_reversed_db_pending": (
+        [pending_row(1)],
+        [snapshot("tr_1", reversals=[reversal("trr_1", seller_transfer_id=1)])],
+        "medium",
+    ),
+    "reversed_without_request": (
+        [db_row(1, status="completed")],
+        [snapshot("tr_1", reversals=[reversal("trr_x", 10)])],
+        "critical",
+    ),
+    "amount_or_currency_mismatch": (
+        [db_row(1, currency="usd")],
+        [snapshot("tr_1", currency="eur")],
+        "high",
+    ),
+    "missing_at_stripe": ([db_row(1)], [], "high"),
+    "unknown_to_db": ([], [snapshot("tr_stray")], "medium"),
+    "stuck_pending": (
+        [pending_row(1, next_retry_at=NOW - timedelta(hours=2))],
+        [snapshot("tr_1")],
+        "medium",
+    ),
+}
+
+
+@pytest.mark.parametrize("category", SCENARIOS)
+def test_each_category_is_found_alone_with_its_severity(category: str) -> None:
+    rows, snapshots, severity = SCENARIOS[category]
+
+    drift_findings = drift_findings_for(rows, snapshots)
+
+    assert severities_by_category(drift_findings) == {category: severity}
+    assert not drift_findings["in_grace"].any()
+    assert drift_findings["explanation"].astype(str).str.len().min() > 40
+
+
+def test_over_reversal_beyond_the_rows_amount_is_critical() -> None:
+    rows = [reversed_row(1, amount=600, stripe_reversal_id="trr_1")]
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 1000, seller_transfer_id=1)])]
+
+    found = severities_by_category(drift_findings_for(rows, snapshots))
+
+    assert found["over_reversed"] == "critical"
+    assert found["amount_or_currency_mismatch"] == "high"
+
+
+def test_unknown_transfer_is_keyed_by_its_stripe_id() -> None:
+    drift_findings = drift_findings_for([], [snapshot("tr_stray", 777)])
+
+    finding = drift_findings.iloc[0]
+    assert finding["finding_key"] == "tr_stray"
+    assert pd.isna(finding["seller_transfer_id"])
+    assert (finding["stripe_transfer_id"], finding["amount"]) == ("tr_stray", 777)
+
+
+def test_row_findings_are_keyed_by_seller_transfer_id() -> None:
+    drift_findings = drift_findings_for([db_row(42, amount=1234)], [])
+
+    finding = drift_findings.iloc[0]
+    assert (finding["finding_key"], finding["seller_transfer_id"]) == ("42", 42)
+    assert (finding["stripe_transfer_id"], finding["amount"], finding["currency"]) == (
+        "tr_42",
+        1234,
+        "eur",
+    )
+
+
+def test_row_without_transfer_id_is_missing_only_once_a_payout_was_made() -> None:
+    rows = [
+        db_row(1, status="pending", stripe_transfer_id=None),
+        db_row(2, status="failed", stripe_transfer_id=None),
+        db_row(3, status="completed", stripe_transfer_id=None),
+    ]
+
+    drift_findings = drift_findings_for(rows, [])
+
+    assert drift_findings["finding_key"].tolist() == ["3"]
+    assert drift_findings["category"].astype(str).tolist() == ["missing_at_stripe"]
+
+
+def test_partial_reversal_of_pending_row_is_not_reported_as_already_reversed() -> None:
+    rows = [pending_row(1)]
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 999, seller_transfer_id=1)])]
+
+    assert drift_findings_for(rows, snapshots).empty
+
+
+def test_repair_evidence_prefers_the_rows_own_reversal_over_the_newest() -> None:
+    rows = [pending_row(7)]
+    own = reversal("trr_own", 1000, seller_transfer_id=7, created=DAY_START + timedelta(hours=2))
+    newer_foreign = reversal("trr_foreign", 0, seller_transfer_id=8)
+    snapshots = [snapshot("tr_7", reversals=[newer_foreign, own])]
+
+    details = drift_findings_for(rows, snapshots)["details"].iloc[0]
+
+    assert details["repair_reversal_id"] == "trr_own"
+    assert details["repair_reversed_at"] == "2026-11-20T02:00:00Z"
+
+
+def test_repair_evidence_falls_back_to_the_newest_reversal() -> None:
+    rows = [db_row(1, status="permanently_failed", reversal_requested_at=NOW)]
+    older = reversal("trr_old", 500, created=DAY_START)
+    newest = reversal("trr_new", 500, created=DAY_START + timedelta(hours=9))
+    snapshots = [snapshot("tr_1", reversals=[older, newest])]
+
+    details = drift_findings_for(rows, snapshots)["details"].iloc[0]
+
+    assert details["repair_reversal_id"] == "trr_new"
+
+
+def test_difference_on_a_recently_changed_row_is_in_grace() -> None:
+    rows = [db_row(1, updated_at=NOW - timedelta(minutes=5)), db_row(2)]
+
+    drift_findings = drift_findings_for(rows, []).set_index("finding_key")
+
+    assert bool(drift_findings.loc["1", "in_grace"]) is True
+    assert bool(drift_findings.loc["2", "in_grace"]) is False
+
+
+def test_recently_created_unknown_transfer_is_in_grace() -> None:
+    snapshots = [snapshot("tr_new", created=NOW - timedelta(minutes=5)), snapshot("tr_old")]
+
+    drift_findings = drift_findings_for([], snapshots).set_index("finding_key")
+
+    assert drift_findings["in_grace"].to_dict() == {"tr_new": True, "tr_old": False}
+
+
+@pytest.mark.parametrize(
+    ("overdue_by", "expected"), [(timedelta(minutes=30), []), (timedelta(hours=2), ["1"])]
+)
+def test_stuck_pending_needs_next_retry_overdue_beyond_the_margin(
+    overdue_by: timedelta, expected: list[str]
+) -> None:
+    rows = [pending_row(1, next_retry_at=NOW - overdue_by)]
+
+    drift_findings = drift_findings_for(rows, [snapshot("tr_1")])
+
+    assert drift_findings["finding_key"].tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("requested_days_ago", "severity"), [(2, None), (4, "medium"), (8, "high")]
+)
+def test_stuck_pending_is_medium_after_max_age_and_high_after_seven_days(
+    requested_days_ago: int, severity: str | None
+) -> None:
+    requested_at = NOW - timedelta(days=requested_days_ago)
+    rows = [pending_row(1, reversal_requested_at=requested_at)]
+
+    found = severities_by_category(drift_findings_for(rows, [snapshot("tr_1")]))
+
+    assert found.get("stuck_pending") == severity
+
+
+def test_pending_row_without_next_retry_at_is_stuck_and_high() -> None:
+    rows = [pending_row(1, next_retry_at=None)]
+
+    found = severities_by_category(drift_findings_for(rows, [snapshot("tr_1")]))
+
+    assert found == {"stuck_pending": "high"}
+
+
+def test_stripe_frame_summarises_reversals_newest_first() -> None:
+    reversals = [
+        reversal("trr_a", 100, seller_transfer_id=5, created=DAY_START),
+        reversal("trr_b", 100, seller_transfer_id=5, created=DAY_START + timedelta(hours=1)),
+        reversal("trr_c", 100, created=DAY_START + timedelta(hours=2)),
+    ]
+    snapshots = [snapshot("tr_5", reversals=reversals), snapshot("tr_6"), snapshot("tr_6")]
+
+    frame = stripe_transfers_frame(snapshots).set_index("transfer_id")
+
+    assert frame.index.tolist() == ["tr_5", "tr_6"]  # the listed-twice transfer is kept once
+    first = frame.loc["tr_5"]
+    assert first["reversal_ids"] == "trr_c|trr_b|trr_a"
+    assert (first["reversal_count"], first["our_reversal_count_max"]) == (3, 2)
+    assert first["seller_transfer_ids_in_metadata"] == "5"
+    assert (first["latest_reversal_id"], first["amount_reversed"]) == ("trr_c", 300)
+    assert pd.isna(frame.loc["tr_6", "reversal_ids"])
+    assert str(frame["stripe_created"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_db_frame_from_postgres_compares_like_the_in_memory_one(engine: sa.Engine) -> None:
+    rows = [
+        db_row(1),
+        reversed_row(2),
+        db_row(3, transferred_at=DAY_END),  # next day: not read
+        db_row(4, status="pending", stripe_transfer_id=None, stripe_account_id=None),
+        db_row(5, amount=999),
+    ]
+    insert_rows(engine, rows)
+
+    with engine.connect() as connection:
+        frame = db_transfers_frame(connection, DAY_START, DAY_END)
+
+    assert list(frame.columns) == list(DB_FRAME_COLUMNS)
+    assert sorted(frame["seller_transfer_id"]) == [1, 2, 4, 5]
+    expected_dtypes = db_frame([]).dtypes.astype(str).to_dict()
+    assert frame.dtypes.astype(str).to_dict() | {"stripe_account_id": "category"} == (
+        expected_dtypes | {"stripe_account_id": "category"}
+    )
+    snapshots = [matching_snapshot(row) for row in (rows[0], rows[1], db_row(5))]
+    drift_findings = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
+    assert severities_by_category(drift_findings) == {"amount_or_currency_mismatch": "high"}
+
+
+def test_db_frame_of_an_empty_day_is_empty_with_the_same_columns(engine: sa.Engine) -> None:
+    with engine.connect() as connection:
+        frame = db_transfers_frame(connection, DAY_START, DAY_END)
+
+    assert frame.empty
+    assert list(frame.columns) == list(DB_FRAME_COLUMNS)
+    assert compare(frame, stripe_transfers_frame([]), now=NOW).empty
+
+
+def test_naive_now_is_refused_rather_than_compared_wrongly() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        compare(db_frame([]), stripe_transfers_frame([]), now=NOW.replace(tzinfo=None))
