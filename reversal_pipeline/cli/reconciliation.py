@@ -1,0 +1,133 @@
+"""Reconciliation commands: ``reconcile`` (run days now) and ``report`` (read findings)."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date, timedelta
+
+import click
+import pandas as pd
+
+from reversal_pipeline.cli.common import connected_engine, one_line_errors
+from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.reconciliation.report import findings_json, format_amount, ranked
+from reversal_pipeline.reconciliation.store import latest_findings_for_day, open_findings
+
+REPORT_COLUMNS = (
+    "partition_day",
+    "severity",
+    "category",
+    "seller_transfer_id",
+    "stripe_transfer_id",
+    "amount",
+    "explanation",
+)
+
+
+def parse_day(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(f"{option} wants a date as YYYY-MM-DD, got {value!r}") from None
+
+
+@click.command("report")
+@click.option("--day", help="UTC day (YYYY-MM-DD); default: every open finding.")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@one_line_errors
+def report_command(day: str | None, output_format: str) -> None:
+    """Print the latest reconciliation findings of a day, or all open findings."""
+    partition_day = parse_day(day, "--day")
+    engine = connected_engine()
+    with engine.connect() as connection:
+        if partition_day is None:
+            findings = open_findings(connection)
+            header = f"{len(findings)} open finding(s), all days"
+        else:
+            day_findings = latest_findings_for_day(connection, partition_day)
+            findings = day_findings.findings
+            header = _day_header(day_findings)
+    if output_format == "json":
+        click.echo(findings_json(findings) if not findings.empty else "[]")
+    elif output_format == "csv":
+        click.echo(findings.to_csv(index=False), nl=False)
+    else:
+        click.echo(header)
+        click.echo(_table(findings))
+
+
+def _day_header(day_findings: object) -> str:
+    run = getattr(day_findings, "latest_run", None)
+    day = getattr(day_findings, "partition_day", None)
+    if run is None:
+        return f"{day}: never reconciled"
+    state = "complete" if run["complete"] else f"INCOMPLETE ({run['error_message']})"
+    clean = "clean" if getattr(day_findings, "is_clean", False) else "NOT clean"
+    return (
+        f"{day}: latest run {run['run_id']} at {run['started_at']:%Y-%m-%d %H:%M} {state}; {clean}"
+    )
+
+
+def _table(findings: pd.DataFrame) -> str:
+    if findings.empty:
+        return "no open findings"
+    rows = ranked(findings)
+    lines = []
+    for finding in rows.to_dict("records"):
+        grace = " (in grace)" if finding.get("in_grace") else ""
+        amount = format_amount(finding.get("amount"), finding.get("currency"))
+        lines.append(
+            f"{finding.get('partition_day', '')}  {finding['severity']:<8} "
+            f"{finding['category']:<27} row {finding.get('seller_transfer_id') or '-':<8} "
+            f"{finding.get('stripe_transfer_id') or '-':<28} {amount:>14}{grace}"
+        )
+    return "\n".join(lines)
+
+
+@click.command("reconcile")
+@click.option("--day", help="One UTC day (YYYY-MM-DD).")
+@click.option("--from", "from_day", help="First day of a range (YYYY-MM-DD).")
+@click.option("--to", "to_day", help="Last day of a range, included (YYYY-MM-DD).")
+@one_line_errors
+def reconcile_command(day: str | None, from_day: str | None, to_day: str | None) -> None:
+    """Run reconciliation_job now for a day or a range of days (one run per day)."""
+    from reversal_pipeline.cli.common import resolve_database_url
+    from reversal_pipeline.jobs_runner import run_job_once
+
+    days = _days(parse_day(day, "--day"), parse_day(from_day, "--from"), parse_day(to_day, "--to"))
+    resolve_database_url()
+    failed = 0
+    for partition_day in days:
+        outcome = run_job_once("reconciliation_job", partition_key=partition_day.isoformat())
+        metadata = outcome.metadata.get("reversal_reconciliation", {})
+        if outcome.success:
+            click.echo(
+                f"{partition_day}: {metadata.get('drift_findings', 0)} finding(s), "
+                f"{metadata.get('stripe_transfers', 0)} Stripe transfer(s), "
+                f"{metadata.get('db_rows', 0)} row(s)"
+            )
+        else:
+            failed += 1
+            click.echo(f"{partition_day}: FAILED: {outcome.error}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+def _days(day: date | None, first: date | None, last: date | None) -> list[date]:
+    if day is not None and (first or last):
+        raise ConfigurationError("give --day, or --from and --to, not both")
+    if day is not None:
+        return [day]
+    if first is None or last is None:
+        raise ConfigurationError("give --day, or both --from and --to")
+    if last < first:
+        raise ConfigurationError(f"--to ({last}) is before --from ({first})")
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]

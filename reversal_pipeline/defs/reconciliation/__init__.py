@@ -1,0 +1,1 @@
+"""Dagster shell of reconciliation: daily asset, checks, schedule, backfill sensor, repair."""

@@ -1,0 +1,149 @@
+"""``reversal_reconciliation``: one UTC day of the database compared with Stripe.
+
+The asset body only wires resources and metadata; the work is
+``reconciliation.run.reconcile_day``. Its checks are emitted by the asset
+itself, per partition, so each day's materialization carries its verdict.
+"""
+
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
+from reversal_pipeline.reconciliation.report import count_metadata, markdown_report
+from reversal_pipeline.reconciliation.run import (
+    DayReconciliation,
+    ReconciliationWindows,
+    reconcile_day,
+)
+from reversal_pipeline.stripe.resource import StripeResource
+
+REPORTS_DIR_ENV = "REVERSAL_REPORTS_DIR"
+DEFAULT_REPORTS_DIR = ".reversal_pipeline/reports"
+CHECKS = ("no_critical_drift", "no_high_drift", "reconciliation_complete")
+
+
+class ReconciliationConfig(dg.Config):
+    """The windows that separate drift from work in progress."""
+
+    grace_minutes: float = Field(
+        default=60, ge=0, description="Rows changed this recently are reported as in grace."
+    )
+    stuck_margin_minutes: float = Field(
+        default=60, ge=0, description="reversal_pending overdue by more than this is stuck."
+    )
+    stuck_max_age_days: float = Field(
+        default=3, gt=0, description="reversal_pending requested longer ago than this is stuck."
+    )
+    stuck_high_after_days: float = Field(
+        default=7, gt=0, description="A stuck row older than this is high severity."
+    )
+
+    def windows(self) -> ReconciliationWindows:
+        return ReconciliationWindows(
+            grace_period=timedelta(minutes=self.grace_minutes),
+            stuck_margin=timedelta(minutes=self.stuck_margin_minutes),
+            stuck_max_age=timedelta(days=self.stuck_max_age_days),
+            high_after=timedelta(days=self.stuck_high_after_days),
+        )
+
+
+@dg.asset(
+    group_name="reconciliation",
+    partitions_def=daily_partitions,
+    kinds={"stripe", "postgres", "pandas"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "no_critical_drift",
+            asset="reversal_reconciliation",
+            description="No critical finding: money may be lost or doubled.",
+        ),
+        dg.AssetCheckSpec(
+            "no_high_drift",
+            asset="reversal_reconciliation",
+            description="No high finding: a person should look today.",
+        ),
+        dg.AssetCheckSpec(
+            "reconciliation_complete",
+            asset="reversal_reconciliation",
+            description="Stripe's listing for the day was read completely.",
+        ),
+    ],
+)
+def reversal_reconciliation(
+    context: dg.AssetExecutionContext,
+    config: ReconciliationConfig,
+    database: DatabaseResource,
+    stripe: StripeResource,
+):
+    """Drift between seller_transfers and Stripe's transfers for one UTC day of transferred_at."""
+    day = date.fromisoformat(context.partition_key)
+    outcome = reconcile_day(
+        database.get_engine(),
+        stripe,
+        day,
+        run_id=context.run.run_id,
+        windows=config.windows(),
+        reports_dir=Path(os.environ.get(REPORTS_DIR_ENV) or DEFAULT_REPORTS_DIR).resolve(),
+    )
+    if not outcome.complete:
+        yield dg.AssetCheckResult(
+            check_name="reconciliation_complete",
+            passed=False,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"error": outcome.error or ""},
+        )
+        raise dg.Failure(
+            description=f"incomplete reconciliation of {day}, not reported as clean: "
+            f"{outcome.error}",
+            metadata={"stripe_transfers_listed": outcome.stripe_transfers},
+        )
+    counts = count_metadata(outcome.drift_findings)
+    yield dg.MaterializeResult(
+        metadata=_metadata(outcome, counts),
+        check_results=_check_results(counts),
+    )
+
+
+def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, object]:
+    metadata: dict[str, object] = {
+        "complete": True,
+        "db_rows": outcome.db_rows,
+        "stripe_transfers": outcome.stripe_transfers,
+        "stripe_calls": outcome.stripe_calls,
+        "open_findings": outcome.stored.open_findings if outcome.stored else 0,
+        "resolved_findings": outcome.stored.resolved if outcome.stored else 0,
+        "report": dg.MetadataValue.md(
+            markdown_report(outcome.drift_findings, full_report_path=outcome.report_path)
+        ),
+        **{key.replace("/", "_"): value for key, value in counts.items()},
+        **{f"seconds_{phase}": value for phase, value in outcome.seconds.items()},
+    }
+    if outcome.report_path is not None:
+        metadata["report_csv"] = dg.MetadataValue.path(str(outcome.report_path))
+    return metadata
+
+
+def _check_results(counts: dict[str, int]) -> list[dg.AssetCheckResult]:
+    critical, high = counts["severity/critical"], counts["severity/high"]
+    return [
+        dg.AssetCheckResult(
+            check_name="no_critical_drift",
+            passed=critical == 0,
+            severity=dg.AssetCheckSeverity.ERROR,
+            metadata={"critical_findings": critical},
+        ),
+        dg.AssetCheckResult(
+            check_name="no_high_drift",
+            passed=high == 0,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"high_findings": high},
+        ),
+        dg.AssetCheckResult(
+            check_name="reconciliation_complete", passed=True, severity=dg.AssetCheckSeverity.ERROR
+        ),
+    ]

@@ -1,0 +1,219 @@
+"""reversal_reconciliation end to end: real PostgreSQL, the emulator over HTTP, through Dagster."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.defs.reconciliation.harness import (
+    check_results,
+    open_findings_by_category,
+    run_reconciliation,
+)
+from tests.plugins.dagster_job import materialization_metadata, run_reversal_job
+from tests.plugins.marketplace import seed_rows
+
+NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
+
+
+def _set(engine: sa.Engine, row_id: int, **values: object) -> None:
+    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
+            {"id": row_id, **values},
+        )
+
+
+def test_clean_day_has_no_findings_and_green_checks(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    seed_rows(engine, stripe_emulator.control(), 4, status="completed")
+    seed_rows(engine, stripe_emulator.control(), 4)
+    assert run_reversal_job(dagster_instance).success
+
+    result = run_reconciliation(dagster_instance)
+
+    assert result.success
+    metadata = materialization_metadata(result, "reversal_reconciliation")
+    assert metadata["drift_findings"] == 0
+    assert (metadata["db_rows"], metadata["stripe_transfers"]) == (8, 8)
+    assert check_results(result) == {
+        "no_critical_drift": True,
+        "no_high_drift": True,
+        "reconciliation_complete": True,
+    }
+    assert open_findings_by_category(engine) == {}
+    assert Path(metadata["report_csv"]).is_file()
+    assert "No drift" in metadata["report"]
+
+
+def test_each_planted_drift_is_found_with_its_severity(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 6, status="completed")
+    db_says_reversed, pending_reversed, failed_reversed, unrequested, mismatch, _ = rows
+    _set(
+        engine,
+        db_says_reversed.id,
+        status="reversed",
+        stripe_reversal_id="trr_NotAtStripe",
+        reversed_at=NOON,
+        reversal_requested_at=NOON,
+    )
+    control.reverse_transfer(pending_reversed.stripe_transfer_id)
+    _set(
+        engine,
+        pending_reversed.id,
+        status="reversal_pending",
+        reversal_requested_at=NOON,
+        next_retry_at=datetime.now(UTC) + timedelta(hours=1),
+    )
+    control.reverse_transfer(failed_reversed.stripe_transfer_id)
+    _set(engine, failed_reversed.id, status="permanently_failed", reversal_requested_at=NOON)
+    control.reverse_transfer(unrequested.stripe_transfer_id)
+    _set(engine, mismatch.id, amount=999)
+    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_NotAtStripe1")
+    control.create_transfers([{"amount": 700, "currency": "eur", "created": int(NOON.timestamp())}])
+    [stuck] = seed_rows(engine, None, 1, stripe_transfer_id="tr_StuckButAbsent")
+    _set(
+        engine,
+        stuck.id,
+        reversal_requested_at=NOON - timedelta(days=10),
+        next_retry_at=NOON - timedelta(days=9),
+    )
+
+    result = run_reconciliation(dagster_instance)
+
+    assert result.success
+    found = open_findings_by_category(engine)
+    expected = {
+        "db_reversed_stripe_not": ("critical", db_says_reversed.id),
+        "reversal_id_mismatch": ("high", db_says_reversed.id),
+        "stripe_reversed_db_pending": ("medium", pending_reversed.id),
+        "stripe_reversed_db_failed": ("high", failed_reversed.id),
+        "reversed_without_request": ("critical", unrequested.id),
+        "amount_or_currency_mismatch": ("high", mismatch.id),
+        "missing_at_stripe": ("high", ghost.id),
+        "stuck_pending": ("high", stuck.id),
+    }
+    for category, (severity, row_id) in expected.items():
+        assert category in found, category
+        assert {f["seller_transfer_id"] for f in found[category]} >= {row_id}, category
+        assert all(
+            f["severity"] == severity for f in found[category] if f["seller_transfer_id"] == row_id
+        ), category
+    assert [f["severity"] for f in found["unknown_to_db"]] == ["medium"]
+    assert "wrong" in found["missing_at_stripe"][0]["explanation"].lower()
+    checks = check_results(result)
+    assert checks["no_critical_drift"] is False
+    assert checks["no_high_drift"] is False
+    assert checks["reconciliation_complete"] is True
+
+
+def test_rerun_resolves_a_fixed_finding_and_is_idempotent(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    seed_rows(engine, stripe_emulator.control(), 2, status="completed")
+    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00001")
+    assert run_reconciliation(dagster_instance).success
+    [first] = open_findings_by_category(engine)["missing_at_stripe"]
+    assert run_reconciliation(dagster_instance).success
+    [again] = open_findings_by_category(engine)["missing_at_stripe"]
+    assert (again["id"], again["first_seen_at"]) == (first["id"], first["first_seen_at"])
+    assert again["last_seen_at"] > first["last_seen_at"]
+
+    with engine.begin() as connection:  # fixed: the row pointed at a transfer of another account
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET transferred_at = :t WHERE id = :id"),
+            {"t": NOON - timedelta(days=30), "id": ghost.id},
+        )
+    assert run_reconciliation(dagster_instance).success
+    assert open_findings_by_category(engine) == {}
+    with engine.connect() as connection:
+        resolved = connection.execute(
+            sa.text("SELECT resolved_at FROM reconciliation_drift WHERE id = :id"),
+            {"id": first["id"]},
+        ).scalar_one()
+    assert resolved is not None
+
+
+def test_listing_that_fails_midway_is_never_green(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    seed_rows(engine, stripe_emulator.control(), 150, status="completed")
+    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00002")
+    assert run_reconciliation(dagster_instance).success  # one finding to not resolve later
+    control = stripe_emulator.control()
+    control.add_script(respond="hold", method="GET", path="/v1/transfers")
+    outcome: list[dg.ExecuteInProcessResult] = []
+    worker = threading.Thread(target=lambda: outcome.append(run_reconciliation(dagster_instance)))
+    worker.start()
+    assert control.wait_for_held(1, timeout=60)
+    # The first page is in flight; every later page fails, beyond the SDK's retries.
+    control.add_script(respond=500, method="GET", path="/v1/transfers", times=20)
+    control.release_holds()
+    worker.join(timeout=120)
+
+    [result] = outcome
+    assert not result.success
+    assert check_results(result) == {"reconciliation_complete": False}
+    with engine.connect() as connection:
+        run = connection.execute(
+            sa.text(
+                "SELECT complete, error_message FROM reconciliation_runs ORDER BY id DESC LIMIT 1"
+            )
+        ).one()
+    assert run.complete is False
+    assert "stopped after 100 transfer(s)" in run.error_message
+    assert [
+        f["seller_transfer_id"] for f in open_findings_by_category(engine)["missing_at_stripe"]
+    ] == [ghost.id]
+
+
+def test_a_thousand_transfers_take_ten_list_calls_plus_has_more_extras(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    rows = seed_rows(engine, stripe_emulator.control(), 1_000, status="completed", amount=5_000)
+    for row in rows[:2]:  # two transfers with more reversals than a transfer embeds
+        for _ in range(12):
+            stripe_emulator.state.reverse_transfer(row.stripe_transfer_id, amount=100)
+    before = stripe_emulator.control().counters()["by_endpoint"]
+
+    result = run_reconciliation(dagster_instance)
+
+    assert result.success
+    after = stripe_emulator.control().counters()["by_endpoint"]
+    lists = after.get("GET /v1/transfers", 0) - before.get("GET /v1/transfers", 0)
+    extras = after.get("GET /v1/transfers/{id}/reversals", 0) - before.get(
+        "GET /v1/transfers/{id}/reversals", 0
+    )
+    assert lists == 10
+    assert extras == 2
+    assert materialization_metadata(result, "reversal_reconciliation")["stripe_calls"] == 12
