@@ -141,6 +141,27 @@ def reconcile_day(
     counts = RunCounts(
         db_rows=len(db_frame), stripe_transfers=len(stripe_frame), stripe_calls=stripe_calls
     )
+    wrong_account = _looks_like_wrong_account(drift_findings, db_frame)
+    if wrong_account is not None:
+        record_incomplete_run(
+            engine,
+            day,
+            started_at=started_at,
+            finished_at=now(),
+            run_id=run_id,
+            error_message=wrong_account,
+            counts=counts,
+        )
+        return DayReconciliation(
+            day,
+            False,
+            drift_findings,
+            db_rows=len(db_frame),
+            stripe_transfers=len(stripe_frame),
+            stripe_calls=stripe_calls,
+            error=wrong_account,
+            seconds=seconds,
+        )
     with _timed(seconds, "writing_findings"):
         stored = store_findings(
             engine,
@@ -166,6 +187,29 @@ def reconcile_day(
         stored=stored,
         report_path=report_path,
         seconds=seconds,
+    )
+
+
+WRONG_ACCOUNT_MIN_ROWS = 50
+
+
+def _looks_like_wrong_account(drift_findings: pd.DataFrame, db_frame: pd.DataFrame) -> str | None:
+    """One clear alarm instead of a finding per row when no transfer of the day is at Stripe.
+
+    Every row missing at Stripe means the key is for another account or mode
+    (test vs live), not that every transfer vanished: storing a finding per
+    row would bury that under thousands of identical lines.
+    """
+    with_transfer = int(db_frame["stripe_transfer_id"].notna().sum())
+    if with_transfer < WRONG_ACCOUNT_MIN_ROWS or drift_findings.empty:
+        return None
+    missing = int((drift_findings["category"].astype(str) == "missing_at_stripe").sum())
+    if missing < with_transfer:
+        return None
+    return (
+        f"none of the {with_transfer} transfers of this day exist at Stripe for this API key: "
+        "STRIPE_API_KEY is most likely for another account or mode (test vs live). "
+        "No finding stored; fix the key and re-run the partition."
     )
 
 

@@ -217,3 +217,29 @@ def test_a_thousand_transfers_take_ten_list_calls_plus_has_more_extras(
     assert lists == 10
     assert extras == 2
     assert materialization_metadata(result, "reversal_reconciliation")["stripe_calls"] == 12
+
+
+def test_a_key_for_another_account_raises_one_alarm_not_a_finding_per_row(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    seed_rows(engine, None, 60, status="completed", stripe_transfer_id=None)
+    with engine.begin() as connection:  # 60 transfers that this account has never seen
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET stripe_transfer_id = 'tr_OtherAccount' || id")
+        )
+
+    result = run_reconciliation(dagster_instance)
+
+    assert not result.success
+    assert check_results(result) == {"reconciliation_complete": False}
+    with engine.connect() as connection:
+        run = connection.execute(
+            sa.text("SELECT complete, error_message FROM reconciliation_runs")
+        ).one()
+    assert run.complete is False
+    assert "another account or mode" in run.error_message
+    assert open_findings_by_category(engine) == {}
