@@ -11,8 +11,16 @@ import click
 
 from reversal_pipeline.cli.database import migrate_command, validate_constraints_command
 from reversal_pipeline.cli.demo import demo_command
+from reversal_pipeline.cli.dev import dev_command
 from reversal_pipeline.cli.emulator import stripe_emulator_command
 from reversal_pipeline.cli.job import run_job_command
+from reversal_pipeline.cli.ops import (
+    requeue_command,
+    resolve_command,
+    show_command,
+    status_command,
+)
+from reversal_pipeline.cli.reconciliation import reconcile_command, report_command
 
 
 @click.group()
@@ -24,7 +32,14 @@ for command in (
     migrate_command,
     validate_constraints_command,
     demo_command,
+    dev_command,
     run_job_command,
+    status_command,
+    requeue_command,
+    resolve_command,
+    show_command,
+    reconcile_command,
+    report_command,
     stripe_emulator_command,
 ):
     main.add_command(command)

@@ -1,0 +1,34 @@
+"""``dev``: the Dagster UI on PostgreSQL storage, with everything it needs started."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from reversal_pipeline.cli.common import one_line_errors
+
+
+@click.command("dev")
+@click.option("--port", default=3000, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--workspace",
+    default="workspace.yaml",
+    show_default=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Dagster workspace file.",
+)
+@one_line_errors
+def dev_command(port: int, workspace: str) -> None:
+    """Serve the Dagster UI on 127.0.0.1 (Ctrl-C stops everything this command started).
+
+    Starts the embedded PostgreSQL unless REVERSAL_DATABASE_URL is set, and the
+    Stripe emulator unless STRIPE_API_BASE is set; fills DAGSTER_HOME
+    (default .reversal_pipeline/dagster_home) from dagster.yaml with storage in
+    database "dagster" on the same server; then runs `dagster dev`.
+    """
+    from pathlib import Path
+
+    from reversal_pipeline.devserver.stack import run_dev
+
+    sys.exit(run_dev(port, lambda line: click.echo(line, err=True), workspace=Path(workspace)))

@@ -1,0 +1,13 @@
+"""What an operator does by hand: look (status, show) and act (requeue, resolve).
+
+Plain functions over a SQLAlchemy engine (and the Stripe resource for
+``resolve``); the CLI only parses arguments and prints. Each action checks
+everything before it writes, writes the state change and its audit row in
+one transaction, and refuses with an ``OperatorInputError`` otherwise.
+"""
+
+from reversal_pipeline.errors import ReversalPipelineError
+
+
+class OperatorInputError(ReversalPipelineError):
+    """The operator asked for something that cannot be done as asked; nothing was changed."""

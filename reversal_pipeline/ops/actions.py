@@ -1,0 +1,198 @@
+"""``requeue`` and ``resolve``: the two state changes an operator may make.
+
+Both lock the rows (``SELECT ... FOR UPDATE``) and re-check their status in
+the transaction that writes, so a run that changed a row since the operator
+looked is never overwritten; the state change and its ``reversal_attempts``
+row commit together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
+from reversal_pipeline.db.tables import reversal_attempts
+from reversal_pipeline.db.tables import seller_transfers as st
+from reversal_pipeline.errors import StripeSentinel
+from reversal_pipeline.ops import OperatorInputError
+
+ACTOR = "operator"
+FAILED = TransferStatus.PERMANENTLY_FAILED.value
+PENDING = TransferStatus.REVERSAL_PENDING.value
+REVERSED = TransferStatus.REVERSED.value
+
+
+class TransferLookup(Protocol):
+    """What ``resolve`` needs from the Stripe resource."""
+
+    def get_transfer(self, transfer_id: str) -> Any: ...
+
+
+@dataclass(frozen=True)
+class RequeueResult:
+    row_ids: list[int]
+
+
+@dataclass(frozen=True)
+class ResolveResult:
+    row_id: int
+    stripe_transfer_id: str
+    reversal_id: str
+    reversal_amount: int
+    currency: str
+
+
+def _audit(row_id: int, action: str, before: str, after: str, message: str) -> dict[str, Any]:
+    return {
+        "seller_transfer_id": row_id,
+        "action": action,
+        "outcome": action + ("d" if action.endswith("e") else "ed"),
+        "status_before": before,
+        "status_after": after,
+        "message": message,
+        "actor": ACTOR,
+    }
+
+
+def _locked_rows(connection: sa.Connection, row_ids: list[int]) -> dict[int, sa.Row]:
+    rows = connection.execute(
+        sa.select(st.c.id, st.c.status, st.c.stripe_transfer_id, st.c.amount, st.c.currency)
+        .where(st.c.id.in_(row_ids))
+        .order_by(st.c.id)
+        .with_for_update()
+    ).all()
+    return {row.id: row for row in rows}
+
+
+def failed_since_ids(engine: sa.Engine, since: datetime) -> list[int]:
+    """``permanently_failed`` rows whose last change is at or after ``since``."""
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.select(st.c.id)
+                .where(st.c.status == FAILED, st.c.updated_at >= since)
+                .order_by(st.c.id)
+            ).scalars()
+        )
+
+
+def requeue(engine: sa.Engine, row_ids: list[int], reason: str) -> RequeueResult:
+    """``permanently_failed`` -> ``reversal_pending`` due now, ``retry_count`` reset, audited.
+
+    All or nothing: one unknown id or one row in another status refuses the
+    whole request, so a typo never requeues half a list.
+    """
+    if not row_ids:
+        raise OperatorInputError("nothing to requeue: give --id N or --failed-since DATE")
+    with engine.begin() as connection:
+        rows = _locked_rows(connection, row_ids)
+        unknown = [i for i in row_ids if i not in rows]
+        if unknown:
+            raise OperatorInputError(f"no seller transfer with id {_ids(unknown)}; nothing changed")
+        wrong = [f"{r.id} is {r.status}" for r in rows.values() if r.status != FAILED]
+        if wrong:
+            raise OperatorInputError(
+                f"only permanently_failed rows can be requeued ({'; '.join(wrong)}); "
+                "nothing changed"
+            )
+        connection.execute(
+            sa.update(st)
+            .where(st.c.id.in_(row_ids))
+            .values(
+                status=PENDING,
+                next_retry_at=sa.func.now(),
+                retry_count=0,
+                claimed_by=None,
+                claim_expires_at=None,
+            )
+        )
+        connection.execute(
+            sa.insert(reversal_attempts),
+            [
+                _audit(i, AttemptAction.REQUEUE.value, FAILED, PENDING, f"requeued: {reason}")
+                for i in row_ids
+            ],
+        )
+    return RequeueResult(row_ids)
+
+
+def resolve(
+    engine: sa.Engine, stripe: TransferLookup, row_id: int, reversal_id: str, reason: str
+) -> ResolveResult:
+    """Mark a ``permanently_failed`` row ``reversed`` with a reversal Stripe shows on its transfer.
+
+    The Stripe check runs while the row is locked, so the row cannot change
+    between the check and the write. The reversal must be on this row's
+    transfer and cover the row's amount: anything less is not "resolved".
+    """
+    reversal_id = reversal_id.strip()
+    if not reversal_id.startswith("trr_") or len(reversal_id) < 6:
+        raise OperatorInputError(
+            f"--reversal wants a transfer reversal id (trr_...), got {reversal_id!r}"
+        )
+    with engine.begin() as connection:
+        row = _locked_rows(connection, [row_id]).get(row_id)
+        if row is None:
+            raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+        if row.status != FAILED:
+            raise OperatorInputError(
+                f"row {row_id} is {row.status}; only permanently_failed rows can be resolved"
+            )
+        if not row.stripe_transfer_id or not row.stripe_transfer_id.startswith("tr_"):
+            raise OperatorInputError(
+                f"row {row_id} has no usable stripe_transfer_id ({row.stripe_transfer_id!r}); "
+                "fix the row first"
+            )
+        try:
+            transfer = stripe.get_transfer(row.stripe_transfer_id)
+        except StripeSentinel as error:
+            raise OperatorInputError(
+                f"cannot read transfer {row.stripe_transfer_id} at Stripe "
+                f"({type(error).__name__}: {error.message}); nothing changed"
+            ) from None
+        found = [r for r in transfer.reversals if r.id == reversal_id]
+        if not found:
+            shown = ", ".join(r.id for r in transfer.reversals) or "none"
+            raise OperatorInputError(
+                f"reversal {reversal_id} is not on transfer {row.stripe_transfer_id} "
+                f"(its reversals: {shown}); nothing changed"
+            )
+        reversal = found[0]
+        if reversal.amount < row.amount:
+            raise OperatorInputError(
+                f"reversal {reversal_id} is {reversal.amount} {reversal.currency}, less than "
+                f"row {row_id}'s {row.amount} {row.currency}; nothing changed"
+            )
+        connection.execute(
+            sa.update(st)
+            .where(st.c.id == row_id)
+            .values(
+                status=REVERSED,
+                stripe_reversal_id=reversal_id,
+                reversed_at=reversal.created,
+                next_retry_at=None,
+                claimed_by=None,
+                claim_expires_at=None,
+            )
+        )
+        audit = _audit(
+            row_id,
+            AttemptAction.RESOLVE.value,
+            FAILED,
+            REVERSED,
+            f"resolved with {reversal_id} ({reversal.amount} {reversal.currency}) "
+            f"seen on {row.stripe_transfer_id}: {reason}",
+        )
+        audit["stripe_reversal_id"] = reversal_id
+        connection.execute(sa.insert(reversal_attempts), [audit])
+    return ResolveResult(
+        row_id, row.stripe_transfer_id, reversal_id, reversal.amount, reversal.currency
+    )
+
+
+def _ids(ids: list[int]) -> str:
+    return ", ".join(map(str, ids))

@@ -1,0 +1,134 @@
+"""``status`` and ``show``: what an operator reads before acting. Read-only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from reversal_pipeline.db.statuses import STATUS_VALUES
+from reversal_pipeline.db.tables import reconciliation_drift, reversal_attempts
+from reversal_pipeline.db.tables import seller_transfers as st
+from reversal_pipeline.ops import OperatorInputError
+
+RECENT_RUNS = 5
+
+
+@dataclass
+class RunOutcome:
+    """One job run as the audit trail saw it: rows it moved, by resulting status."""
+
+    run_id: str
+    last_write_at: datetime
+    rows_by_status: dict[str, int]
+
+
+@dataclass
+class StatusReport:
+    counts: dict[str, int]
+    oldest_due: dict[str, Any] | None
+    due_now: int
+    expired_claims: list[dict[str, Any]]
+    recent_runs: list[RunOutcome] = field(default_factory=list)
+
+
+def status_report(engine: sa.Engine, *, recent_runs: int = RECENT_RUNS) -> StatusReport:
+    """Counts per status, the oldest due row, expired claims, and the last runs' outcomes."""
+    with engine.connect() as connection:
+        found = dict(
+            connection.execute(sa.select(st.c.status, sa.func.count()).group_by(st.c.status)).all()
+        )
+        counts = {status: int(found.pop(status, 0)) for status in STATUS_VALUES}
+        counts.update({k: int(v) for k, v in found.items()})  # a status the CHECK let through
+        due = (st.c.status == "reversal_pending") & (st.c.next_retry_at <= sa.func.now())
+        oldest = (
+            connection.execute(
+                sa.select(
+                    st.c.id,
+                    st.c.stripe_transfer_id,
+                    st.c.next_retry_at,
+                    st.c.retry_count,
+                    (sa.func.now() - st.c.next_retry_at).label("overdue_by"),
+                )
+                .where(due)
+                .order_by(st.c.next_retry_at, st.c.id)
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        due_now = connection.execute(sa.select(sa.func.count()).where(due)).scalar_one()
+        expired = (
+            connection.execute(
+                sa.select(st.c.id, st.c.claimed_by, st.c.claim_expires_at)
+                .where(st.c.claimed_by.is_not(None), st.c.claim_expires_at < sa.func.now())
+                .order_by(st.c.claim_expires_at)
+                .limit(20)
+            )
+            .mappings()
+            .all()
+        )
+        runs = connection.execute(
+            sa.select(
+                reversal_attempts.c.run_id,
+                sa.func.max(reversal_attempts.c.created_at).label("last_write_at"),
+            )
+            .where(reversal_attempts.c.run_id.is_not(None))
+            .group_by(reversal_attempts.c.run_id)
+            .order_by(sa.desc("last_write_at"))
+            .limit(recent_runs)
+        ).all()
+        outcomes = []
+        for run in runs:
+            by_status = connection.execute(
+                sa.select(reversal_attempts.c.status_after, sa.func.count())
+                .where(
+                    reversal_attempts.c.run_id == run.run_id,
+                    reversal_attempts.c.status_after.is_not(None),
+                )
+                .group_by(reversal_attempts.c.status_after)
+            ).all()
+            outcomes.append(RunOutcome(run.run_id, run.last_write_at, dict(by_status)))
+    return StatusReport(
+        counts=counts,
+        oldest_due=dict(oldest) if oldest else None,
+        due_now=int(due_now),
+        expired_claims=[dict(r) for r in expired],
+        recent_runs=outcomes,
+    )
+
+
+@dataclass
+class RowDetail:
+    row: dict[str, Any]
+    attempts: list[dict[str, Any]]
+    findings: list[dict[str, Any]]
+
+
+def row_detail(engine: sa.Engine, row_id: int) -> RowDetail:
+    """The row, every audit row in order, and every reconciliation finding about it."""
+    with engine.connect() as connection:
+        row = connection.execute(sa.select(st).where(st.c.id == row_id)).mappings().first()
+        if row is None:
+            raise OperatorInputError(f"no seller transfer with id {row_id}")
+        attempts = (
+            connection.execute(
+                sa.select(reversal_attempts)
+                .where(reversal_attempts.c.seller_transfer_id == row_id)
+                .order_by(reversal_attempts.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        findings = (
+            connection.execute(
+                sa.select(reconciliation_drift)
+                .where(reconciliation_drift.c.seller_transfer_id == row_id)
+                .order_by(reconciliation_drift.c.partition_day, reconciliation_drift.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    return RowDetail(dict(row), [dict(a) for a in attempts], [dict(f) for f in findings])

@@ -1,0 +1,88 @@
+"""The UI in a real browser: the asset graph, and an asset's latest materialization.
+
+Headless Chromium from Debian's ``chromium`` package, driven by Playwright
+(its own browser downloads are not used). Screenshots are saved under the
+test's temporary folder for a person to look at when it fails.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import Webserver
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGE_TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium)")
+    return CHROMIUM
+
+
+def visible_text(page: Any, text: str) -> Any:
+    """The first element showing exactly ``text``."""
+    return page.get_by_text(text, exact=True).first
+
+
+def dismiss_community_dialog(page: Any) -> None:
+    """A fresh instance greets with a newsletter dialog over the page; skip it when it shows."""
+    skip = page.get_by_role("button", name="Skip")
+    if skip.count():
+        skip.first.click()
+
+
+def test_asset_graph_and_latest_materialization_render(
+    chromium_path: Path,
+    webserver: Webserver,
+    launched_run: tuple[str, str],
+    tmp_path: Path,
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    run_id, status = launched_run
+    assert status == "SUCCESS"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+
+            page.goto(f"{webserver.url}/asset-groups")
+            expect(visible_text(page, "reversals")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            page.screenshot(path=tmp_path / "global_lineage.png", full_page=True)
+            page.goto(f"{webserver.url}/locations/reversal_pipeline/asset-groups/reversals")
+            for asset in ("refund_intake", "due_reversals", "reversal_outcomes"):
+                expect(visible_text(page, asset)).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            dismiss_community_dialog(page)
+            page.screenshot(path=tmp_path / "asset_graph.png", full_page=True)
+
+            page.goto(f"{webserver.url}/assets/reversal_outcomes?view=events")
+            dismiss_community_dialog(page)
+            expect(visible_text(page, "rows_reversed")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            expect(page.get_by_text(run_id[:8]).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            page.screenshot(path=tmp_path / "reversal_outcomes_latest.png", full_page=True)
+        except Exception:
+            page.screenshot(path=tmp_path / "failure.png", full_page=True)
+            raise
+        finally:
+            browser.close()
+    assert (tmp_path / "asset_graph.png").stat().st_size > 10_000
+    assert (tmp_path / "reversal_outcomes_latest.png").stat().st_size > 10_000
