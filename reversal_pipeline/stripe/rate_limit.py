@@ -36,7 +36,8 @@ class TokenBucket:
     window, and a large burst after an idle spell is exactly what trips it.
 
     After a 429, ``penalize()`` pauses all senders for ``pause_seconds`` and
-    halves the rate (never below ``min_rate_factor`` of it); the rate then
+    multiplies the rate by ``decrease_factor`` (default: halves it; never below
+    ``min_rate_factor`` of it); the rate then
     climbs back linearly by ``recovery_per_second`` of the full rate per
     second. Several threads usually see the same 429 burst: penalties that
     arrive while a pause is still running only extend the pause, so one burst
@@ -55,6 +56,7 @@ class TokenBucket:
         pause_seconds: float = 1.0,
         min_rate_factor: float = 0.1,
         recovery_per_second: float = 0.1,
+        decrease_factor: float = 0.5,
         clock: Clock = time.monotonic,
         wait: Waiter = _condition_wait,
     ) -> None:
@@ -64,11 +66,14 @@ class TokenBucket:
             raise ValueError(f"burst must be >= 1, got {burst!r}")
         if not 0 < min_rate_factor <= 1:
             raise ValueError(f"min_rate_factor must be in (0, 1], got {min_rate_factor!r}")
+        if not 0 < decrease_factor <= 1:
+            raise ValueError(f"decrease_factor must be in (0, 1], got {decrease_factor!r}")
         self._rate = float(rate)
         self._burst = burst
         self._pause_seconds = pause_seconds
         self._min_factor = min_rate_factor
         self._recovery = recovery_per_second
+        self._decrease = decrease_factor
         self._clock = clock
         self._wait = wait
         self._cond = threading.Condition(threading.Lock())
@@ -137,7 +142,7 @@ class TokenBucket:
                 # Same 429 burst seen by another thread: extend, don't compound.
                 self._paused_until = max(self._paused_until, now + pause)
             else:
-                self._factor = max(self._min_factor, self._factor_now(now) * 0.5)
+                self._factor = max(self._min_factor, self._factor_now(now) * self._decrease)
                 self._factor_at = now
                 self._paused_until = now + pause
                 self._penalties += 1
