@@ -7,6 +7,11 @@ yet finished are released without counting an attempt, and the caller fails
 the run. A row rate-limited beyond the resource's own patience is sent again
 later in the same run with the same idempotency key (Stripe does not store
 429s), and counts as an attempt only if it still cannot be sent.
+
+Database writes are kept off the rows' critical path: a page's attempts are
+counted in one statement before any of its rows is sent (``start_attempts``),
+and outcomes go through a group-commit writer (``writer.GroupCommitWriter``).
+Both keep the crash guarantee: an attempt is always committed before its call.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from reversal_pipeline.errors import StripeSystemicError
 from reversal_pipeline.reversals import claim, record
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.outcome import change_for
+from reversal_pipeline.reversals.record import RowChange
 from reversal_pipeline.reversals.reverse import (
     ReversalGateway,
     RowDecision,
@@ -34,6 +40,7 @@ from reversal_pipeline.reversals.reverse import (
     send_reversal,
 )
 from reversal_pipeline.reversals.settings import ReversalSettings
+from reversal_pipeline.reversals.writer import GroupCommitWriter
 
 RATE_LIMIT_EXTRA_PASSES = 5
 FAILURE_LIST_LIMIT = 50
@@ -88,17 +95,21 @@ class ReversalBatch:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._deferred: list[_Deferred] = []
+        self._writer: GroupCommitWriter
 
     def run(self) -> BatchReport:
         started = time.monotonic()
         try:
-            self._process_pages()
-            for _ in range(RATE_LIMIT_EXTRA_PASSES):
-                if not self._deferred or self._stop.is_set():
-                    break
-                self._resend_deferred()
-            self._give_up_on_deferred()
+            with GroupCommitWriter(self.engine, token=self.token, run_id=self.run_id) as writer:
+                self._writer = writer
+                self._process_pages()
+                for _ in range(RATE_LIMIT_EXTRA_PASSES):
+                    if not self._deferred or self._stop.is_set():
+                        break
+                    self._resend_deferred()
+                self._give_up_on_deferred()
         finally:
+            # After the writer has flushed: only rows with no written outcome are released.
             self.report.rows_released = claim.release_claims(self.engine, token=self.token)
             self.report.elapsed_seconds = time.monotonic() - started
         return self.report
@@ -127,29 +138,38 @@ class ReversalBatch:
                         self.engine, token=self.token, lease_seconds=self.settings.lease_seconds
                     )
                     last_renewal = time.monotonic()
+                attempts = self._count_attempts(page)
                 for row in page:
                     in_flight.acquire()
                     if self._stop.is_set():
                         in_flight.release()
                         break
-                    future: Future[None] = pool.submit(self._handle_row, row)
+                    future: Future[None] = pool.submit(self._handle_row, row, attempts)
                     future.add_done_callback(lambda _f: in_flight.release())
 
-    def _handle_row(self, row: ClaimedRow) -> None:
+    def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
+        """Count the page's create attempts before any of them is sent (one statement)."""
+        sendable = [row.id for row in page if row_problem(row) is None]
+        return record.start_attempts(self.engine, row_ids=sendable, token=self.token)
+
+    def _handle_row(self, row: ClaimedRow, attempts: dict[int, int]) -> None:
         try:
-            self._decide_and_write(row)
+            self._decide_and_write(row, attempts.get(row.id))
         except Exception:
             # A bug or a database error for one row must not take the batch down; the
             # row keeps its claim until the lease expires and is retried by a later run.
             log.exception("seller transfer %s: unexpected error, left for a later run", row.id)
             self._count("error")
 
-    def _decide_and_write(self, row: ClaimedRow) -> None:
+    def _decide_and_write(self, row: ClaimedRow, attempt: int | None) -> None:
         if self._stop.is_set():
             return
         problem = row_problem(row)
         if problem is not None:
             self._finish(row, RowDecision(kind="invalid", message=problem))
+            return
+        if attempt is None:  # the claim was lost before this page was counted
+            self._count("lease_lost")
             return
         earlier_calls = []
         if row.stripe_attempts > 0:
@@ -160,11 +180,6 @@ class ReversalBatch:
             earlier_calls = lookup.calls if lookup else []
         if self._stop.is_set():
             record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
-            return
-        attempt = record.start_attempt(self.engine, row_id=row.id, token=self.token)
-        if attempt is None:
-            record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
-            self._count("lease_lost")
             return
         decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
         if decision.kind == "rate_limited":
@@ -226,9 +241,14 @@ class ReversalBatch:
         if decision.kind == "transient" and row.retry_count + 1 >= self.settings.max_attempts:
             decision = self._look_before_giving_up(row, decision)
         change = change_for(row, decision, self.settings, self.rng)
-        written = record.write_change(
-            self.engine, row_id=row.id, token=self.token, run_id=self.run_id, change=change
+        self._writer.submit(
+            row.id, change, lambda written: self._account(row, decision, change, written)
         )
+
+    def _account(
+        self, row: ClaimedRow, decision: RowDecision, change: RowChange, written: bool
+    ) -> None:
+        """Count a row once its outcome is committed (called by the writer thread)."""
         if not written:
             self._count("lease_lost")
             return

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 
-import sqlalchemy as sa
-
 from reversal_pipeline.db.statuses import TransferStatus
 from reversal_pipeline.reversals.backoff import retry_delay
 from reversal_pipeline.reversals.claim import ClaimedRow
@@ -26,13 +24,8 @@ def change_for(
     if status == REVERSED:
         return RowChange(
             status_after=REVERSED,
-            values={
-                "status": REVERSED,
-                "stripe_reversal_id": decision.reversal_id,
-                "reversed_at": sa.func.now(),
-                "next_retry_at": None,
-                "error_message": decision.message,
-            },
+            error_message=decision.message,
+            stripe_reversal_id=decision.reversal_id,
             calls=decision.calls,
             message=decision.message,
         )
@@ -43,10 +36,7 @@ def change_for(
 
 def _give_up(decision: RowDecision, message: str) -> RowChange:
     return RowChange(
-        status_after=FAILED,
-        values={"status": FAILED, "next_retry_at": None, "error_message": message},
-        calls=decision.calls,
-        message=message,
+        status_after=FAILED, error_message=message, calls=decision.calls, message=message
     )
 
 
@@ -60,10 +50,10 @@ def _transient(
             f"gave up after {attempts} attempt(s) (max_attempts={settings.max_attempts}); "
             f"last error: {last_error}"
         )
-        change = _give_up(decision, message)
         return RowChange(
             status_after=FAILED,
-            values={**change.values, "retry_count": attempts},
+            error_message=message,
+            retry_count=attempts,
             calls=decision.calls,
             message=message,
         )
@@ -77,11 +67,9 @@ def _transient(
     message = f"attempt {attempts} failed, retrying in {int(delay.total_seconds())}s: {last_error}"
     return RowChange(
         status_after=PENDING,
-        values={
-            "retry_count": attempts,
-            "next_retry_at": sa.func.now() + delay,
-            "error_message": message,
-        },
+        error_message=message,
+        retry_count=attempts,
+        retry_delay_seconds=delay.total_seconds(),
         calls=decision.calls,
         message=message,
     )

@@ -8,8 +8,9 @@ run made are still written, so no call goes unrecorded.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
 
 PENDING = TransferStatus.REVERSAL_PENDING.value
+REVERSED = TransferStatus.REVERSED.value
 ACTOR = "reversal_job"
 
 # Built once: every row's writes are guarded by the claim. Building the clause per
@@ -53,12 +55,33 @@ class StripeCallRecord:
 
 @dataclass(frozen=True)
 class RowChange:
-    """The new state of a row (``values`` for ``seller_transfers``) and why."""
+    """The new state of a row and why, as plain values (written per row or in a group)."""
 
     status_after: str
-    values: Mapping[str, Any]
+    error_message: str | None
+    stripe_reversal_id: str | None = None
+    retry_count: int | None = None
+    # Only for a row left reversal_pending: when it comes due again, from the write's now().
+    retry_delay_seconds: float | None = None
     calls: Sequence[StripeCallRecord] = field(default_factory=tuple)
     message: str | None = None
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """The ``seller_transfers`` assignments, with the database's clock for timestamps."""
+        values: dict[str, Any] = {
+            "status": self.status_after,
+            "error_message": self.error_message,
+            "next_retry_at": None
+            if self.retry_delay_seconds is None
+            else sa.func.now() + timedelta(seconds=self.retry_delay_seconds),
+        }
+        if self.status_after == REVERSED:
+            values["stripe_reversal_id"] = self.stripe_reversal_id
+            values["reversed_at"] = sa.func.now()
+        if self.retry_count is not None:
+            values["retry_count"] = self.retry_count
+        return values
 
 
 def start_attempt(engine: sa.Engine, *, row_id: int, token: str) -> int | None:
@@ -76,42 +99,79 @@ def start_attempt(engine: sa.Engine, *, row_id: int, token: str) -> int | None:
         ).scalar()
 
 
+_START_ATTEMPTS = sa.text(
+    """
+    UPDATE seller_transfers SET stripe_attempts = stripe_attempts + 1
+    WHERE id = ANY(:ids) AND claimed_by = :token AND status = 'reversal_pending'
+    RETURNING id, stripe_attempts
+    """
+)
+
+
+def start_attempts(engine: sa.Engine, *, row_ids: Sequence[int], token: str) -> dict[int, int]:
+    """``start_attempt`` for a page of rows in one statement: row id -> its attempt number.
+
+    Committed before any of these rows is sent. A row not in the answer lost
+    its claim and must not be sent. A row counted here but never sent (the run
+    stopped first) only costs the next run a look-up on Stripe.
+    """
+    if not row_ids:
+        return {}
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        rows = connection.execute(_START_ATTEMPTS, {"ids": list(row_ids), "token": token})
+        return {row.id: row.stripe_attempts for row in rows}
+
+
 def write_change(
     engine: sa.Engine, *, row_id: int, token: str, run_id: str | None, change: RowChange
 ) -> bool:
     """Apply ``change`` and its audit rows atomically; False if the claim was lost."""
-    values = dict(change.values)
-    values.setdefault("claimed_by", None)
-    values.setdefault("claim_expires_at", None)
+    values = {**change.values, "claimed_by": None, "claim_expires_at": None}
     with engine.begin() as connection:
         updated = connection.execute(
             sa.update(st).where(_CLAIM_GUARD).values(**values),
             {"guard_row_id": row_id, "guard_token": token},
         ).rowcount
-        status_after = change.status_after if updated else None
-        audit_rows = [_audit_row(row_id, run_id, call, status_after=None) for call in change.calls]
-        if audit_rows:
-            # The state change is carried by the last call's row (or its own row).
-            audit_rows[-1]["status_after"] = status_after
-            audit_rows[-1]["status_before"] = PENDING
-            if not updated:
-                audit_rows[-1]["message"] = _lease_lost(audit_rows[-1]["message"])
-        elif updated:
-            audit_rows = [
-                {
-                    "seller_transfer_id": row_id,
-                    "action": "validation",
-                    "outcome": change.status_after,
-                    "status_before": PENDING,
-                    "status_after": change.status_after,
-                    "message": change.message,
-                    "run_id": run_id,
-                    "actor": ACTOR,
-                }
-            ]
+        audit_rows = audit_rows_for(row_id, run_id, change, written=bool(updated))
         if audit_rows:
             connection.execute(sa.insert(reversal_attempts), audit_rows)
     return bool(updated)
+
+
+def audit_rows_for(
+    row_id: int, run_id: str | None, change: RowChange, *, written: bool
+) -> list[dict[str, Any]]:
+    """The audit rows of a change: one per Stripe call, the last carrying the state change.
+
+    A change with no Stripe call (a malformed row) gets a row of its own. When
+    the claim was lost the calls are still recorded, without a state change.
+    """
+    audit_rows = [_audit_row(row_id, run_id, call, status_after=None) for call in change.calls]
+    if audit_rows:
+        audit_rows[-1]["status_after"] = change.status_after if written else None
+        audit_rows[-1]["status_before"] = PENDING
+        if not written:
+            audit_rows[-1]["message"] = _lease_lost(audit_rows[-1]["message"])
+    elif written:
+        audit_rows = [
+            {
+                "seller_transfer_id": row_id,
+                "action": "validation",
+                "attempt_number": None,
+                "idempotency_key": None,
+                "http_status": None,
+                "stripe_code": None,
+                "stripe_request_id": None,
+                "stripe_reversal_id": None,
+                "outcome": change.status_after,
+                "status_before": PENDING,
+                "status_after": change.status_after,
+                "message": change.message,
+                "run_id": run_id,
+                "actor": ACTOR,
+            }
+        ]
+    return audit_rows
 
 
 def record_calls(

@@ -1,0 +1,77 @@
+"""The group-commit writer: rows written together, guarded by the claim, isolated on failure."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.record import RowChange, StripeCallRecord
+from reversal_pipeline.reversals.writer import GroupCommitWriter
+from tests.plugins.marketplace import attempts_of, row_state, seed_rows
+
+
+def _reversed(reversal_id: str, key: str) -> RowChange:
+    call = StripeCallRecord(
+        action="create_reversal",
+        outcome="reversed",
+        idempotency_key=key,
+        stripe_reversal_id=reversal_id,
+        attempt_number=1,
+    )
+    return RowChange(
+        status_after="reversed", error_message=None, stripe_reversal_id=reversal_id, calls=(call,)
+    )
+
+
+def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa.Engine) -> None:
+    rows = seed_rows(engine, None, 3, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-a", max_rows=2, lease_seconds=60)  # the third stays free
+    results: dict[int, bool] = {}
+    retry = RowChange(
+        status_after="reversal_pending",
+        error_message="attempt 1 failed",
+        retry_count=1,
+        retry_delay_seconds=120,
+    )
+    with GroupCommitWriter(engine, token="run-a", run_id="run-a") as writer:
+        writer.submit(rows[0].id, _reversed("trr_1", "k1"), lambda w: results.update({0: w}))
+        writer.submit(rows[1].id, retry, lambda w: results.update({1: w}))
+        writer.submit(rows[2].id, _reversed("trr_3", "k3"), lambda w: results.update({2: w}))
+
+    assert results == {0: True, 1: True, 2: False}
+    first, second, third = (row_state(engine, r.id) for r in rows)
+    assert (first["status"], first["stripe_reversal_id"]) == ("reversed", "trr_1")
+    assert first["reversed_at"] is not None
+    assert first["claimed_by"] is None
+    assert (second["status"], second["retry_count"]) == ("reversal_pending", 1)
+    delay = (second["next_retry_at"] - second["updated_at"]).total_seconds()
+    assert 119 <= delay <= 121
+    assert third["status"] == "reversal_pending"  # not ours: untouched
+    assert [a["status_after"] for a in attempts_of(engine, rows[0].id)] == ["reversed"]
+    [lost] = attempts_of(engine, rows[2].id)  # the call is audited even without the claim
+    assert lost["status_after"] is None
+    assert "claim lost" in lost["message"]
+
+
+def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
+    rows = seed_rows(engine, None, 2, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-b", max_rows=2, lease_seconds=60)
+    with engine.begin() as connection:  # a key already used: its audit insert must fail
+        connection.execute(
+            sa.text(
+                "INSERT INTO reversal_attempts"
+                " (seller_transfer_id, action, idempotency_key, outcome, actor)"
+                " VALUES (:id, 'create_reversal', 'used-key', 'transient', 'test')"
+            ),
+            {"id": rows[0].id},
+        )
+    results: dict[int, bool] = {}
+    with GroupCommitWriter(engine, token="run-b", run_id="run-b") as writer:
+        writer.submit(rows[0].id, _reversed("trr_a", "used-key"), lambda w: results.update({0: w}))
+        writer.submit(rows[1].id, _reversed("trr_b", "fresh-key"), lambda w: results.update({1: w}))
+
+    assert results == {1: True}
+    assert row_state(engine, rows[1].id)["status"] == "reversed"
+    bad = row_state(engine, rows[0].id)
+    assert bad["status"] == "reversal_pending"
+    assert bad["claimed_by"] == "run-b"  # left claimed: the lease expires, a later run looks
