@@ -29,7 +29,8 @@ def demo_command(keep: bool, ticks: int, server_url: str | None) -> None:
     """Seed a marketplace, plant what goes wrong, run the jobs, and summarize.
 
     Everything runs locally: embedded PostgreSQL, the Stripe emulator, and the
-    Dagster instance `reversal-pipeline dev` opens, so the runs are in the UI.
+    Dagster instance `reversal-pipeline dev` opens, so the runs are in the UI;
+    the emulator's transfers are saved for `dev`'s emulator to start from.
     """
     from reversal_pipeline.db.url import normalize_url
     from reversal_pipeline.demo.run import DemoOptions, run_demo

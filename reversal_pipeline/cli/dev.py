@@ -23,7 +23,9 @@ def dev_command(port: int, workspace: str) -> None:
     """Serve the Dagster UI on 127.0.0.1 (Ctrl-C stops everything this command started).
 
     Starts the embedded PostgreSQL unless REVERSAL_DATABASE_URL is set, and the
-    Stripe emulator unless STRIPE_API_BASE is set; fills DAGSTER_HOME
+    Stripe emulator unless STRIPE_API_BASE is set (from the transfers the demo
+    saved in .reversal_pipeline/stripe_emulator_state.json, saved back on
+    Ctrl-C); fills DAGSTER_HOME
     (default .reversal_pipeline/dagster_home) from dagster.yaml with storage in
     database "dagster" on the same server; then runs `dagster dev`.
     """

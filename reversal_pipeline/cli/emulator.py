@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -24,6 +26,15 @@ import click
     help="Fraction of requests answered 500.",
 )
 @click.option("--seed", default=None, type=int, help="Seed of the fault generator.")
+@click.option(
+    "--state-file",
+    default=None,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=(
+        "Load transfers and reversals from this JSON snapshot at start (if it exists) and "
+        "save them there on exit and on POST /_emulator/state/save."
+    ),
+)
 def stripe_emulator_command(
     host: str,
     port: int,
@@ -31,16 +42,22 @@ def stripe_emulator_command(
     rate_limit_per_second: int | None,
     error_rate: float,
     seed: int | None,
+    state_file: Path | None,
 ) -> None:
     """Serve the stateful Stripe emulator (point STRIPE_API_BASE at it)."""
     from reversal_pipeline.stripe_emulator.server import run_forever
+    from reversal_pipeline.stripe_emulator.state import SnapshotError
 
     click.echo(f"Stripe emulator on http://{host}:{port} (Ctrl-C to stop)", err=True)
-    run_forever(
-        host=host,
-        port=port,
-        latency_ms=latency_ms,
-        rate_limit_per_second=rate_limit_per_second,
-        error_rate=error_rate,
-        seed=seed,
-    )
+    try:
+        run_forever(
+            host=host,
+            port=port,
+            state_file=state_file,
+            latency_ms=latency_ms,
+            rate_limit_per_second=rate_limit_per_second,
+            error_rate=error_rate,
+            seed=seed,
+        )
+    except SnapshotError as exc:
+        raise click.ClickException(f"cannot load --state-file: {exc}") from None

@@ -2,8 +2,12 @@
 
 Runs through the persistent Dagster instance of ``reversal-pipeline dev``
 (``DAGSTER_HOME``, PostgreSQL storage), so every run and materialization is
-in the UI afterwards. The emulator runs in a thread of this process and is
-gone when the demo ends; the database and the Dagster runs stay.
+in the UI afterwards. The emulator runs in a thread of this process; its
+transfers and reversals are saved at the end to
+``<REVERSAL_PIPELINE_HOME>/stripe_emulator_state.json``, which ``dev``'s
+emulator starts from, so the rows the demo leaves ``reversal_pending`` still
+find their transfers at "Stripe" (a fresh emulator would 404 them, and the
+job would end them ``permanently_failed``).
 """
 
 from __future__ import annotations
@@ -32,9 +36,10 @@ from reversal_pipeline.demo.cases import (
 from reversal_pipeline.demo.marketplace import demo_days, refund_orders, seed_marketplace
 from reversal_pipeline.demo.summary import DemoSummary, build_summary, summary_lines
 from reversal_pipeline.devserver.home import DAGSTER_DATABASE, prepare_dagster_home
-from reversal_pipeline.devserver.stack import EMULATOR_API_KEY
+from reversal_pipeline.devserver.stack import EMULATOR_API_KEY, emulator_state_file
+from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.jobs_runner import JobOutcome, run_job_once
-from reversal_pipeline.stripe_emulator import EmulatorServer
+from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
 
 Echo = Callable[[str], None]
 RECONCILIATION_JOB = "reconciliation_job"
@@ -69,6 +74,8 @@ class DemoOptions:
     database: str = "reversal_pipeline"
     dagster_database: str = DAGSTER_DATABASE
     dagster_home: Path | None = None
+    #: Where Stripe's side is saved for ``dev`` (None: under REVERSAL_PIPELINE_HOME).
+    emulator_state_file: Path | None = None
 
 
 @dataclass
@@ -80,6 +87,7 @@ class DemoResult:
     runs: dict[str, JobOutcome] = field(default_factory=dict)
     reconciled: bool = False
     seconds: float = 0.0
+    emulator_state_file: Path | None = None
 
 
 @contextmanager
@@ -162,7 +170,20 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
         home = prepare_dagster_home(
             database_url, home=options.dagster_home, database=options.dagster_database
         )
+        state_file = options.emulator_state_file or emulator_state_file()
+        if not options.keep:
+            # The database was just recreated: Stripe's old side must not outlive it,
+            # even if this run fails before it saves its own.
+            state_file.unlink(missing_ok=True)
         with EmulatorServer() as emulator, dg.DagsterInstance.from_config(str(home)) as instance:
+            if options.keep and state_file.is_file():
+                try:
+                    emulator.load_state(state_file)
+                except (SnapshotError, OSError) as exc:
+                    raise ConfigurationError(
+                        f"--keep cannot restore Stripe's side from {state_file} ({exc}); "
+                        "run the demo without --keep to start clean"
+                    ) from None
             if not options.keep:
                 instance.wipe()
             echo(
@@ -250,10 +271,12 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
 
             echo("[7/7] summary")
             summary = build_summary(engine, reconciled=reconciled)
+            emulator.save_state(state_file)
+            saved_transfers = emulator.state.transfer_count()
     seconds = time.monotonic() - started
     note = (
-        "Stripe state is not kept: the emulator lived in this process, and `dev` starts a "
-        "fresh one. The database and the Dagster runs are kept."
+        f"Stripe state is kept: {saved_transfers} transfers saved to {state_file}, and "
+        "`dev` starts its emulator from there. The database and the Dagster runs are kept too."
     )
     summary.lines = [
         *summary_lines(summary),
@@ -265,7 +288,7 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
     for line in summary.lines:
         echo(line)
     engine.dispose()
-    return DemoResult(database_url, home, summary, planted, runs, reconciled, seconds)
+    return DemoResult(database_url, home, summary, planted, runs, reconciled, seconds, state_file)
 
 
 def planted_lines(engine: sa.Engine, planted: PlantedCases) -> list[str]:

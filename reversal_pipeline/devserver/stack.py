@@ -20,16 +20,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from reversal_pipeline.db.embedded import ensure_database, start_embedded_server
+from reversal_pipeline.db.embedded import ensure_database, start_embedded_server, state_dir
 from reversal_pipeline.db.url import DATABASE_URL_ENV, database_url_from_env, mask_url
 from reversal_pipeline.devserver.home import prepare_dagster_home
-from reversal_pipeline.stripe_emulator import EmulatorServer
+from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
 
 STRIPE_API_BASE_ENV = "STRIPE_API_BASE"
 STRIPE_API_KEY_ENV = "STRIPE_API_KEY"
 #: Accepted by the emulator, refused by Stripe: a test key that cannot touch real money.
 EMULATOR_API_KEY = "sk_test_reversal_pipeline_local_emulator"
 APP_DATABASE = "reversal_pipeline"
+#: Stripe's side of the demo, for ``dev``'s emulator to start from (under REVERSAL_PIPELINE_HOME).
+EMULATOR_STATE_FILE = "stripe_emulator_state.json"
 STOP_TIMEOUT_SECONDS = 20.0
 
 Echo = Callable[[str], None]
@@ -54,17 +57,33 @@ def application_database_url(echo: Echo) -> str:
     return url
 
 
+def emulator_state_file() -> Path:
+    """Where the demo leaves the emulator's state and ``dev`` picks it up."""
+    return state_dir() / EMULATOR_STATE_FILE
+
+
 @contextlib.contextmanager
 def local_services(echo: Echo, *, emulator_port: int = 12111) -> Iterator[LocalServices]:
-    """The database, DAGSTER_HOME and (unless STRIPE_API_BASE is set) a Stripe emulator."""
+    """The database, DAGSTER_HOME and (unless STRIPE_API_BASE is set) a Stripe emulator.
+
+    The emulator starts from the state the demo (or the last ``dev``) saved,
+    so rows still ``reversal_pending`` find their transfers instead of a 404
+    that would end them ``permanently_failed``; it saves back when ``dev`` stops.
+    """
     database_url = application_database_url(echo)
     home = prepare_dagster_home(database_url)
     emulator: EmulatorServer | None = None
     if not os.environ.get(STRIPE_API_BASE_ENV):
-        emulator = _start_emulator(emulator_port)
+        state_file = emulator_state_file()
+        emulator = _start_emulator(emulator_port, state_file)
         os.environ[STRIPE_API_BASE_ENV] = emulator.url
         os.environ.setdefault(STRIPE_API_KEY_ENV, EMULATOR_API_KEY)
-        echo(f"Stripe emulator on {emulator.url} (fresh and in memory: Stripe state is not kept)")
+        loaded = (
+            f"{emulator.loaded_transfers} transfers loaded from {state_file}"
+            if emulator.loaded_transfers is not None
+            else f"empty: no saved state at {state_file}"
+        )
+        echo(f"Stripe emulator on {emulator.url} ({loaded}; saved there on stop)")
     echo(f"application database: {mask_url(database_url)}")
     echo(f"DAGSTER_HOME: {home}")
     try:
@@ -74,11 +93,27 @@ def local_services(echo: Echo, *, emulator_port: int = 12111) -> Iterator[LocalS
             emulator.stop()
 
 
-def _start_emulator(port: int) -> EmulatorServer:
+def _start_emulator(port: int, state_file: Path) -> EmulatorServer:
+    emulator = _restored_emulator(port, state_file)
     try:
-        return EmulatorServer(port=port).start()
+        return emulator.start()
     except OSError:  # the usual port is taken (another emulator?): any free one will do
-        return EmulatorServer(port=0).start()
+        return _restored_emulator(0, state_file).start()
+
+
+def _restored_emulator(port: int, state_file: Path) -> EmulatorServer:
+    """An emulator loaded from ``state_file`` (if it exists); an unreadable file is fatal.
+
+    Starting empty instead would make every saved transfer a 404 for the job,
+    so ``dev`` refuses and says how to start empty on purpose.
+    """
+    try:
+        return EmulatorServer(port=port, state_file=state_file)
+    except (SnapshotError, OSError) as exc:
+        raise ConfigurationError(
+            f"cannot restore the Stripe emulator from {state_file} ({exc}); "
+            "move the file away to start with an empty emulator"
+        ) from None
 
 
 def dagster_dev_command(port: int, workspace: Path) -> list[str]:
@@ -129,7 +164,7 @@ def run_dev(port: int, echo: Echo, *, workspace: Path = Path("workspace.yaml")) 
             return_code = process.wait()
         except KeyboardInterrupt:
             echo("stopping dagster dev ...")
-            _stop(process)
+            stop_process_group(process)
             return 0
         return return_code
 
@@ -139,7 +174,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _stop(process: subprocess.Popen[bytes]) -> int:
+def stop_process_group(process: subprocess.Popen[bytes]) -> int:
     """SIGINT (dagster dev's clean shutdown), then SIGTERM, then SIGKILL, each with a deadline."""
     for sig, wait in ((signal.SIGINT, STOP_TIMEOUT_SECONDS), (signal.SIGTERM, 5.0)):
         if process.poll() is not None:

@@ -10,7 +10,14 @@ with :class:`EmulatorServer`, or in its own process with
 from reversal_pipeline.stripe_emulator.control import EmulatorClient, EmulatorControlError
 from reversal_pipeline.stripe_emulator.faults import FaultConfig, ScriptedResponse
 from reversal_pipeline.stripe_emulator.server import EmulatorServer, run_forever
-from reversal_pipeline.stripe_emulator.state import EmulatorError, EmulatorState, mask_key
+from reversal_pipeline.stripe_emulator.state import (
+    EmulatorError,
+    EmulatorState,
+    SnapshotError,
+    load_snapshot,
+    mask_key,
+    save_snapshot,
+)
 
 __all__ = [
     "EmulatorClient",
@@ -20,6 +27,9 @@ __all__ = [
     "EmulatorState",
     "FaultConfig",
     "ScriptedResponse",
+    "SnapshotError",
+    "load_snapshot",
     "mask_key",
     "run_forever",
+    "save_snapshot",
 ]

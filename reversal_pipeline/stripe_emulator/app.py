@@ -22,6 +22,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl
 
@@ -48,6 +49,7 @@ from reversal_pipeline.stripe_emulator.state import (
     mask_key,
     new_id,
     no_such_transfer,
+    save_snapshot,
 )
 
 logger = logging.getLogger(__name__)
@@ -401,9 +403,12 @@ def _bearer_key(request: Request) -> str | None:
 class EmulatorApp:
     """Owns the ASGI app and the wiring between state, faults and HTTP."""
 
-    def __init__(self, state: EmulatorState, faults: Faults) -> None:
+    def __init__(
+        self, state: EmulatorState, faults: Faults, *, state_file: Path | None = None
+    ) -> None:
         self.state = state
         self.faults = faults
+        self.state_file = state_file  # where POST /_emulator/state/save writes
         self.asgi: ASGIApp = _KeepRawSend(self._build())
 
     def reset(self) -> None:
@@ -890,6 +895,7 @@ class ControlEndpoints:
             Route(f"{r}/keys/{{action}}", self.keys, methods=["POST"]),
             Route(f"{r}/clock", self.clock, methods=["GET", "POST"]),
             Route(f"{r}/idempotency", self.idempotency, methods=["GET", "POST"]),
+            Route(f"{r}/state/save", self.save_state, methods=["POST"]),
         ]
 
     @staticmethod
@@ -1069,5 +1075,22 @@ class ControlEndpoints:
                     raise ValueError("ttl_seconds must be > 0")
                 store.ttl_seconds = ttl
             return {"ttl_seconds": store.ttl_seconds, "keys": len(store)}
+
+        return await self._guard(request, action)
+
+    async def save_state(self, request: Request) -> Response:
+        """Snapshot transfers and reversals to the server's ``state_file`` (no other path).
+
+        The path is fixed when the server starts, never taken from the request:
+        the control API needs no key, so it must not write where a caller says.
+        """
+
+        def action(_: Any) -> dict[str, Any]:
+            if self.app.state_file is None:
+                raise EmulatorError(
+                    400, "The emulator was started without a state file (--state-file)."
+                )
+            path = save_snapshot(self.state, self.app.state_file)
+            return {"ok": True, "path": str(path), "transfers": self.state.transfer_count()}
 
         return await self._guard(request, action)

@@ -208,3 +208,12 @@ class EmulatorClient:
 
     def set_idempotency_ttl(self, seconds: float) -> dict[str, Any]:
         return self._call("POST", "/idempotency", {"ttl_seconds": seconds})
+
+    # ----------------------------------------------------------------- persistence
+
+    def save_state(self) -> dict[str, Any]:
+        """Snapshot transfers and reversals to the emulator's ``--state-file`` now.
+
+        Returns ``{"ok", "path", "transfers"}``; a 400 when it has no state file.
+        """
+        return self._call("POST", "/state/save")

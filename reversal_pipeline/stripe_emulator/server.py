@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -27,6 +28,8 @@ from reversal_pipeline.stripe_emulator.state import (
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
     EmulatorClock,
     EmulatorState,
+    load_snapshot,
+    save_snapshot,
 )
 
 if TYPE_CHECKING:
@@ -68,6 +71,12 @@ class EmulatorServer:
     ``state``, ``faults`` and ``clock`` are the live objects the app uses, so a
     test in the same process can seed a million transfers or change faults
     without HTTP; ``control()`` gives the HTTP client other processes use.
+
+    With ``state_file``, Stripe's side outlives the process: the transfers and
+    reversals saved there are loaded when the server is built (if the file
+    exists), and saved back when it stops (``stop``, or the end of
+    ``serve_forever``, SIGTERM included) and on ``POST /_emulator/state/save``.
+    What a snapshot keeps and leaves out is in ``state.py``'s docstring.
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class EmulatorServer:
         clock: Callable[[], float] | None = None,
         idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
         request_log_limit: int = 100_000,
+        state_file: Path | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -89,7 +99,12 @@ class EmulatorServer:
             request_log_limit=request_log_limit,
         )
         self.faults = Faults(faults)
-        self.app = EmulatorApp(self.state, self.faults)
+        self.state_file = Path(state_file) if state_file is not None else None
+        #: Transfers loaded from ``state_file`` at construction (None: nothing was loaded).
+        self.loaded_transfers: int | None = None
+        if self.state_file is not None and self.state_file.is_file():
+            self.loaded_transfers = load_snapshot(self.state, self.state_file)
+        self.app = EmulatorApp(self.state, self.faults, state_file=self.state_file)
         self._sock: socket.socket | None = None
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -146,8 +161,13 @@ class EmulatorServer:
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving; held requests are released first so shutdown never hangs."""
+        """Stop serving; held requests are released first so shutdown never hangs.
+
+        With ``state_file``, the state is saved once no request is being served
+        (and only if the server was running, so a failed start writes nothing).
+        """
         self.faults.release_holds()
+        running = self._thread is not None
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -155,6 +175,22 @@ class EmulatorServer:
         if self._sock is not None:
             self._sock.close()
         self._server = self._thread = self._sock = None
+        if running and self.state_file is not None:
+            self.save_state()
+
+    def save_state(self, path: Path | None = None) -> Path:
+        """Save transfers and reversals to ``path`` (default ``state_file``); returns the path."""
+        target = path if path is not None else self.state_file
+        if target is None:
+            raise ValueError("no path given and the emulator has no state_file")
+        return save_snapshot(self.state, Path(target))
+
+    def load_state(self, path: Path | None = None) -> int:
+        """Replace transfers and reversals with those saved at ``path`` (default ``state_file``)."""
+        source = path if path is not None else self.state_file
+        if source is None:
+            raise ValueError("no path given and the emulator has no state_file")
+        return load_snapshot(self.state, Path(source))
 
     def serve_forever(self) -> None:
         """Serve in this thread until SIGINT/SIGTERM.
@@ -165,6 +201,10 @@ class EmulatorServer:
         """
         self._sock = _bind(self.host, self._requested_port)
         self._server = self._uvicorn()
+        if self.state_file is not None:
+            # uvicorn re-raises SIGTERM once it has shut down, which ends the
+            # process before a ``finally`` here: save from its shutdown instead.
+            self._server = _SavingServer(self._server.config, self.save_state)
         print(f"Stripe emulator listening on {self.url}", flush=True)
         try:
             self._server.run(sockets=[self._sock])
@@ -202,13 +242,37 @@ class EmulatorServer:
         return stripe.StripeClient(api_key, base_addresses={"api": self.url}, **kwargs)
 
 
-def run_forever(host: str = "127.0.0.1", port: int = DEFAULT_PORT, **fault_kwargs: Any) -> None:
+class _SavingServer(uvicorn.Server):
+    """uvicorn's server, calling ``on_shutdown`` once connections are closed."""
+
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], object]) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        self._on_shutdown()
+
+
+def run_forever(
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    *,
+    state_file: Path | None = None,
+    **fault_kwargs: Any,
+) -> None:
     """Entry point of ``reversal-pipeline stripe-emulator``: serve until interrupted.
 
     ``fault_kwargs`` are :class:`FaultConfig` fields (e.g. ``latency_ms=50``,
     ``error_rate=0.01``, ``seed=7``) plus ``idempotency_ttl_seconds``; faults can
-    also be changed later through ``/_emulator/faults``.
+    also be changed later through ``/_emulator/faults``. ``state_file``: load
+    the transfers saved there, and save them back on exit.
     """
     ttl = float(fault_kwargs.pop("idempotency_ttl_seconds", DEFAULT_IDEMPOTENCY_TTL_SECONDS))
     faults = FaultConfig.from_mapping(fault_kwargs) if fault_kwargs else FaultConfig()
-    EmulatorServer(host=host, port=port, faults=faults, idempotency_ttl_seconds=ttl).serve_forever()
+    server = EmulatorServer(
+        host=host, port=port, faults=faults, idempotency_ttl_seconds=ttl, state_file=state_file
+    )
+    if server.loaded_transfers is not None:
+        print(f"loaded {server.loaded_transfers} transfers from {state_file}", flush=True)
+    server.serve_forever()

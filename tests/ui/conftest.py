@@ -1,8 +1,9 @@
 """One dagster-webserver for the UI tests, on a free loopback port, against a test instance.
 
 Module-scoped because starting the webserver and its code server costs
-seconds of CPU: the GraphQL test launches ``reversal_job`` once and the
-browser test looks at what that run materialized.
+seconds of CPU: the GraphQL test launches ``reversal_job`` once, then one
+partition of ``reversal_reconciliation`` with a planted drift, and the
+browser test looks at what those runs materialized.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def webserver(
             "STRIPE_API_KEY": TEST_API_KEY,
             "STRIPE_API_BASE": emulator.url,
             "STRIPE_REQUESTS_PER_SECOND": "100",
+            "REVERSAL_REPORTS_DIR": str(home / "reports"),
         }
         command = [sys.executable, "-m", "dagster_webserver", "-w", "workspace.yaml",
                    "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
@@ -132,19 +134,24 @@ RUN_STATUS = """
 query Status($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }
 """
 RUN_TIMEOUT = 120.0
+LOCATION_SELECTOR = {
+    "repositoryLocationName": "reversal_pipeline",
+    "repositoryName": "__repository__",
+}
+#: The UTC day of ``seed_rows``' default ``transferred_at``: the reversal row's day.
+RECONCILED_DAY = "2026-11-20"
+MISSING_TRANSFER_ID = "tr_ui_test_missing_at_stripe"
 
 
-@pytest.fixture(scope="module")
-def launched_run(webserver: Webserver) -> tuple[str, str]:
-    """reversal_job launched through GraphQL, as the UI's Launch button does: (run id, status)."""
-    params = {
-        "selector": {
-            "repositoryLocationName": "reversal_pipeline",
-            "repositoryName": "__repository__",
-            "jobName": "reversal_job",
-        },
-        "runConfigData": {},
-    }
+@dataclass(frozen=True)
+class ReconciliationRun:
+    run_id: str
+    status: str
+    drift_row: SeededRow
+
+
+def launch_and_wait(webserver: Webserver, params: dict[str, Any]) -> tuple[str, str]:
+    """Launch through GraphQL, as the UI's Launch button does; poll to the end: (run id, status)."""
     launched = webserver.graphql(LAUNCH, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
@@ -156,3 +163,38 @@ def launched_run(webserver: Webserver) -> tuple[str, str]:
             break
         time.sleep(0.5)  # polling a run in another process, with a deadline
     return run_id, status
+
+
+@pytest.fixture(scope="module")
+def launched_run(webserver: Webserver) -> tuple[str, str]:
+    """reversal_job launched through GraphQL, as the UI's Launch button does: (run id, status)."""
+    params = {"selector": {**LOCATION_SELECTOR, "jobName": "reversal_job"}, "runConfigData": {}}
+    return launch_and_wait(webserver, params)
+
+
+@pytest.fixture(scope="module")
+def reconciliation_run(webserver: Webserver, launched_run: tuple[str, str]) -> ReconciliationRun:
+    """One day of ``reversal_reconciliation``, launched like the UI's partition launch.
+
+    Planted drift: a ``completed`` row whose transfer Stripe never had
+    (``missing_at_stripe``). The day also holds the reversal row, whose
+    transfer is at the emulator, so the day is not the "nothing of this day
+    at Stripe" alarm. ``grace_minutes: 0``: the row was written seconds ago
+    and would otherwise be reported as in grace, not as drift. Runs after
+    ``launched_run`` so the two never share the emulator's rate budget.
+    """
+    [drift_row] = seed_rows(
+        webserver.engine,
+        None,
+        1,
+        status="completed",
+        stripe_transfer_id=MISSING_TRANSFER_ID,
+        order_prefix="ord_ui_missing",
+    )
+    params = {
+        "selector": {**LOCATION_SELECTOR, "jobName": "reconciliation_job"},
+        "runConfigData": {"ops": {"reversal_reconciliation": {"config": {"grace_minutes": 0}}}},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": RECONCILED_DAY}]},
+    }
+    run_id, status = launch_and_wait(webserver, params)
+    return ReconciliationRun(run_id, status, drift_row)

@@ -1,4 +1,9 @@
-"""The UI in a real browser: the asset graph, and an asset's latest materialization.
+"""The UI in a real browser: the asset graph, and the assets' latest materializations.
+
+What an operator opens first: the graph, then ``reversal_reconciliation``'s
+latest materialization, whose markdown ``report`` is the drift table they act
+on. Rendering it in a browser (not just storing it) is the point: a report
+that only exists in the event log is one nobody reads.
 
 Headless Chromium from Debian's ``chromium`` package, driven by Playwright
 (its own browser downloads are not used). Screenshots are saved under the
@@ -12,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.ui.conftest import Webserver
+from tests.ui.conftest import MISSING_TRANSFER_ID, RECONCILED_DAY, ReconciliationRun, Webserver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -49,16 +54,18 @@ def dismiss_community_dialog(page: Any) -> None:
         skip.first.click()
 
 
-def test_asset_graph_and_latest_materialization_render(
+def test_asset_graph_and_latest_materializations_render(
     chromium_path: Path,
     webserver: Webserver,
     launched_run: tuple[str, str],
+    reconciliation_run: ReconciliationRun,
     tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect, sync_playwright
 
     run_id, status = launched_run
     assert status == "SUCCESS"
+    assert reconciliation_run.status == "SUCCESS"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(chromium_path), args=CHROMIUM_ARGS)
         try:
@@ -66,7 +73,8 @@ def test_asset_graph_and_latest_materialization_render(
             page.set_default_timeout(PAGE_TIMEOUT_MS)
 
             page.goto(f"{webserver.url}/asset-groups")
-            expect(visible_text(page, "reversals")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            for group in ("reversals", "reconciliation"):
+                expect(visible_text(page, group)).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             page.screenshot(path=tmp_path / "global_lineage.png", full_page=True)
             page.goto(f"{webserver.url}/locations/reversal_pipeline/asset-groups/reversals")
             for asset in ("refund_intake", "due_reversals", "reversal_outcomes"):
@@ -79,10 +87,35 @@ def test_asset_graph_and_latest_materialization_render(
             expect(visible_text(page, "rows_reversed")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             expect(page.get_by_text(run_id[:8]).first).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             page.screenshot(path=tmp_path / "reversal_outcomes_latest.png", full_page=True)
+
+            page.goto(f"{webserver.url}/locations/reversal_pipeline/asset-groups/reconciliation")
+            expect(visible_text(page, "reversal_reconciliation")).to_be_visible(
+                timeout=PAGE_TIMEOUT_MS
+            )
+            page.screenshot(path=tmp_path / "reconciliation_graph.png", full_page=True)
+
+            # The latest materialization of the day: its markdown report renders as a table.
+            page.goto(
+                f"{webserver.url}/assets/reversal_reconciliation"
+                f"?view=events&partition={RECONCILED_DAY}"
+            )
+            dismiss_community_dialog(page)
+            expect(visible_text(page, "report")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            expect(page.get_by_text(reconciliation_run.run_id[:8]).first).to_be_visible()
+            for header in ("severity", "category", "Stripe transfer"):
+                expect(page.get_by_role("columnheader", name=header, exact=True)).to_be_visible()
+            drift = page.get_by_role("row").filter(
+                has=page.get_by_role("cell", name="missing_at_stripe", exact=True)
+            )
+            expect(drift.get_by_role("cell", name=MISSING_TRANSFER_ID, exact=True)).to_be_visible()
+            expect(drift.get_by_role("cell", name="high", exact=True)).to_be_visible()
+            page.screenshot(path=tmp_path / "reconciliation_latest.png", full_page=True)
         except Exception:
             page.screenshot(path=tmp_path / "failure.png", full_page=True)
+            (tmp_path / "failure.txt").write_text(page.inner_text("body"))
             raise
         finally:
             browser.close()
     assert (tmp_path / "asset_graph.png").stat().st_size > 10_000
     assert (tmp_path / "reversal_outcomes_latest.png").stat().st_size > 10_000
+    assert (tmp_path / "reconciliation_latest.png").stat().st_size > 10_000

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from reversal_pipeline.db.tables import seller_transfers
+from reversal_pipeline.db.tables import reconciliation_drift, seller_transfers
 from tests.plugins.dagster_job import load_defs
-from tests.ui.conftest import Webserver
+from tests.ui.conftest import ReconciliationRun, Webserver
 
 LOCATION = "reversal_pipeline"
 
@@ -85,3 +85,17 @@ def test_reversal_job_launched_from_the_api_succeeds(
             sa.select(seller_transfers.c.status).where(seller_transfers.c.id == webserver.row.id)
         ).scalar_one()
     assert row_status == "reversed"
+
+
+def test_reconciliation_partition_launched_from_the_api_records_the_planted_drift(
+    webserver: Webserver, reconciliation_run: ReconciliationRun
+) -> None:
+    """The partition launch the browser test looks at: it must have found the planted row."""
+    assert reconciliation_run.status == "SUCCESS"
+    with webserver.engine.connect() as connection:
+        findings = connection.execute(
+            sa.select(reconciliation_drift.c.category, reconciliation_drift.c.in_grace).where(
+                reconciliation_drift.c.seller_transfer_id == reconciliation_run.drift_row.id
+            )
+        ).all()
+    assert [tuple(f) for f in findings] == [("missing_at_stripe", False)]
