@@ -104,26 +104,11 @@ def reconcile_day(
             f"Stripe's transfer list for {day} stopped after {listed.count} transfer(s): "
             f"{type(error).__name__}: {error.message}"
         )
-        record_incomplete_run(
-            engine,
-            day,
-            started_at=started_at,
-            finished_at=now(),
-            run_id=run_id,
-            error_message=message,
-            counts=RunCounts(
-                stripe_transfers=listed.count,
-                stripe_calls=_list_calls(stripe.calls_made) - calls_before,
-            ),
-        )
-        return DayReconciliation(
-            day,
-            False,
-            pd.DataFrame(),
-            error=message,
+        counts = RunCounts(
             stripe_transfers=listed.count,
-            seconds=seconds,
+            stripe_calls=_list_calls(stripe.calls_made) - calls_before,
         )
+        return _incomplete(engine, day, started_at, now(), run_id, message, counts, seconds)
     stripe_calls = _list_calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "database_read"), engine.connect() as connection:
@@ -143,24 +128,8 @@ def reconcile_day(
     )
     wrong_account = _looks_like_wrong_account(drift_findings, db_frame)
     if wrong_account is not None:
-        record_incomplete_run(
-            engine,
-            day,
-            started_at=started_at,
-            finished_at=now(),
-            run_id=run_id,
-            error_message=wrong_account,
-            counts=counts,
-        )
-        return DayReconciliation(
-            day,
-            False,
-            drift_findings,
-            db_rows=len(db_frame),
-            stripe_transfers=len(stripe_frame),
-            stripe_calls=stripe_calls,
-            error=wrong_account,
-            seconds=seconds,
+        return _incomplete(
+            engine, day, started_at, now(), run_id, wrong_account, counts, seconds, drift_findings
         )
     with _timed(seconds, "writing_findings"):
         stored = store_findings(
@@ -186,6 +155,39 @@ def reconcile_day(
         stripe_calls=stripe_calls,
         stored=stored,
         report_path=report_path,
+        seconds=seconds,
+    )
+
+
+def _incomplete(
+    engine: sa.Engine,
+    day: date,
+    started_at: datetime,
+    finished_at: datetime,
+    run_id: str | None,
+    message: str,
+    counts: RunCounts,
+    seconds: dict[str, float],
+    drift_findings: pd.DataFrame | None = None,
+) -> DayReconciliation:
+    """Record a run that proves nothing about the day (it resolves no finding)."""
+    record_incomplete_run(
+        engine,
+        day,
+        started_at=started_at,
+        finished_at=finished_at,
+        run_id=run_id,
+        error_message=message,
+        counts=counts,
+    )
+    return DayReconciliation(
+        day,
+        False,
+        pd.DataFrame() if drift_findings is None else drift_findings,
+        db_rows=counts.db_rows or 0,
+        stripe_transfers=counts.stripe_transfers or 0,
+        stripe_calls=counts.stripe_calls or 0,
+        error=message,
         seconds=seconds,
     )
 
