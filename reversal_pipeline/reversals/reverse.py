@@ -163,6 +163,24 @@ def send_reversal(
         calls=calls,
         idempotency_key=key,
         attempt_number=attempt,
+        message=_currency_warning(row, getattr(reversal, "currency", None)),
+    )
+
+
+def _currency_warning(row: ClaimedRow, stripe_currency: str | None) -> str | None:
+    """Say so at once when the transfer's currency is not the row's.
+
+    A reversal's amount is in the transfer's currency, so the row's amount was
+    taken in the wrong unit. It is free to see here (the reversal carries the
+    currency); the row stays ``reversed`` because Stripe did reverse it, and
+    reconciliation reports ``amount_or_currency_mismatch`` for the same row.
+    """
+    if not stripe_currency or stripe_currency.lower() == row.currency.lower():
+        return None
+    return (
+        f"reversed, but the transfer is in {stripe_currency.upper()}, not the row's "
+        f"{row.currency.upper()}: {row.amount} minor units of {stripe_currency.upper()} "
+        "were taken back; check the order and correct it by hand (needs a person)"
     )
 
 

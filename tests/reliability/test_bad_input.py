@@ -138,6 +138,10 @@ def test_amount_or_currency_differing_from_the_transfer(
     assert _reversals(stripe_emulator, larger.stripe_transfer_id) == []
     assert row_state(engine, smaller.id)["status"] == "reversed"
     assert [r["amount"] for r in _reversals(stripe_emulator, smaller.stripe_transfer_id)] == [400]
+    other = row_state(engine, other_currency.id)
+    assert other["status"] == "reversed"
+    assert "the transfer is in EUR, not the row's USD" in other["error_message"]
+    assert row_state(engine, good.id)["error_message"] is None
 
     stripe = StripeResource(api_key=stripe_api_key, api_base=stripe_emulator.url)
     day_end = TRANSFER_DAY + timedelta(days=1)
