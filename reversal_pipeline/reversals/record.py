@@ -30,12 +30,6 @@ _CLAIM_GUARD = sa.and_(
     st.c.claimed_by == sa.bindparam("guard_token"),
     st.c.status == PENDING,
 )
-_START_ATTEMPT = (
-    sa.update(st)
-    .where(_CLAIM_GUARD)
-    .values(stripe_attempts=st.c.stripe_attempts + 1)
-    .returning(st.c.stripe_attempts)
-)
 
 
 @dataclass(frozen=True)
@@ -84,21 +78,6 @@ class RowChange:
         return values
 
 
-def start_attempt(engine: sa.Engine, *, row_id: int, token: str) -> int | None:
-    """Count a create-reversal attempt before making it; None if the claim was lost.
-
-    Written before the call so that a crash after the call still leaves
-    ``stripe_attempts > 0``, and the next run looks for the reversal first.
-    One statement in autocommit mode: it is committed when ``execute`` returns,
-    exactly like a BEGIN/UPDATE/COMMIT, in one round trip to the server instead
-    of three (this write is on every row's critical path).
-    """
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        return connection.execute(
-            _START_ATTEMPT, {"guard_row_id": row_id, "guard_token": token}
-        ).scalar()
-
-
 _START_ATTEMPTS = sa.text(
     """
     UPDATE seller_transfers SET stripe_attempts = stripe_attempts + 1
@@ -109,9 +88,11 @@ _START_ATTEMPTS = sa.text(
 
 
 def start_attempts(engine: sa.Engine, *, row_ids: Sequence[int], token: str) -> dict[int, int]:
-    """``start_attempt`` for a page of rows in one statement: row id -> its attempt number.
+    """Count the create attempts of a page of rows before sending any: row id -> attempt number.
 
-    Committed before any of these rows is sent. A row not in the answer lost
+    Committed (one autocommitted statement) before any of these rows is sent,
+    so a crash after a call still leaves ``stripe_attempts > 0`` and the next
+    run looks for the reversal first. A row not in the answer lost
     its claim and must not be sent. A row counted here but never sent (the run
     stopped first) only costs the next run a look-up on Stripe.
     """

@@ -2,7 +2,7 @@
 
 ``reverse_row`` makes the calls and returns a ``RowDecision``; it never writes
 to the database itself except to count an attempt before sending it (see
-``record.start_attempt``). The routing follows the contract in
+``record.start_attempts``). The routing follows the contract in
 ``../shared/DESIGN.md``: not found fails at once, already reversed is
 confirmed on the transfer, 401/403 stops the run, the rest is retried.
 """

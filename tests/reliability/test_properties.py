@@ -9,11 +9,11 @@ not repeated here:
   ``tests/reversals/test_backoff.py::test_schedule_is_non_decreasing_to_its_cap_and_within_jitter``.
 
 Here two workers drive the real ``claim_due_rows``, ``renew_leases``,
-``release_claims`` and ``start_attempt`` (the guard every Stripe call passes)
+``release_claims`` and ``start_attempts`` (the guard every Stripe call passes)
 against the real database, in any order hypothesis picks; "time passing" is
 ``advance_clock``. A model tracks, in the database's own time, the lease each
 worker was granted. After every step: at most one worker holds a live lease,
-the row's ``claimed_by`` is that worker, and ``start_attempt`` succeeds for
+the row's ``claimed_by`` is that worker, and ``start_attempts`` succeeds for
 the holder and is refused for anybody else, so a worker whose lease expired
 and was taken over can never send.
 """
@@ -113,7 +113,7 @@ def test_two_workers_never_both_hold_a_live_lease(
             model.lease_until.pop(arg, None)
         else:  # send: the guard in front of every create-reversal call
             assert isinstance(arg, str)
-            attempt = record.start_attempt(engine, row_id=row_id, token=arg)
+            attempt = record.start_attempts(engine, row_ids=[row_id], token=arg).get(row_id)
             state = row_state(engine, row_id)
             assert (attempt is not None) == (state["claimed_by"] == arg)
             if model.holder() not in (None, arg):

@@ -11,21 +11,23 @@ EXPIRED_CLAIM_GRACE_MINUTES = 15
 LIST_LIMIT = 20
 
 
+def _rows(database: DatabaseResource, sql: str, **params: object) -> list[sa.RowMapping]:
+    with database.get_engine().connect() as connection:
+        return list(connection.execute(sa.text(sql), params).mappings())
+
+
 @dg.asset_check(asset=reversal_outcomes, blocking=False)
 def no_pending_without_next_retry_at(database: DatabaseResource) -> dg.AssetCheckResult:
     """A reversal_pending row with NULL next_retry_at is never due: the money would stay put."""
-    with database.get_engine().connect() as connection:
-        ids = (
-            connection.execute(
-                sa.text(
-                    "SELECT id FROM seller_transfers WHERE status = 'reversal_pending'"
-                    " AND next_retry_at IS NULL ORDER BY id LIMIT :n"
-                ),
-                {"n": LIST_LIMIT},
-            )
-            .scalars()
-            .all()
+    ids = [
+        row["id"]
+        for row in _rows(
+            database,
+            "SELECT id FROM seller_transfers WHERE status = 'reversal_pending'"
+            " AND next_retry_at IS NULL ORDER BY id LIMIT :n",
+            n=LIST_LIMIT,
         )
+    ]
     return dg.AssetCheckResult(
         passed=not ids,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -39,20 +41,15 @@ def no_pending_without_next_retry_at(database: DatabaseResource) -> dg.AssetChec
 @dg.asset_check(asset=reversal_outcomes, blocking=False)
 def no_long_expired_claims(database: DatabaseResource) -> dg.AssetCheckResult:
     """A claim long past its lease means a run died holding rows (they are reclaimed anyway)."""
-    with database.get_engine().connect() as connection:
-        rows = (
-            connection.execute(
-                sa.text(
-                    "SELECT id, claimed_by, claim_expires_at FROM seller_transfers"
-                    " WHERE claimed_by IS NOT NULL"
-                    " AND claim_expires_at < now() - make_interval(mins => :grace)"
-                    " ORDER BY claim_expires_at LIMIT :n"
-                ),
-                {"grace": EXPIRED_CLAIM_GRACE_MINUTES, "n": LIST_LIMIT},
-            )
-            .mappings()
-            .all()
-        )
+    rows = _rows(
+        database,
+        "SELECT id, claimed_by, claim_expires_at FROM seller_transfers"
+        " WHERE claimed_by IS NOT NULL"
+        " AND claim_expires_at < now() - make_interval(mins => :grace)"
+        " ORDER BY claim_expires_at LIMIT :n",
+        grace=EXPIRED_CLAIM_GRACE_MINUTES,
+        n=LIST_LIMIT,
+    )
     return dg.AssetCheckResult(
         passed=not rows,
         severity=dg.AssetCheckSeverity.WARN,
@@ -70,21 +67,15 @@ def no_new_permanent_failures(
     context: dg.AssetCheckExecutionContext, database: DatabaseResource
 ) -> dg.AssetCheckResult:
     """Rows this run gave up on: each needs a person (requeue or resolve)."""
-    with database.get_engine().connect() as connection:
-        rows = (
-            connection.execute(
-                sa.text(
-                    "SELECT a.seller_transfer_id AS id, s.stripe_transfer_id, s.error_message"
-                    " FROM reversal_attempts a"
-                    " JOIN seller_transfers s ON s.id = a.seller_transfer_id"
-                    " WHERE a.run_id = :run_id AND a.status_after = 'permanently_failed'"
-                    " ORDER BY a.seller_transfer_id"
-                ),
-                {"run_id": context.run.run_id},
-            )
-            .mappings()
-            .all()
-        )
+    rows = _rows(
+        database,
+        "SELECT a.seller_transfer_id AS id, s.stripe_transfer_id, s.error_message"
+        " FROM reversal_attempts a"
+        " JOIN seller_transfers s ON s.id = a.seller_transfer_id"
+        " WHERE a.run_id = :run_id AND a.status_after = 'permanently_failed'"
+        " ORDER BY a.seller_transfer_id",
+        run_id=context.run.run_id,
+    )
     return dg.AssetCheckResult(
         passed=not rows,
         severity=dg.AssetCheckSeverity.WARN,

@@ -74,6 +74,15 @@ def test_unknown_transfer_fails_after_one_call(
     [call] = [a for a in attempts_of(engine, row.id) if a["action"] == "create_reversal"]
     assert call["http_status"] == 404
     assert call["stripe_code"] == "resource_missing"
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["no_new_permanent_failures"].passed is False
+    assert f"| {row.id} |" in checks["no_new_permanent_failures"].metadata["rows"].value
+    assert checks["no_pending_without_next_retry_at"].passed is True
+    assert checks["no_long_expired_claims"].passed is True
 
 
 def test_already_reversed_out_of_band_records_that_reversal(
