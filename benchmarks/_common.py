@@ -12,7 +12,6 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -99,10 +98,9 @@ def database(prefix: str) -> Iterator[str]:
         if external:
             server_url = normalize_url(external)
         else:
-            from reversal_pipeline.db.embedded import start_embedded_server
+            from reversal_pipeline.db.embedded import throwaway_embedded_server
 
-            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="rp-bench-"))
-            server_url = start_embedded_server(Path(tmp) / "pgdata", delete_on_exit=True)
+            server_url = stack.enter_context(throwaway_embedded_server("rp-bench-"))
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         admin = sa.create_engine(
             server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool

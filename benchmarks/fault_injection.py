@@ -19,9 +19,9 @@ Exits 1 if any violation was found.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -65,14 +65,13 @@ def main() -> int:
     print(machine_line(), flush=True)
     started = time.monotonic()
     external = os.environ.get("BENCH_DATABASE_URL")
-    with tempfile.TemporaryDirectory(prefix="rp-fault-") as tmp:
+    with contextlib.ExitStack() as stack:
         if external:
             server_url = external
         else:
-            from reversal_pipeline.db.embedded import start_embedded_server
+            from reversal_pipeline.db.embedded import throwaway_embedded_server
 
-            os.chmod(tmp, 0o755)  # noqa: S103 - the embedded server runs as its own user
-            server_url = start_embedded_server(Path(tmp) / "pgdata", delete_on_exit=True)
+            server_url = stack.enter_context(throwaway_embedded_server("rp-fault-"))
         admin = _admin(server_url)
         template = f"rp_fault_template_{uuid.uuid4().hex[:8]}"
         with admin.connect() as connection:

