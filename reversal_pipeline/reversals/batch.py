@@ -117,7 +117,14 @@ class ReversalBatch:
     # -- the main pass -------------------------------------------------------------------------
 
     def _process_pages(self) -> None:
-        in_flight = threading.BoundedSemaphore(self.settings.concurrency * 2)
+        # Up to a page of rows queued ahead of the workers: reading and counting the
+        # next page takes this thread 100-200 ms while 16 workers hold the GIL, and
+        # with only 2 x concurrency rows queued the workers ran dry at every page
+        # boundary. A page of queued rows is still bounded memory, and a queued row
+        # checks the stop flag before it sends anything.
+        in_flight = threading.BoundedSemaphore(
+            max(self.settings.concurrency * 2, self.settings.page_size)
+        )
         # Renewing touches every row still claimed, so after the first page (the
         # step may be a re-execution long after the claim) it is done once a third
         # of the lease has gone by, not on every page: per page it rewrote the whole

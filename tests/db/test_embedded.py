@@ -18,7 +18,8 @@ def test_throwaway_server_stops_its_postmaster_and_deletes_its_folder() -> None:
             data_dir = connection.execute(sa.text("SHOW data_directory")).scalar_one()
         engine.dispose()
         postmaster = psutil.Process(backend_pid).parent()
-        assert postmaster is not None and postmaster.is_running()
+        assert postmaster is not None
+        assert postmaster.is_running()
 
     # Before the fix the folder went first and the postmaster outlived the process.
     assert not Path(data_dir).exists()

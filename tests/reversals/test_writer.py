@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.reversals.claim import claim_due_rows
-from reversal_pipeline.reversals.record import RowChange, StripeCallRecord
-from reversal_pipeline.reversals.writer import GroupCommitWriter
+from reversal_pipeline.reversals.record import RowChange, StripeCallRecord, audit_rows_for
+from reversal_pipeline.reversals.writer import AUDIT_COLUMNS, GroupCommitWriter
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
 
@@ -75,3 +76,49 @@ def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
     bad = row_state(engine, rows[0].id)
     assert bad["status"] == "reversal_pending"
     assert bad["claimed_by"] == "run-b"  # left claimed: the lease expires, a later run looks
+
+
+def test_the_group_audit_insert_names_every_column_the_table_has() -> None:
+    written_by_the_database = {"id", "created_at"}
+    assert {name for name, _ in AUDIT_COLUMNS} == (
+        {c.name for c in reversal_attempts.columns} - written_by_the_database
+    )
+
+
+def test_a_group_keeps_every_field_of_every_call(engine: sa.Engine) -> None:
+    """The column-wise INSERT loses nothing: NULLs, integers and text land where they belong."""
+    rows = seed_rows(engine, None, 2, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-c", max_rows=2, lease_seconds=60)
+    lookup = StripeCallRecord(
+        action="lookup_reversal", outcome="not_found", message="no reversal from an earlier attempt"
+    )
+    failed = StripeCallRecord(
+        action="create_reversal",
+        outcome="transient",
+        attempt_number=2,
+        idempotency_key="reversal_pipeline:seller_transfer:x:attempt:2",
+        http_status=500,
+        stripe_code="api_error",
+        stripe_request_id="req_abc",
+        message="StripeTransientError: boom",
+    )
+    retry = RowChange(
+        status_after="reversal_pending",
+        error_message="attempt 2 failed",
+        retry_count=2,
+        retry_delay_seconds=60,
+        calls=(lookup, failed),
+    )
+    done = _reversed("trr_c", "k-c")
+    writer = GroupCommitWriter(engine, token="run-c", run_id="run-c")
+    # Queued before the writer starts, so its first take is both rows: one group.
+    writer.submit(rows[0].id, retry, lambda _w: None)
+    writer.submit(rows[1].id, done, lambda _w: None)
+    with writer:
+        pass
+
+    assert writer.groups_written == 1
+    for row, change in ((rows[0], retry), (rows[1], done)):
+        expected = audit_rows_for(row.id, "run-c", change, written=True)
+        stored = [{name: a[name] for name, _ in AUDIT_COLUMNS} for a in attempts_of(engine, row.id)]
+        assert stored == expected
