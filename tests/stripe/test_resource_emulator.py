@@ -537,3 +537,72 @@ def test_reverse_transfer_rejects_bad_arguments_locally(
     with pytest.raises(ValueError, match=message):
         resource.reverse_transfer(**call)
     assert resource.calls_made["create_reversal"] == 0
+
+
+# -- proxies from the environment, read once ----------------------------------------------
+
+_PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+def _clear_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in _PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_a_proxy_named_in_the_environment_is_used(
+    stripe_emulator: EmulatorServer, stripe_api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """requests' per-request environment scan is off; the proxy must still apply."""
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    tid = new_transfer(stripe_emulator)
+    res = make_resource(stripe_emulator, stripe_api_key, max_network_retries=0)
+    before = wire(stripe_emulator)
+    try:
+        with pytest.raises(TransientStripeError):
+            res.reverse_transfer(tid, 100, "proxy-key-1", {})
+    finally:
+        res.close()
+    assert wire(stripe_emulator) == before  # it went to the (dead) proxy, not around it
+
+
+def test_no_proxy_for_the_api_host_goes_direct(
+    stripe_emulator: EmulatorServer, stripe_api_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _clear_proxy_environment(monkeypatch)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    tid = new_transfer(stripe_emulator)
+    res = make_resource(stripe_emulator, stripe_api_key, max_network_retries=0)
+    try:
+        assert res.reverse_transfer(tid, 100, "proxy-key-2", {}).amount == 100
+    finally:
+        res.close()
+
+
+def test_a_netrc_entry_does_not_replace_the_api_key(
+    stripe_emulator: EmulatorServer,
+    stripe_api_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    """With requests' environment trust on, ~/.netrc basic auth would override the key."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-key\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    tid = new_transfer(stripe_emulator)
+    res = make_resource(stripe_emulator, stripe_api_key)
+    try:
+        assert res.reverse_transfer(tid, 100, "netrc-key", {}).amount == 100
+    finally:
+        res.close()
