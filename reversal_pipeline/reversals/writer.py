@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,13 @@ from reversal_pipeline.reversals.record import RowChange, audit_rows_for, write_
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ROWS = 200
+# How long a group stays open for more rows after its first. Without it the
+# writer, being quicker than the workers, committed groups of ~8 rows (385
+# transactions for 3,000 rows), and a group's fixed cost (BEGIN, two
+# statements, COMMIT, SQLAlchemy's bookkeeping) was the largest share of the
+# job's own CPU beside the Stripe calls. An outcome reaching the database up to
+# this much later changes no guarantee: its attempt was counted before the call.
+DEFAULT_MAX_WAIT_SECONDS = 0.05
 
 GROUP_UPDATE = sa.text(
     """
@@ -106,11 +114,13 @@ class GroupCommitWriter:
         token: str,
         run_id: str | None,
         max_rows: int = DEFAULT_MAX_ROWS,
+        max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     ) -> None:
         self.engine = engine
         self.token = token
         self.run_id = run_id
         self.max_rows = max_rows
+        self.max_wait_seconds = max_wait_seconds
         self.groups_written = 0
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="reversal-writer", daemon=True)
@@ -137,6 +147,7 @@ class GroupCommitWriter:
         while not closing:
             group: list[_Pending] = []
             item = self._queue.get()
+            close_at = time.monotonic() + self.max_wait_seconds
             while True:
                 if item is _CLOSE:
                     closing = True
@@ -146,7 +157,7 @@ class GroupCommitWriter:
                 if closing or len(group) >= self.max_rows:
                     break
                 try:
-                    item = self._queue.get_nowait()
+                    item = self._queue.get(timeout=max(0.0, close_at - time.monotonic()))
                 except queue.Empty:
                     break
             if group:

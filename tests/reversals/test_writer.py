@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reversal_attempts
@@ -122,3 +124,22 @@ def test_a_group_keeps_every_field_of_every_call(engine: sa.Engine) -> None:
         expected = audit_rows_for(row.id, "run-c", change, written=True)
         stored = [{name: a[name] for name, _ in AUDIT_COLUMNS} for a in attempts_of(engine, row.id)]
         assert stored == expected
+
+
+def test_a_group_stays_open_for_more_rows_and_closing_cuts_the_wait_short(
+    engine: sa.Engine,
+) -> None:
+    rows = seed_rows(engine, None, 3, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-d", max_rows=3, lease_seconds=60)
+    linger = 30.0
+    started = time.monotonic()
+    with GroupCommitWriter(
+        engine, token="run-d", run_id="run-d", max_wait_seconds=linger
+    ) as writer:
+        for i, row in enumerate(rows):
+            writer.submit(row.id, _reversed(f"trr_d{i}", f"k-d{i}"), lambda _w: None)
+    # One transaction for the three rows, written as soon as the writer was closed
+    # rather than after the group's wait ran out.
+    assert writer.groups_written == 1
+    assert time.monotonic() - started < linger
+    assert all(row_state(engine, row.id)["status"] == "reversed" for row in rows)
