@@ -17,11 +17,11 @@ Both keep the crash guarantee: an attempt is always committed before its call.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from reversal_pipeline.errors import StripeSystemicError
 from reversal_pipeline.reversals import claim, record
 from reversal_pipeline.reversals.claim import ClaimedRow
+from reversal_pipeline.reversals.lease import LeaseKeeper
 from reversal_pipeline.reversals.outcome import change_for
 from reversal_pipeline.reversals.record import RowChange
 from reversal_pipeline.reversals.reverse import (
@@ -84,6 +85,7 @@ class ReversalBatch:
         run_id: str | None,
         settings: ReversalSettings,
         rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.stripe = stripe
@@ -96,11 +98,17 @@ class ReversalBatch:
         self._stop = threading.Event()
         self._deferred: list[_Deferred] = []
         self._writer: GroupCommitWriter
+        self._lease = LeaseKeeper(
+            engine, token=token, lease_seconds=settings.lease_seconds, clock=clock
+        )
 
     def run(self) -> BatchReport:
         started = time.monotonic()
         try:
-            with GroupCommitWriter(self.engine, token=self.token, run_id=self.run_id) as writer:
+            with (
+                self._lease,
+                GroupCommitWriter(self.engine, token=self.token, run_id=self.run_id) as writer,
+            ):
                 self._writer = writer
                 self._process_pages()
                 for _ in range(RATE_LIMIT_EXTRA_PASSES):
@@ -121,17 +129,10 @@ class ReversalBatch:
         # next page takes this thread 100-200 ms while 16 workers hold the GIL, and
         # with only 2 x concurrency rows queued the workers ran dry at every page
         # boundary. A page of queued rows is still bounded memory, and a queued row
-        # checks the stop flag before it sends anything.
+        # checks the stop flag and its lease (reversals/lease.py) before it sends.
         in_flight = threading.BoundedSemaphore(
             max(self.settings.concurrency * 2, self.settings.page_size)
         )
-        # Renewing touches every row still claimed, so after the first page (the
-        # step may be a re-execution long after the claim) it is done once a third
-        # of the lease has gone by, not on every page: per page it rewrote the whole
-        # claim (10,000 rows x 50 pages) and held row locks the workers' writes
-        # queued on.
-        renew_every = self.settings.lease_seconds / 3
-        last_renewal = -math.inf
         with ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
         ) as pool:
@@ -140,11 +141,6 @@ class ReversalBatch:
             ):
                 if self._stop.is_set():
                     break
-                if time.monotonic() - last_renewal >= renew_every:
-                    claim.renew_leases(
-                        self.engine, token=self.token, lease_seconds=self.settings.lease_seconds
-                    )
-                    last_renewal = time.monotonic()
                 attempts = self._count_attempts(page)
                 for row in page:
                     in_flight.acquire()
@@ -188,6 +184,12 @@ class ReversalBatch:
         if self._stop.is_set():
             record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
             return
+        if not self._lease.may_send():
+            # Left claimed, released at the end of the run; its counted attempt makes
+            # the next run look on Stripe before sending (see reversals/lease.py).
+            record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
+            self._count("lease_at_risk")
+            return
         decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
         if decision.kind == "rate_limited":
             with self._lock:
@@ -209,6 +211,11 @@ class ReversalBatch:
 
     def _resend_one(self, item: _Deferred) -> None:
         if self._stop.is_set():
+            return
+        if not self._lease.may_send():
+            # Kept deferred, never sent: written as a transient attempt at the end.
+            with self._lock:
+                self._deferred.append(item)
             return
         assert item.decision.attempt_number is not None
         decision = send_reversal(

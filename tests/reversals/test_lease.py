@@ -1,0 +1,120 @@
+"""A row is sent only while its lease is sure to outlast the call (reversals/lease.py).
+
+Real PostgreSQL and the real SDK against the emulator; only the batch's clock is
+a stand-in, because the point is what happens after minutes without a renewal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from reversal_pipeline.reversals.batch import ReversalBatch
+from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.lease import LeaseKeeper
+from reversal_pipeline.reversals.settings import ReversalSettings
+from reversal_pipeline.stripe import StripeResource
+from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
+from tests.plugins.marketplace import row_state, seed_rows
+
+LEASE = 600
+
+
+class SteppedClock:
+    """Monotonic seconds that the test moves on by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def stripe_resource(
+    stripe_emulator: EmulatorServer, stripe_api_key: str
+) -> Iterator[StripeResource]:
+    resource = StripeResource(
+        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
+    )
+    yield resource
+    resource.close()
+
+
+def _creates(server: EmulatorServer) -> int:
+    by_endpoint = server.state.requests.counters()["by_endpoint"]
+    return int(by_endpoint.get("POST /v1/transfers/{id}/reversals", 0))
+
+
+def test_sending_stops_half_a_lease_after_the_last_renewal_began(engine: sa.Engine) -> None:
+    seed_rows(engine, None, 1, stripe_transfer_id="tr_x")
+    claim_due_rows(engine, token="run-l", max_rows=1, lease_seconds=LEASE)
+    clock = SteppedClock()
+    keeper = LeaseKeeper(engine, token="run-l", lease_seconds=LEASE, clock=clock)
+    with keeper:
+        clock.now += LEASE / 2 - 1
+        assert keeper.may_send()
+        clock.now += 2
+        assert not keeper.may_send()
+        assert keeper.renew() == 1  # the row is still ours
+        assert keeper.may_send()
+
+
+def test_rows_whose_lease_could_run_out_are_not_sent_and_are_left_for_a_later_run(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    control = EmulatorClient(stripe_emulator.url)
+    rows = seed_rows(engine, control, 3)
+    claim_due_rows(engine, token="run-m", max_rows=3, lease_seconds=LEASE)
+    clock = SteppedClock()
+
+    class RenewalThenLongPause:
+        """Reads the start of the first renewal, then finds the run long past it."""
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def __call__(self) -> float:
+            self.calls += 1
+            return clock.now if self.calls == 1 else clock.now + LEASE
+
+    batch = ReversalBatch(
+        engine,
+        stripe_resource,
+        token="run-m",
+        run_id="run-m",
+        settings=ReversalSettings(lease_seconds=LEASE, concurrency=2),
+        clock=RenewalThenLongPause(),
+    )
+    report = batch.run()
+
+    assert _creates(stripe_emulator) == 0  # nothing reached Stripe
+    assert report.outcomes["lease_at_risk"] == 3
+    assert report.rows_released == 3
+    for row in rows:
+        state = row_state(engine, row.id)
+        assert state["status"] == "reversal_pending"
+        assert state["claimed_by"] is None  # free for the next run...
+        assert state["stripe_attempts"] == 1  # ...which looks on Stripe before it sends
+
+
+def test_a_normal_run_is_not_held_back(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    control = EmulatorClient(stripe_emulator.url)
+    rows = seed_rows(engine, control, 3)
+    claim_due_rows(engine, token="run-n", max_rows=3, lease_seconds=LEASE)
+    report = ReversalBatch(
+        engine,
+        stripe_resource,
+        token="run-n",
+        run_id="run-n",
+        settings=ReversalSettings(lease_seconds=LEASE, concurrency=2),
+        clock=SteppedClock(),  # time stands still: always inside the lease
+    ).run()
+
+    assert report.statuses["reversed"] == 3
+    assert _creates(stripe_emulator) == 3
+    assert all(row_state(engine, row.id)["status"] == "reversed" for row in rows)
