@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import sqlalchemy as sa
@@ -143,3 +144,14 @@ def test_a_group_stays_open_for_more_rows_and_closing_cuts_the_wait_short(
     assert writer.groups_written == 1
     assert time.monotonic() - started < linger
     assert all(row_state(engine, row.id)["status"] == "reversed" for row in rows)
+
+
+def test_an_open_group_is_written_when_its_wait_runs_out(engine: sa.Engine) -> None:
+    """The writer does not hold outcomes until it is closed."""
+    [row] = seed_rows(engine, None, 1, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-e", max_rows=1, lease_seconds=60)
+    written = threading.Event()
+    with GroupCommitWriter(engine, token="run-e", run_id="run-e", max_wait_seconds=0.05) as w:
+        w.submit(row.id, _reversed("trr_e", "k-e"), lambda _w: written.set())
+        assert written.wait(timeout=30), "the group was not written while the writer was open"
+        assert row_state(engine, row.id)["status"] == "reversed"
