@@ -33,7 +33,13 @@ class ReversalSettings(dg.ConfigurableResource):
     )
     concurrency: int = Field(default=16, ge=1, le=128, description="Rows in flight at once.")
     lease_seconds: int = Field(
-        default=600, ge=10, le=86_400, description="How long a claim lives unless renewed."
+        default=600,
+        ge=10,
+        le=86_400,
+        description=(
+            "How long a claim lives unless renewed. Renewed every quarter; a row is sent only"
+            " in the first half after a renewal, so keep it >= 2x the longest Stripe call."
+        ),
     )
     page_size: int = Field(
         default=200, ge=1, le=10_000, description="Claimed rows read from the database at once."
