@@ -11,7 +11,7 @@ emulator, with the same number of threads, three contenders per round:
 * job: ``reversal_job`` over as many due rows (its reversal step's rate).
 
 Why rounds: on this two-core machine the same bare loop, run twice in a row,
-has measured anywhere from 327 to 562 reversals/s (the client process is
+has measured anywhere from 327 to 547 reversals/s (the client process is
 CPU-bound at latency 0 and shares the cores with the emulator and PostgreSQL).
 One sample of each side made the ratio a coin toss around the goal. So the
 contenders run ``--rounds`` times, interleaved, in a rotating order (no side
