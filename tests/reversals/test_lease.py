@@ -6,7 +6,7 @@ a stand-in, because the point is what happens after minutes without a renewal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -48,6 +48,24 @@ def _creates(server: EmulatorServer) -> int:
     return int(by_endpoint.get("POST /v1/transfers/{id}/reversals", 0))
 
 
+def _claimed_batch(
+    engine: sa.Engine,
+    resource: StripeResource,
+    token: str,
+    clock: Callable[[], float],
+) -> ReversalBatch:
+    """A batch over the rows ``token`` has just claimed, on the given clock."""
+    claim_due_rows(engine, token=token, max_rows=3, lease_seconds=LEASE)
+    return ReversalBatch(
+        engine,
+        resource,
+        token=token,
+        run_id=token,
+        settings=ReversalSettings(lease_seconds=LEASE, concurrency=2),
+        clock=clock,
+    )
+
+
 def test_sending_stops_half_a_lease_after_the_last_renewal_began(engine: sa.Engine) -> None:
     seed_rows(engine, None, 1, stripe_transfer_id="tr_x")
     claim_due_rows(engine, token="run-l", max_rows=1, lease_seconds=LEASE)
@@ -67,7 +85,6 @@ def test_rows_whose_lease_could_run_out_are_not_sent_and_are_left_for_a_later_ru
 ) -> None:
     control = EmulatorClient(stripe_emulator.url)
     rows = seed_rows(engine, control, 3)
-    claim_due_rows(engine, token="run-m", max_rows=3, lease_seconds=LEASE)
     clock = SteppedClock()
 
     class RenewalThenLongPause:
@@ -80,15 +97,7 @@ def test_rows_whose_lease_could_run_out_are_not_sent_and_are_left_for_a_later_ru
             self.calls += 1
             return clock.now if self.calls == 1 else clock.now + LEASE
 
-    batch = ReversalBatch(
-        engine,
-        stripe_resource,
-        token="run-m",
-        run_id="run-m",
-        settings=ReversalSettings(lease_seconds=LEASE, concurrency=2),
-        clock=RenewalThenLongPause(),
-    )
-    report = batch.run()
+    report = _claimed_batch(engine, stripe_resource, "run-m", RenewalThenLongPause()).run()
 
     assert _creates(stripe_emulator) == 0  # nothing reached Stripe
     assert report.outcomes["lease_at_risk"] == 3
@@ -105,15 +114,8 @@ def test_a_normal_run_is_not_held_back(
 ) -> None:
     control = EmulatorClient(stripe_emulator.url)
     rows = seed_rows(engine, control, 3)
-    claim_due_rows(engine, token="run-n", max_rows=3, lease_seconds=LEASE)
-    report = ReversalBatch(
-        engine,
-        stripe_resource,
-        token="run-n",
-        run_id="run-n",
-        settings=ReversalSettings(lease_seconds=LEASE, concurrency=2),
-        clock=SteppedClock(),  # time stands still: always inside the lease
-    ).run()
+    # Time stands still: always inside the lease.
+    report = _claimed_batch(engine, stripe_resource, "run-n", SteppedClock()).run()
 
     assert report.statuses["reversed"] == 3
     assert _creates(stripe_emulator) == 3
