@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -65,6 +65,36 @@ class BatchReport:
     @property
     def rows_finished(self) -> int:
         return sum(self.statuses.values())
+
+
+class _Window:
+    """How many rows are handed to the workers and not finished yet.
+
+    The page loop waits when ``high`` rows are out and wakes again only when half
+    of them are done: one wake-up per ``high / 2`` rows rather than one per row
+    (a per-row semaphore release woke it, and made it take the GIL, for every row).
+    """
+
+    def __init__(self, high: int) -> None:
+        self._high = max(high, 2)
+        self._low = self._high // 2
+        self._out = 0
+        self._cond = threading.Condition(threading.Lock())
+
+    def add(self) -> None:
+        with self._cond:
+            self._out += 1
+
+    def done(self) -> None:
+        with self._cond:
+            self._out -= 1
+            if self._out == self._low:
+                self._cond.notify()
+
+    def wait_for_room(self) -> None:
+        with self._cond:
+            if self._out >= self._high:
+                self._cond.wait_for(lambda: self._out <= self._low)
 
 
 @dataclass
@@ -130,9 +160,7 @@ class ReversalBatch:
         # with only 2 x concurrency rows queued the workers ran dry at every page
         # boundary. A page of queued rows is still bounded memory, and a queued row
         # checks the stop flag and its lease (reversals/lease.py) before it sends.
-        in_flight = threading.BoundedSemaphore(
-            max(self.settings.concurrency * 2, self.settings.page_size)
-        )
+        window = _Window(max(self.settings.concurrency * 2, self.settings.page_size))
         with ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
         ) as pool:
@@ -143,19 +171,18 @@ class ReversalBatch:
                     break
                 attempts = self._count_attempts(page)
                 for row in page:
-                    in_flight.acquire()
+                    window.wait_for_room()
                     if self._stop.is_set():
-                        in_flight.release()
                         break
-                    future: Future[None] = pool.submit(self._handle_row, row, attempts)
-                    future.add_done_callback(lambda _f: in_flight.release())
+                    window.add()
+                    pool.submit(self._handle_row, row, attempts, window)
 
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""
         sendable = [row.id for row in page if row_problem(row) is None]
         return record.start_attempts(self.engine, row_ids=sendable, token=self.token)
 
-    def _handle_row(self, row: ClaimedRow, attempts: dict[int, int]) -> None:
+    def _handle_row(self, row: ClaimedRow, attempts: dict[int, int], window: _Window) -> None:
         try:
             self._decide_and_write(row, attempts.get(row.id))
         except Exception:
@@ -163,6 +190,8 @@ class ReversalBatch:
             # row keeps its claim until the lease expires and is retried by a later run.
             log.exception("seller transfer %s: unexpected error, left for a later run", row.id)
             self._count("error")
+        finally:
+            window.done()
 
     def _decide_and_write(self, row: ClaimedRow, attempt: int | None) -> None:
         if self._stop.is_set():

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,6 +122,7 @@ class GroupCommitWriter:
         self.max_wait_seconds = max_wait_seconds
         self.groups_written = 0
         self._queue: queue.Queue[_Pending | object] = queue.Queue()
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reversal-writer", daemon=True)
 
     def __enter__(self) -> GroupCommitWriter:
@@ -139,6 +139,7 @@ class GroupCommitWriter:
     def close(self) -> None:
         """Write everything queued, then stop the thread."""
         if self._thread.is_alive():
+            self._closing.set()  # cuts an open group's wait short
             self._queue.put(_CLOSE)
             self._thread.join()
 
@@ -147,7 +148,10 @@ class GroupCommitWriter:
         while not closing:
             group: list[_Pending] = []
             item = self._queue.get()
-            close_at = time.monotonic() + self.max_wait_seconds
+            if item is not _CLOSE:
+                # Let the group fill by waiting once, not by waking for every row
+                # as it is queued (each wake takes the GIL from the workers).
+                self._closing.wait(self.max_wait_seconds)
             while True:
                 if item is _CLOSE:
                     closing = True
@@ -157,7 +161,7 @@ class GroupCommitWriter:
                 if closing or len(group) >= self.max_rows:
                     break
                 try:
-                    item = self._queue.get(timeout=max(0.0, close_at - time.monotonic()))
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
             if group:
