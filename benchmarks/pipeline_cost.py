@@ -107,10 +107,6 @@ class Round:
         return self.rates["job"] / self.rates["bare"]
 
 
-def _cpu_seconds() -> float:
-    return time.process_time()
-
-
 class InlineExecutor:
     """Stands in for the batch's ThreadPoolExecutor: runs each row in the calling thread.
 
@@ -202,14 +198,14 @@ def main() -> None:
             for name in order:
                 if name == "job":
                     seed_due_rows(url, control, args.rows)
-                    cpu = _cpu_seconds()  # the whole run: Dagster's start-up per run included
+                    cpu = time.process_time()  # the whole run: Dagster's start-up per run included
                     result.rates["job"], result.whole_run_rate = run_job(args.rows)
                 else:
                     ids = new_transfers(args.rows)
                     loop = bare_loop if name == "bare" else resource_loop
-                    cpu = _cpu_seconds()
+                    cpu = time.process_time()
                     result.rates[name] = loop(stripe_url, ids, args.concurrency)
-                result.cpu_ms_per_row[name] = (_cpu_seconds() - cpu) / args.rows * 1000
+                result.cpu_ms_per_row[name] = (time.process_time() - cpu) / args.rows * 1000
             rounds.append(result)
             print(
                 f"round {number + 1} ({' -> '.join(order)}): "

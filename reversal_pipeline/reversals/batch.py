@@ -210,14 +210,13 @@ class ReversalBatch:
                 self._finish(row, lookup)
                 return
             earlier_calls = lookup.calls if lookup else []
-        if self._stop.is_set():
+        lease_held = self._lease.may_send()
+        if self._stop.is_set() or not lease_held:
+            # Not sent: released at the end of the run; its counted attempt makes the
+            # next run look on Stripe before sending (see reversals/lease.py).
             record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
-            return
-        if not self._lease.may_send():
-            # Left claimed, released at the end of the run; its counted attempt makes
-            # the next run look on Stripe before sending (see reversals/lease.py).
-            record.record_calls(self.engine, row_id=row.id, run_id=self.run_id, calls=earlier_calls)
-            self._count("lease_at_risk")
+            if not lease_held:
+                self._count("lease_at_risk")
             return
         decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
         if decision.kind == "rate_limited":

@@ -52,7 +52,6 @@ class LeaseKeeper:
         self.engine = engine
         self.token = token
         self.lease_seconds = lease_seconds
-        self.renewals = 0
         self._clock = clock
         self._safe_until = -float("inf")
         self._stopped = threading.Event()
@@ -76,7 +75,6 @@ class LeaseKeeper:
             self.engine, token=self.token, lease_seconds=int(self.lease_seconds)
         )
         self._safe_until = began + self.lease_seconds * SENDABLE_SHARE_OF_LEASE
-        self.renewals += 1
         return touched
 
     def may_send(self) -> bool:

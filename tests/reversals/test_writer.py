@@ -81,11 +81,17 @@ def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
     assert bad["claimed_by"] == "run-b"  # left claimed: the lease expires, a later run looks
 
 
-def test_the_group_audit_insert_names_every_column_the_table_has() -> None:
+def test_every_audit_row_carries_exactly_the_columns_the_group_insert_binds() -> None:
+    """A column added to the table but not to the audit rows fails here, not at run time."""
     written_by_the_database = {"id", "created_at"}
-    assert {name for name, _ in AUDIT_COLUMNS} == (
-        {c.name for c in reversal_attempts.columns} - written_by_the_database
+    bound = {name for name, _ in AUDIT_COLUMNS}
+    assert bound == {c.name for c in reversal_attempts.columns} - written_by_the_database
+    with_calls = audit_rows_for(7, "run-x", _reversed("trr_x", "k-x"), written=True)
+    validation_only = audit_rows_for(
+        7, "run-x", RowChange(status_after="permanently_failed", error_message="bad"), written=True
     )
+    for audit_row in [*with_calls, *validation_only]:
+        assert set(audit_row) == bound
 
 
 def test_a_group_keeps_every_field_of_every_call(engine: sa.Engine) -> None:
