@@ -78,7 +78,8 @@ WHERE processed_at IS NULL AND outcome IN ('waiting_for_payout', 'expired_unmatc
 UPDATE refund_events SET outcome = 'no_completed_transfers' WHERE outcome = 'payout_failed';
 ALTER TABLE refund_events DROP CONSTRAINT chk_refund_events_outcome;
 ALTER TABLE refund_events ADD CONSTRAINT chk_refund_events_outcome CHECK (
-    outcome IS NULL OR outcome IN ('reversal_requested', 'unknown_order', 'no_completed_transfers'));
+    outcome IS NULL
+    OR outcome IN ('reversal_requested', 'unknown_order', 'no_completed_transfers'));
 ALTER TABLE refund_events ADD CONSTRAINT chk_refund_events_processed_has_outcome CHECK (
     (processed_at IS NULL) = (outcome IS NULL));
 DROP TABLE refund_event_history;
