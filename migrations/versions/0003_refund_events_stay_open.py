@@ -66,7 +66,8 @@ ALTER TABLE refund_events DROP CONSTRAINT chk_refund_events_processed_has_outcom
 ALTER TABLE refund_events ADD CONSTRAINT chk_refund_events_outcome CHECK (
     (processed_at IS NULL AND (outcome IS NULL OR outcome IN (
         'waiting_for_transfer', 'waiting_for_payout', 'expired_unmatched')))
-    OR (processed_at IS NOT NULL AND outcome IN ('reversal_requested', 'payout_failed')));
+    OR (processed_at IS NOT NULL AND outcome IN (
+        'reversal_requested', 'payout_failed', 'closed_by_operator')));
 """
 
 DOWNGRADE_SQL = """
@@ -75,7 +76,8 @@ UPDATE refund_events SET processed_at = now(), outcome = 'unknown_order'
 WHERE processed_at IS NULL AND outcome = 'waiting_for_transfer';
 UPDATE refund_events SET processed_at = now(), outcome = 'no_completed_transfers'
 WHERE processed_at IS NULL AND outcome IN ('waiting_for_payout', 'expired_unmatched');
-UPDATE refund_events SET outcome = 'no_completed_transfers' WHERE outcome = 'payout_failed';
+UPDATE refund_events SET outcome = 'no_completed_transfers'
+WHERE outcome IN ('payout_failed', 'closed_by_operator');
 ALTER TABLE refund_events DROP CONSTRAINT chk_refund_events_outcome;
 ALTER TABLE refund_events ADD CONSTRAINT chk_refund_events_outcome CHECK (
     outcome IS NULL

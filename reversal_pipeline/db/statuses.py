@@ -44,10 +44,15 @@ class RefundOutcome(StrEnum):
     EXPIRED_UNMATCHED = "expired_unmatched"  # still waiting past the open window: alerted
     REQUESTED = "reversal_requested"  # closed: every paid transfer of the order is being reversed
     PAYOUT_FAILED = "payout_failed"  # closed: every transfer of the order failed, nothing was paid
+    CLOSED_BY_OPERATOR = "closed_by_operator"  # closed by hand: nothing to reverse (audited reason)
 
     @property
     def closes(self) -> bool:
-        return self in (RefundOutcome.REQUESTED, RefundOutcome.PAYOUT_FAILED)
+        return self in (
+            RefundOutcome.REQUESTED,
+            RefundOutcome.PAYOUT_FAILED,
+            RefundOutcome.CLOSED_BY_OPERATOR,
+        )
 
 
 STATUS_VALUES: tuple[str, ...] = tuple(s.value for s in TransferStatus)
