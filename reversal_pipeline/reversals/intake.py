@@ -40,6 +40,7 @@ from reversal_pipeline.db.tables import (
 )
 from reversal_pipeline.errors import InvalidRowError
 from reversal_pipeline.reversals.intake_window import OPEN_DAYS_ENV, refund_open_window
+from reversal_pipeline.reversals.open_events import past_window
 
 INTAKE_BATCH_SIZE = 500
 
@@ -140,12 +141,6 @@ def open_event_is_actionable() -> sa.ColumnElement[bool]:
     )
 
 
-def _past_window(open_window: timedelta) -> sa.ColumnElement[bool]:
-    return refund_events.c.received_at < sa.func.now() - sa.bindparam(
-        "open_window", open_window, type_=sa.Interval
-    )
-
-
 def process_refund_events(
     engine: sa.Engine,
     *,
@@ -168,7 +163,7 @@ def process_refund_events(
             open_event_is_actionable(),
             sa.and_(
                 refund_events.c.outcome != RefundOutcome.EXPIRED_UNMATCHED.value,
-                _past_window(window),
+                past_window(window),
             ),
         ),
     )
@@ -181,7 +176,7 @@ def process_refund_events(
                     refund_events.c.refund_id,
                     refund_events.c.order_id,
                     refund_events.c.outcome,
-                    _past_window(window).label("past_window"),
+                    past_window(window).label("past_window"),
                 )
                 .where(due, refund_events.c.id > after_id)
                 .order_by(refund_events.c.id)
@@ -215,21 +210,24 @@ def _process_one_event(
         _request_rows(connection, completed, event.refund_id, run_id)
         summary.rows_requested += len(completed)
     requested_now = (
-        f"reversal requested now for seller transfer(s) {_ids(completed)}; " if completed else ""
+        [f"reversal requested now for seller transfer(s) {_ids(completed)}"] if completed else []
     )
     if not transfers:
         outcome = RefundOutcome.WAITING_FOR_TRANSFER
         detail = f"no seller transfer has order_id {event.order_id!r} yet; waiting for it"
     elif pending:
         outcome = RefundOutcome.WAITING_FOR_PAYOUT
-        detail = (
-            f"{requested_now}seller transfer(s) {_ids(pending)} of order {event.order_id} "
-            "still pending (not paid out); waiting for each to complete or fail"
+        detail = "; ".join(
+            [
+                *requested_now,
+                f"seller transfer(s) {_ids(pending)} of order {event.order_id} still pending "
+                "(not paid out); waiting for each to complete or fail",
+            ]
         )
     elif completed or already:
         outcome = RefundOutcome.REQUESTED
-        earlier = f"already requested earlier: {_ids(already)}" if already else ""
-        detail = (requested_now + earlier).rstrip("; ")
+        earlier = [f"already requested earlier: {_ids(already)}"] if already else []
+        detail = "; ".join([*requested_now, *earlier])
     else:
         outcome = RefundOutcome.PAYOUT_FAILED
         detail = (

@@ -31,7 +31,8 @@ def _age() -> sa.ColumnElement[timedelta]:
     return (sa.func.now() - refund_events.c.received_at).label("age")
 
 
-def _past_window(window: timedelta) -> sa.ColumnElement[bool]:
+def past_window(window: timedelta) -> sa.ColumnElement[bool]:
+    """The event was received longer than ``window`` ago (by the database's clock)."""
     return refund_events.c.received_at < sa.func.now() - sa.bindparam(
         "open_window", window, type_=sa.Interval
     )
@@ -41,7 +42,7 @@ def summarize_open_events(connection: sa.Connection, window: timedelta) -> OpenE
     row = connection.execute(
         sa.select(
             sa.func.count(),
-            sa.func.count().filter(_past_window(window)),
+            sa.func.count().filter(past_window(window)),
             sa.func.min(refund_events.c.received_at),
             sa.func.max(_age()),
         ).where(refund_events.c.processed_at.is_(None))
@@ -72,7 +73,7 @@ def list_open_events(
         .limit(limit)
     )
     if past_window_only:
-        query = query.where(_past_window(window))
+        query = query.where(past_window(window))
     rows = []
     for row in connection.execute(query).mappings():
         event = dict(row)

@@ -34,17 +34,14 @@ def _read_cursor(raw: str | None) -> tuple[int, str]:
 def _actionable_fingerprint(connection: sa.Connection) -> tuple[int, str]:
     """How many open events would act now, and a key that changes whenever that set changes.
 
-    The key is the count plus the latest change to any of their orders'
-    transfers: a transfer completing or appearing moves it, so the same event
+    The key is the count plus the latest ``updated_at`` (kept by a trigger,
+    set on insert too) of their orders' transfers: a transfer completing or
+    appearing moves it, so the same event
     becoming actionable a second time (the next transfer of its order
     completes) gets a new run key.
     """
     latest_change = (
-        sa.select(
-            sa.func.max(
-                sa.func.greatest(seller_transfers.c.updated_at, seller_transfers.c.created_at)
-            )
-        )
+        sa.select(sa.func.max(seller_transfers.c.updated_at))
         .where(seller_transfers.c.order_id == refund_events.c.order_id)
         .scalar_subquery()
     )
