@@ -21,6 +21,7 @@ from reversal_pipeline.cli.ops import (
     status_command,
 )
 from reversal_pipeline.cli.reconciliation import reconcile_command, report_command
+from reversal_pipeline.cli.refund_events import close_refund_event_command
 
 
 @click.group()
@@ -38,6 +39,7 @@ for command in (
     requeue_command,
     resolve_command,
     show_command,
+    close_refund_event_command,
     reconcile_command,
     report_command,
     stripe_emulator_command,

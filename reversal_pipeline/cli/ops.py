@@ -53,6 +53,19 @@ def status_command() -> None:
             f"  id={claim['id']} claimed by {claim['claimed_by']} "
             f"expired {_when(claim['claim_expires_at'])}"
         )
+    events = report.open_refund_events
+    if events is not None:
+        click.echo(
+            f"open refund events: {events.open_count}"
+            f" ({events.past_window_count} past the open window)"
+        )
+    if report.oldest_open_refund_event:
+        oldest = report.oldest_open_refund_event
+        click.echo(
+            f"  oldest open: {oldest['refund_id']} (order {oldest['order_id']}), "
+            f"{oldest['outcome'] or 'not yet evaluated'}, received "
+            f"{_when(oldest['received_at'])}, {oldest['age_days']} days ago"
+        )
     click.echo("last runs (from the audit trail):")
     if not report.recent_runs:
         click.echo("  none yet")

@@ -31,11 +31,28 @@ class AttemptAction(StrEnum):
 
 
 class RefundOutcome(StrEnum):
-    """``refund_events.outcome``: what intake did with an event."""
+    """``refund_events.outcome``: what intake did with an event (migration 0003).
 
-    REQUESTED = "reversal_requested"
-    UNKNOWN_ORDER = "unknown_order"
-    NOTHING_TO_REVERSE = "no_completed_transfers"
+    The first three leave the event open (``processed_at`` NULL): it is looked
+    at again when its order's transfers change. Only the last two close it.
+    """
+
+    WAITING_FOR_TRANSFER = "waiting_for_transfer"  # no seller transfer row for the order yet
+    WAITING_FOR_PAYOUT = (
+        "waiting_for_payout"  # some transfer still pending (completed ones requested)
+    )
+    EXPIRED_UNMATCHED = "expired_unmatched"  # still waiting past the open window: alerted
+    REQUESTED = "reversal_requested"  # closed: every paid transfer of the order is being reversed
+    PAYOUT_FAILED = "payout_failed"  # closed: every transfer of the order failed, nothing was paid
+    CLOSED_BY_OPERATOR = "closed_by_operator"  # closed by hand: nothing to reverse (audited reason)
+
+    @property
+    def closes(self) -> bool:
+        return self in (
+            RefundOutcome.REQUESTED,
+            RefundOutcome.PAYOUT_FAILED,
+            RefundOutcome.CLOSED_BY_OPERATOR,
+        )
 
 
 STATUS_VALUES: tuple[str, ...] = tuple(s.value for s in TransferStatus)

@@ -9,7 +9,7 @@ these definitions mirror the columns so queries are typed and checked, and
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = sa.MetaData()
 
@@ -55,6 +55,28 @@ refund_events = sa.Table(
     sa.Column("processed_at", TZ),
     sa.Column("outcome", sa.Text),
     sa.Column("outcome_detail", sa.Text),
+)
+
+# Append-only audit of refund_events (migration 0003): every outcome an event
+# goes through, and the seller transfers each step requested.
+refund_event_history = sa.Table(
+    "refund_event_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("refund_event_id", sa.BigInteger, sa.ForeignKey("refund_events.id"), nullable=False),
+    sa.Column("outcome_before", sa.Text),
+    sa.Column("outcome_after", sa.Text),
+    sa.Column("closed", sa.Boolean, nullable=False),
+    sa.Column(
+        "seller_transfer_ids",
+        ARRAY(sa.BigInteger),
+        nullable=False,
+        server_default=sa.text("'{}'"),
+    ),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 
 reversal_attempts = sa.Table(

@@ -12,6 +12,12 @@ from reversal_pipeline.db.statuses import STATUS_VALUES
 from reversal_pipeline.db.tables import reconciliation_drift, reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
 from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.reversals.intake_window import refund_open_window
+from reversal_pipeline.reversals.open_events import (
+    OpenEventsSummary,
+    list_open_events,
+    summarize_open_events,
+)
 
 RECENT_RUNS = 5
 
@@ -32,6 +38,9 @@ class StatusReport:
     due_now: int
     expired_claims: list[dict[str, Any]]
     recent_runs: list[RunOutcome] = field(default_factory=list)
+    # Refund events still open (no transfer yet, or payout pending) and the oldest of them.
+    open_refund_events: OpenEventsSummary | None = None
+    oldest_open_refund_event: dict[str, Any] | None = None
 
 
 def status_report(engine: sa.Engine, *, recent_runs: int = RECENT_RUNS) -> StatusReport:
@@ -91,12 +100,17 @@ def status_report(engine: sa.Engine, *, recent_runs: int = RECENT_RUNS) -> Statu
                 .group_by(reversal_attempts.c.status_after)
             ).all()
             outcomes.append(RunOutcome(run.run_id, run.last_write_at, dict(by_status)))
+        window = refund_open_window()
+        open_events = summarize_open_events(connection, window)
+        oldest_open = list_open_events(connection, window, limit=1)
     return StatusReport(
         counts=counts,
         oldest_due=dict(oldest) if oldest else None,
         due_now=int(due_now),
         expired_claims=[dict(r) for r in expired],
         recent_runs=outcomes,
+        open_refund_events=open_events,
+        oldest_open_refund_event=oldest_open[0] if oldest_open else None,
     )
 
 

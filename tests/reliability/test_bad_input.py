@@ -157,7 +157,7 @@ def test_amount_or_currency_differing_from_the_transfer(
     assert _row_count(engine) == 4
 
 
-def test_refund_events_unknown_order_duplicate_and_not_completed(
+def test_refund_events_unknown_order_duplicate_and_not_completed_stay_open(
     job_env: dict[str, str],
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
@@ -187,18 +187,21 @@ def test_refund_events_unknown_order_duplicate_and_not_completed(
             )
         }
     assert set(events) == {"re_good", "re_unknown", "re_unpaid"}  # the duplicate is one event
-    assert all(e.processed_at is not None for e in events.values())
     assert events["re_good"].outcome == "reversal_requested"
-    assert events["re_unknown"].outcome == "unknown_order"
+    assert events["re_good"].processed_at is not None
+    # Early refunds stay open until their order's transfer appears or is paid out.
+    assert events["re_unknown"].outcome == "waiting_for_transfer"
+    assert events["re_unknown"].processed_at is None
     assert "'ord_nobody'" in events["re_unknown"].outcome_detail
-    assert events["re_unpaid"].outcome == "no_completed_transfers"
-    assert f"{unpaid.id}: pending" in events["re_unpaid"].outcome_detail
+    assert events["re_unpaid"].outcome == "waiting_for_payout"
+    assert events["re_unpaid"].processed_at is None
+    assert f"transfer(s) {unpaid.id} of order" in events["re_unpaid"].outcome_detail
     assert row_state(engine, unpaid.id)["status"] == "pending"  # untouched, not reversed
     warnings = [
         e.message for e in dagster_instance.all_logs(result.run_id) if e.level >= 30
     ]  # WARNING and above
-    assert any("refund re_unknown: unknown_order" in w for w in warnings)
-    assert any("refund re_unpaid: no_completed_transfers" in w for w in warnings)
+    assert any("refund re_unknown: waiting_for_transfer" in w for w in warnings)
+    assert any("refund re_unpaid: waiting_for_payout" in w for w in warnings)
     intake = materialization_metadata(result, "refund_intake")
     assert (intake["events_processed"], intake["rows_requested"]) == (3, 1)
 

@@ -63,25 +63,26 @@ def test_duplicate_refund_id_for_another_order_is_refused(engine: sa.Engine) -> 
             request_reversal(connection, refund_id="re_x", order_id="ord_2")
 
 
-def test_refund_for_unknown_order_is_recorded_not_dropped(engine: sa.Engine) -> None:
+def test_refund_for_unknown_order_stays_open_not_dropped(engine: sa.Engine) -> None:
     with engine.begin() as connection:
         request_reversal(connection, refund_id="re_ghost", order_id="ord_ghost")
     summary = process_refund_events(engine, run_id="run-1")
     event = _event(engine, "re_ghost")
-    assert event["outcome"] == "unknown_order"
+    assert event["outcome"] == "waiting_for_transfer"
     assert "ord_ghost" in event["outcome_detail"]
-    assert event["processed_at"] is not None
-    assert summary.unactioned[0][0] == "re_ghost"
+    assert event["processed_at"] is None
+    assert summary.waiting[0][:2] == ("re_ghost", "waiting_for_transfer")
 
 
-def test_refund_for_transfer_not_yet_completed_says_why(engine: sa.Engine) -> None:
+def test_refund_for_transfer_not_yet_completed_waits_and_says_why(engine: sa.Engine) -> None:
     [row] = seed_rows(engine, None, 1, status="pending", stripe_transfer_id=None)
     with engine.begin() as connection:
         request_reversal(connection, refund_id="re_early", order_id=row.order_id)
     process_refund_events(engine, run_id="run-1")
     event = _event(engine, "re_early")
-    assert event["outcome"] == "no_completed_transfers"
-    assert f"{row.id}: pending" in event["outcome_detail"]
+    assert event["outcome"] == "waiting_for_payout"
+    assert event["processed_at"] is None
+    assert f"transfer(s) {row.id} of order" in event["outcome_detail"]
     assert row_state(engine, row.id)["status"] == "pending"
 
 

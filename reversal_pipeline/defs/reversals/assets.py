@@ -9,10 +9,16 @@ the UI (same root run id) picks up exactly what the original run claimed.
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
-from reversal_pipeline.defs.reversals.metadata import claim_metadata, outcome_metadata
+from reversal_pipeline.defs.reversals.metadata import (
+    claim_metadata,
+    markdown_table,
+    outcome_metadata,
+)
 from reversal_pipeline.reversals.batch import ReversalBatch
 from reversal_pipeline.reversals.claim import claim_due_rows
 from reversal_pipeline.reversals.intake import process_refund_events
+from reversal_pipeline.reversals.intake_window import refund_open_window
+from reversal_pipeline.reversals.open_events import list_open_events, summarize_open_events
 from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe.resource import StripeResource
 
@@ -29,15 +35,31 @@ def claim_token(context: dg.AssetExecutionContext) -> str:
 def refund_intake(
     context: dg.AssetExecutionContext, database: DatabaseResource
 ) -> dg.MaterializeResult:
-    """Refund-succeeded events turned into rows due for reversal (every event gets an outcome)."""
-    summary = process_refund_events(database.get_engine(), run_id=context.run.run_id)
-    for refund_id, outcome, why in summary.unactioned:
+    """Refund-succeeded events turned into rows due for reversal; early ones wait, never dropped."""
+    window = refund_open_window()
+    engine = database.get_engine()
+    summary = process_refund_events(engine, run_id=context.run.run_id, open_window=window)
+    for refund_id, outcome, why in summary.waiting:
         context.log.warning(f"refund {refund_id}: {outcome}: {why}")
+    for refund_id, why in summary.newly_expired:
+        context.log.error(f"refund {refund_id}: expired_unmatched: {why}")
+    with engine.connect() as connection:
+        still_open = summarize_open_events(connection, window)
+        oldest = list_open_events(connection, window)
     return dg.MaterializeResult(
         metadata={
             "events_processed": summary.events_processed,
             "rows_requested": summary.rows_requested,
             **{f"events_{k}": v for k, v in sorted(summary.outcomes.items())},
+            "open_events": still_open.open_count,
+            "open_events_past_window": still_open.past_window_count,
+            "oldest_open_age_days": round(
+                still_open.oldest_age.total_seconds() / 86_400 if still_open.oldest_age else 0.0,
+                1,
+            ),
+            "open_events_oldest": dg.MetadataValue.md(
+                markdown_table(oldest, ["refund_id", "order_id", "outcome", "age_days"])
+            ),
         }
     )
 

@@ -1,10 +1,56 @@
-"""``refund_events_sensor``: acts on new refunds within a minute instead of the next tick."""
+"""``refund_events_sensor``: acts on new refunds, and on waiting ones that became actionable.
+
+A refund can arrive before its order's seller transfer exists or is paid
+out; intake leaves it open. When the application then writes the row or
+completes the payout, this sensor wakes a run within a minute instead of
+waiting for ``reversal_schedule`` (which re-evaluates open events too, so a
+missed tick delays, never loses, a refund).
+"""
+
+import json
 
 import dagster as dg
 import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.db.tables import refund_events, seller_transfers
 from reversal_pipeline.defs.reversals.jobs import reversal_job
+from reversal_pipeline.reversals.intake import open_event_is_actionable
+
+
+def _read_cursor(raw: str | None) -> tuple[int, str]:
+    """(highest new event id acted on, fingerprint of the actionable set last acted on).
+
+    A bare integer is the cursor of the sensor before open events existed.
+    """
+    if not raw:
+        return 0, ""
+    if raw.isdigit():
+        return int(raw), ""
+    cursor = json.loads(raw)
+    return int(cursor.get("newest_id", 0)), str(cursor.get("actionable", ""))
+
+
+def _actionable_fingerprint(connection: sa.Connection) -> tuple[int, str]:
+    """How many open events would act now, and a key that changes whenever that set changes.
+
+    The key is the count plus the latest ``updated_at`` (kept by a trigger,
+    set on insert too) of their orders' transfers: a transfer completing or
+    appearing moves it, so the same event
+    becoming actionable a second time (the next transfer of its order
+    completes) gets a new run key.
+    """
+    latest_change = (
+        sa.select(sa.func.max(seller_transfers.c.updated_at))
+        .where(seller_transfers.c.order_id == refund_events.c.order_id)
+        .scalar_subquery()
+    )
+    count, changed = connection.execute(
+        sa.select(sa.func.count(), sa.func.max(latest_change)).where(open_event_is_actionable())
+    ).one()
+    if not count:
+        return 0, ""
+    return int(count), f"{count}-{changed.timestamp():.6f}"
 
 
 @dg.sensor(
@@ -12,29 +58,49 @@ from reversal_pipeline.defs.reversals.jobs import reversal_job
     job=reversal_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a reversal_job run when unprocessed refund events arrive.",
+    description=(
+        "Requests a reversal_job run when refund events arrive, or when an open one can be"
+        " acted on (its order's transfer appeared, completed or failed)."
+    ),
 )
 def refund_events_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult:
-    """Cursor: the highest refund_events.id already acted on; one run per new high-water mark."""
-    last_seen = int(context.cursor or 0)
+    """Cursor: the highest new event id, and the actionable set's fingerprint, already acted on."""
+    last_seen, last_fingerprint = _read_cursor(context.cursor)
     with database.get_engine().connect() as connection:
         newest, waiting = connection.execute(
             sa.text(
                 "SELECT max(id), count(*) FROM refund_events"
-                " WHERE processed_at IS NULL AND id > :last_seen"
+                " WHERE processed_at IS NULL AND outcome IS NULL AND id > :last_seen"
             ),
             {"last_seen": last_seen},
         ).one()
-    if not newest:
-        return dg.SensorResult(skip_reason=f"no unprocessed refund events after id {last_seen}")
+        actionable, fingerprint = _actionable_fingerprint(connection)
+    newest = int(newest or last_seen)
+    cursor = json.dumps({"newest_id": newest, "actionable": fingerprint})
+    if newest > last_seen:
+        run_key = f"refund-events-through-{newest}"
+    elif fingerprint and fingerprint != last_fingerprint:
+        run_key = f"refund-events-actionable-{fingerprint}"
+    else:
+        return dg.SensorResult(
+            skip_reason=(
+                f"no unprocessed refund events after id {last_seen}, and no open one"
+                " became actionable"
+            ),
+            cursor=cursor,
+        )
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"refund-events-through-{newest}",
-                tags={"trigger": "refund_events_sensor", "refund_events_waiting": str(waiting)},
+                run_key=run_key,
+                tags={
+                    "trigger": "refund_events_sensor",
+                    "refund_events_waiting": str(waiting),
+                    "refund_events_actionable": str(actionable),
+                },
             )
         ],
-        cursor=str(newest),
+        cursor=cursor,
     )
