@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
-from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.cli.environment import require_stripe_key
 from reversal_pipeline.ops import OperatorInputError
 from reversal_pipeline.ops.actions import failed_since_ids, requeue, resolve
 from reversal_pipeline.ops.parse import (
@@ -99,7 +99,8 @@ def resolve_command(row_id: str | None, reversal_id: str | None, reason: str | N
     parsed_id = parse_one_row_id(row_id)
     if not reversal_id:
         raise OperatorInputError("give --reversal trr_... (the reversal as Stripe shows it)")
-    result = resolve(connected_engine(), stripe_from_env(), parsed_id, reversal_id, why)
+    stripe = stripe_from_env()  # before the database: a missing key starts nothing
+    result = resolve(connected_engine(), stripe, parsed_id, reversal_id, why)
     click.echo(
         f"row {result.row_id} is reversed: {result.reversal_id} "
         f"({result.reversal_amount} {result.currency}) is on {result.stripe_transfer_id}"
@@ -110,11 +111,8 @@ def stripe_from_env() -> Any:
     """The same Stripe resource the job uses, configured from the same variables."""
     from reversal_pipeline.stripe.resource import StripeResource
 
-    key = os.environ.get("STRIPE_API_KEY", "")
-    if not key:
-        raise ConfigurationError(
-            "STRIPE_API_KEY is unset: resolve must check the reversal at Stripe"
-        )
+    require_stripe_key("resolve")
+    key = os.environ["STRIPE_API_KEY"]
     resource = StripeResource(api_key=key, api_base=os.environ.get("STRIPE_API_BASE") or None)
     resource.validate_config()
     return resource

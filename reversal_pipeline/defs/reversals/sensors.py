@@ -4,6 +4,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reversals.jobs import reversal_job
 
 
@@ -11,7 +12,7 @@ from reversal_pipeline.defs.reversals.jobs import reversal_job
     name="refund_events_sensor",
     job=reversal_job,
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_default_status(),
     description="Requests a reversal_job run when unprocessed refund events arrive.",
 )
 def refund_events_sensor(
