@@ -23,7 +23,7 @@ from reversal_pipeline.ops.parse import (
     parse_since,
     require_reason,
 )
-from reversal_pipeline.ops.views import row_detail, status_report
+from reversal_pipeline.ops.views import RowDetail, row_detail, status_report, wrap_line
 
 
 def _when(value: datetime | None) -> str:
@@ -125,20 +125,27 @@ def show_command(row_id: str | None) -> None:
     """One row: its columns, its audit trail and its reconciliation findings."""
     parsed_id = parse_one_row_id(row_id)
     detail = row_detail(connected_engine(), parsed_id)
-    click.echo(f"seller transfer {parsed_id}:")
+    for line in show_lines(parsed_id, detail):
+        click.echo(line)
+
+
+def show_lines(row_id: int, detail: RowDetail) -> list[str]:
+    """What ``show`` prints, each line wrapped between words (``views.wrap_line``)."""
+    lines = [f"seller transfer {row_id}:"]
     for name, value in detail.row.items():
-        click.echo(f"  {name:<22} {'' if value is None else value}")
-    click.echo(f"attempts ({len(detail.attempts)}):")
+        lines.append(f"  {name:<22} {'' if value is None else value}")
+    lines.append(f"attempts ({len(detail.attempts)}):")
     for a in detail.attempts:
         http = f" HTTP {a['http_status']}" if a["http_status"] else ""
         change = f" {a['status_before']} -> {a['status_after']}" if a["status_after"] else ""
-        click.echo(
+        lines.append(
             f"  {_when(a['created_at'])} {a['actor']}: {a['action']} {a['outcome']}{http}{change}"
             + (f" - {a['message']}" if a["message"] else "")
         )
-    click.echo(f"findings ({len(detail.findings)}):")
+    lines.append(f"findings ({len(detail.findings)}):")
     for f in detail.findings:
         state = "resolved" if f["resolved_at"] else ("in grace" if f["in_grace"] else "open")
-        click.echo(
+        lines.append(
             f"  {f['partition_day']} {f['category']} ({f['severity']}, {state}): {f['explanation']}"
         )
+    return [part for line in lines for part in wrap_line(line)]

@@ -20,7 +20,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 #: What a clone has and a working copy may add: never copied into the "fresh clone".
 NOT_IN_A_CLONE = shutil.ignore_patterns(
-    ".git", ".venv", ".reversal_pipeline", "__pycache__", ".pytest_cache", ".ruff_cache", "*.egg-info"
+    ".git",
+    ".venv",
+    ".reversal_pipeline",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    "*.egg-info",
 )
 COMMANDS = [
     ["dg", "check", "defs"],
@@ -56,7 +62,7 @@ def test_tool_passes_in_a_fresh_clone_without_environment(
 ) -> None:
     executable = BIN / command[0]
     assert executable.is_file(), f"{executable} missing: is the dev environment synced?"
-    result = subprocess.run(  # noqa: S603
+    result = subprocess.run(
         [str(executable), *command[1:]],
         cwd=fresh_clone,
         env=bare_environment(),
