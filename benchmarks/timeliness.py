@@ -216,6 +216,7 @@ def main() -> None:
         Figure("refund -> reversed mean", statistics.fmean(values), "info", "s"),
         Figure("reversal_job runs during the refunds", len(reversal_runs), "info"),
         Figure("reversal_job runs in progress at once", most_at_once(reversal_runs), "<= 1"),
+        *run_time_figures(reversal_runs),
     ]
     if reconciliation_seconds is not None:
         figures.append(
@@ -227,6 +228,24 @@ def main() -> None:
             )
         )
     print_block("timeliness (dev stack)", figures)
+
+
+def run_time_figures(runs: list[dg.RunRecord]) -> list[Figure]:
+    """Where a refund's time goes: waiting in the queue, and the run itself (launch included)."""
+    finished = [r for r in runs if r.start_time and r.end_time]
+    if not finished:
+        return []
+    queued = [r.start_time - r.create_timestamp.timestamp() for r in finished]  # type: ignore[operator]
+    wall = [r.end_time - r.start_time for r in finished]  # type: ignore[operator]
+    return [
+        Figure(
+            "reversal_job run: requested -> started (queue+launch), median",
+            statistics.median(queued),
+            "info",
+            "s",
+        ),
+        Figure("reversal_job run: started -> ended, median", statistics.median(wall), "info", "s"),
+    ]
 
 
 def wait_all_reversed(engine: sa.Engine, refund_ids: list[str], *, timeout: float) -> None:
