@@ -1,8 +1,9 @@
 """``reversal-pipeline``: the operator's command line.
 
 One module per group of commands; each command is a thin shell over plain
-functions. On bad input or an unreachable dependency a command prints one
-line saying why and exits non-zero, having changed nothing.
+functions. On bad input, a missing variable or an unreachable dependency a
+command prints one line saying why and exits non-zero, having changed
+nothing: the group (``cli.group``) does that for every command.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from reversal_pipeline.cli.database import migrate_command, validate_constraints
 from reversal_pipeline.cli.demo import demo_command
 from reversal_pipeline.cli.dev import dev_command
 from reversal_pipeline.cli.emulator import stripe_emulator_command
+from reversal_pipeline.cli.group import OneLineErrorGroup
 from reversal_pipeline.cli.job import run_job_command
 from reversal_pipeline.cli.ops import (
     requeue_command,
@@ -24,7 +26,8 @@ from reversal_pipeline.cli.reconciliation import reconcile_command, report_comma
 from reversal_pipeline.cli.refund_events import close_refund_event_command
 
 
-@click.group()
+@click.group(cls=OneLineErrorGroup)
+@click.version_option(package_name="reversal_pipeline", prog_name="reversal-pipeline")
 def main() -> None:
     """Reverse Stripe Connect transfers when refunds succeed, and reconcile with Stripe."""
 

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 import sqlalchemy as sa
 
+from reversal_pipeline.cli.group import REFUSED_EXIT_CODE, one_line
 from reversal_pipeline.db.engine import check_connection, create_db_engine
 from reversal_pipeline.db.url import DATABASE_URL_ENV, database_url_from_env
 from reversal_pipeline.errors import ReversalPipelineError
@@ -19,15 +20,19 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def one_line_errors(func: F) -> F:
-    """Turn the package's own errors into one line on stderr and exit code 2."""
+    """Turn the package's own errors into one line on stderr and exit code 2.
+
+    The command group does this for every command (``cli.group``); this
+    decorator is only for a command function called outside the group.
+    """
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except ReversalPipelineError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
+            click.echo(f"error: {one_line(str(exc))}", err=True)
+            sys.exit(REFUSED_EXIT_CODE)
 
     return wrapper  # type: ignore[return-value]
 

@@ -7,14 +7,13 @@ import sys
 import click
 import sqlalchemy as sa
 
-from reversal_pipeline.cli.common import connected_engine, one_line_errors
+from reversal_pipeline.cli.common import connected_engine
 from reversal_pipeline.db import constraints, migrate
 from reversal_pipeline.db.url import mask_url
 
 
 @click.command("migrate")
 @click.option("--status", "show_status", is_flag=True, help="Show revisions; change nothing.")
-@one_line_errors
 def migrate_command(show_status: bool) -> None:
     """Upgrade the database schema to the latest revision (idempotent)."""
     engine = connected_engine()
@@ -35,7 +34,6 @@ def print_schema_status(engine: sa.Engine) -> None:
 
 
 @click.command("validate-constraints")
-@one_line_errors
 def validate_constraints_command() -> None:
     """Validate NOT VALID constraints once no row violates them."""
     engine = connected_engine()

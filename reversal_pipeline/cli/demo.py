@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from reversal_pipeline.cli.common import one_line_errors
-
 
 @click.command("demo")
 @click.option(
@@ -24,7 +22,6 @@ from reversal_pipeline.cli.common import one_line_errors
         "cannot wipe a real database)."
     ),
 )
-@one_line_errors
 def demo_command(keep: bool, ticks: int, server_url: str | None) -> None:
     """Seed a marketplace, plant what goes wrong, run the jobs, and summarize.
 

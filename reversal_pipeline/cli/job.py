@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from reversal_pipeline.cli.common import one_line_errors, resolve_database_url
+from reversal_pipeline.cli.common import resolve_database_url
+from reversal_pipeline.cli.environment import require_dagster_instance_env, require_stripe_key
 from reversal_pipeline.errors import ConfigurationError
 
 
@@ -18,7 +19,6 @@ from reversal_pipeline.errors import ConfigurationError
     metavar="NAME=VALUE",
     help="Override a reversal_settings field, e.g. --setting max_rows_per_run=500.",
 )
-@one_line_errors
 def run_job_command(settings: tuple[str, ...]) -> None:
     """Run reversal_job once, now, in this process (as a schedule tick would).
 
@@ -28,8 +28,10 @@ def run_job_command(settings: tuple[str, ...]) -> None:
     """
     from reversal_pipeline.jobs_runner import run_reversal_job_once
 
-    resolve_database_url()
     overrides = parse_settings(settings)
+    require_stripe_key("run-job")
+    require_dagster_instance_env("run-job")
+    resolve_database_url()
     outcome = run_reversal_job_once(overrides)
     for line in outcome.summary_lines:
         click.echo(line)

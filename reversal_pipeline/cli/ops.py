@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
-from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.cli.environment import require_stripe_key
 from reversal_pipeline.ops import OperatorInputError
 from reversal_pipeline.ops.actions import failed_since_ids, requeue, resolve
 from reversal_pipeline.ops.parse import (
@@ -23,7 +23,7 @@ from reversal_pipeline.ops.parse import (
     parse_since,
     require_reason,
 )
-from reversal_pipeline.ops.views import row_detail, status_report
+from reversal_pipeline.ops.views import RowDetail, row_detail, status_report, wrap_line
 
 
 def _when(value: datetime | None) -> str:
@@ -112,7 +112,8 @@ def resolve_command(row_id: str | None, reversal_id: str | None, reason: str | N
     parsed_id = parse_one_row_id(row_id)
     if not reversal_id:
         raise OperatorInputError("give --reversal trr_... (the reversal as Stripe shows it)")
-    result = resolve(connected_engine(), stripe_from_env(), parsed_id, reversal_id, why)
+    stripe = stripe_from_env()  # before the database: a missing key starts nothing
+    result = resolve(connected_engine(), stripe, parsed_id, reversal_id, why)
     click.echo(
         f"row {result.row_id} is reversed: {result.reversal_id} "
         f"({result.reversal_amount} {result.currency}) is on {result.stripe_transfer_id}"
@@ -123,11 +124,8 @@ def stripe_from_env() -> Any:
     """The same Stripe resource the job uses, configured from the same variables."""
     from reversal_pipeline.stripe.resource import StripeResource
 
-    key = os.environ.get("STRIPE_API_KEY", "")
-    if not key:
-        raise ConfigurationError(
-            "STRIPE_API_KEY is unset: resolve must check the reversal at Stripe"
-        )
+    require_stripe_key("resolve")
+    key = os.environ["STRIPE_API_KEY"]
     resource = StripeResource(api_key=key, api_base=os.environ.get("STRIPE_API_BASE") or None)
     resource.validate_config()
     return resource
@@ -140,20 +138,27 @@ def show_command(row_id: str | None) -> None:
     """One row: its columns, its audit trail and its reconciliation findings."""
     parsed_id = parse_one_row_id(row_id)
     detail = row_detail(connected_engine(), parsed_id)
-    click.echo(f"seller transfer {parsed_id}:")
+    for line in show_lines(parsed_id, detail):
+        click.echo(line)
+
+
+def show_lines(row_id: int, detail: RowDetail) -> list[str]:
+    """What ``show`` prints, each line wrapped between words (``views.wrap_line``)."""
+    lines = [f"seller transfer {row_id}:"]
     for name, value in detail.row.items():
-        click.echo(f"  {name:<22} {'' if value is None else value}")
-    click.echo(f"attempts ({len(detail.attempts)}):")
+        lines.append(f"  {name:<22} {'' if value is None else value}")
+    lines.append(f"attempts ({len(detail.attempts)}):")
     for a in detail.attempts:
         http = f" HTTP {a['http_status']}" if a["http_status"] else ""
         change = f" {a['status_before']} -> {a['status_after']}" if a["status_after"] else ""
-        click.echo(
+        lines.append(
             f"  {_when(a['created_at'])} {a['actor']}: {a['action']} {a['outcome']}{http}{change}"
             + (f" - {a['message']}" if a["message"] else "")
         )
-    click.echo(f"findings ({len(detail.findings)}):")
+    lines.append(f"findings ({len(detail.findings)}):")
     for f in detail.findings:
         state = "resolved" if f["resolved_at"] else ("in grace" if f["in_grace"] else "open")
-        click.echo(
+        lines.append(
             f"  {f['partition_day']} {f['category']} ({f['severity']}, {state}): {f['explanation']}"
         )
+    return [part for line in lines for part in wrap_line(line)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import date, timedelta
 
 import click
 import pandas as pd
 
-from reversal_pipeline.cli.common import connected_engine, one_line_errors
+from reversal_pipeline.cli.common import connected_engine
+from reversal_pipeline.cli.environment import require_dagster_instance_env, require_stripe_key
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.reconciliation.report import findings_json, format_amount, ranked
 from reversal_pipeline.reconciliation.store import latest_findings_for_day, open_findings
@@ -42,7 +44,6 @@ def parse_day(value: str | None, option: str) -> date | None:
     default="table",
     show_default=True,
 )
-@one_line_errors
 def report_command(day: str | None, output_format: str) -> None:
     """Print the latest reconciliation findings of a day, or all open findings."""
     partition_day = parse_day(day, "--day")
@@ -58,10 +59,27 @@ def report_command(day: str | None, output_format: str) -> None:
     if output_format == "json":
         click.echo(findings_json(findings) if not findings.empty else "[]")
     elif output_format == "csv":
-        click.echo(findings.to_csv(index=False), nl=False)
+        click.echo(findings_csv(findings), nl=False)
     else:
         click.echo(header)
         click.echo(_table(findings))
+
+
+def findings_csv(findings: pd.DataFrame) -> str:
+    """The findings as CSV a spreadsheet and a script both read back.
+
+    pandas would write ``details`` as a Python dict repr and booleans as
+    ``True``/``False``; JSON text and ``true``/``false`` are what other tools parse.
+    """
+    table = findings.copy()
+    if "details" in table.columns:
+        table["details"] = [
+            json.dumps(value, sort_keys=True, default=str) for value in table["details"]
+        ]
+    for name in table.columns:
+        if pd.api.types.is_bool_dtype(table[name]):
+            table[name] = table[name].map({True: "true", False: "false"})
+    return table.to_csv(index=False)
 
 
 def _day_header(day_findings: object) -> str:
@@ -96,13 +114,14 @@ def _table(findings: pd.DataFrame) -> str:
 @click.option("--day", help="One UTC day (YYYY-MM-DD).")
 @click.option("--from", "from_day", help="First day of a range (YYYY-MM-DD).")
 @click.option("--to", "to_day", help="Last day of a range, included (YYYY-MM-DD).")
-@one_line_errors
 def reconcile_command(day: str | None, from_day: str | None, to_day: str | None) -> None:
     """Run reconciliation_job now for a day or a range of days (one run per day)."""
     from reversal_pipeline.cli.common import resolve_database_url
     from reversal_pipeline.jobs_runner import run_job_once
 
     days = _days(parse_day(day, "--day"), parse_day(from_day, "--from"), parse_day(to_day, "--to"))
+    require_stripe_key("reconcile")
+    require_dagster_instance_env("reconcile")
     resolve_database_url()
     failed = 0
     for partition_day in days:

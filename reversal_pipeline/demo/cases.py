@@ -1,27 +1,37 @@
 """What goes wrong on purpose, so the operator sees each case in the UI and the summary.
 
 ``plant_operator_cases`` runs before the job: the cases the reversal job
-itself must handle. ``plant_drift`` runs after it, before reconciliation:
-one disagreement between the database and Stripe per drift category. Every
-planted row's ``updated_at`` is then moved two hours back, past
-reconciliation's grace window, as if the drift had happened earlier.
+itself must handle, which reach their states through the job's own code
+(a scripted answer at the emulator, then a real run). ``plant_drift`` runs
+after it, before reconciliation: one disagreement between the database and
+Stripe per drift category. A drift is by nature a change the job did not
+make, so each planted change writes its own audit row (actor ``demo``, at
+the time the story says it happened, saying what was planted), and every
+time it plants lies between the transfer and now: ``show`` then tells a
+consistent story (no change before the row existed, no "gave up after 8
+attempts" on a row with no attempts).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
+from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
-from reversal_pipeline.demo.marketplace import DemoTransfer, Marketplace
+from reversal_pipeline.demo.marketplace import DemoTransfer, Marketplace, refund_orders
 from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.stripe_emulator import EmulatorClient
 from reversal_pipeline.stripe_emulator.state import new_id
 
 FLAKY_500S = 12
+#: The audit trail's ``actor`` for what the demo changed by hand.
+DEMO_ACTOR = "demo"
 
 
 @dataclass
@@ -43,6 +53,7 @@ def _insert_row(connection: sa.Connection, day: date, **values: object) -> int:
         "currency": "usd",
         "status": "completed",
         "transferred_at": transferred_at,
+        "created_at": transferred_at,
     }
     return connection.execute(
         sa.insert(st).values(**{**base, **values}).returning(st.c.id)
@@ -50,12 +61,35 @@ def _insert_row(connection: sa.Connection, day: date, **values: object) -> int:
 
 
 def plant_operator_cases(
-    engine: sa.Engine, control: EmulatorClient, market: Marketplace, rng: random.Random
+    engine: sa.Engine,
+    control: EmulatorClient,
+    market: Marketplace,
+    rng: random.Random,
+    *,
+    later_refunds: Collection[str] = (),
 ) -> PlantedCases:
-    """Out-of-band reversal, unknown transfer id, malformed row, lost response, flaky 500s."""
+    """Out-of-band reversal, unknown transfer id, malformed row, lost response, flaky 500s.
+
+    Also the first half of ``stripe_reversed_db_failed``: a refund whose
+    reversal Stripe answers with a 404, so the job really gives up on it
+    (``plant_drift`` later reverses it "from the Dashboard"). Orders in
+    ``later_refunds`` are refunded later by the caller and are not picked.
+    """
     planted = PlantedCases()
     refunded = [t for t in market.transfers if t.order_id in set(market.refunded_orders)]
     out_of_band, lost = rng.sample(refunded, 2)
+    gave_up = rng.choice(_untouched_single_transfers(market, later_refunds))
+    # Stripe answers this reversal 404 (the job marks the row permanently_failed after
+    # one call); scripted before the 500s so it is the first match for its transfer.
+    control.add_script(
+        respond=404,
+        method="POST",
+        transfer_id=gave_up.stripe_transfer_id,
+        code="resource_missing",
+        message=f"No such transfer: '{gave_up.stripe_transfer_id}'",
+    )
+    refund_orders(engine, market, [gave_up.order_id], prefix="case_gave_up")
+    planted.add("stripe_reversed_db_failed", gave_up.id)
     # Support reversed this one from the Dashboard before the job got to it.
     control.reverse_transfer(
         out_of_band.stripe_transfer_id, metadata={"reason": "support ticket 4711"}
@@ -86,6 +120,50 @@ def plant_operator_cases(
     return planted
 
 
+def _untouched_single_transfers(
+    market: Marketplace, also_excluded: Collection[str] = ()
+) -> list[DemoTransfer]:
+    """Transfers of single-seller orders no refund touches (now or later)."""
+    excluded = set(market.refunded_orders) | set(also_excluded)
+    orders = market.by_order()
+    return [
+        t for t in market.transfers if t.order_id not in excluded and len(orders[t.order_id]) == 1
+    ]
+
+
+@dataclass(frozen=True)
+class PlantedChange:
+    """One hand-made change of a row, and the audit row that records it."""
+
+    case: str
+    row_id: int
+    values: dict[str, object]
+    action: AttemptAction
+    status_before: str
+    status_after: str
+    at: datetime
+    what: str
+    stripe_reversal_id: str | None = None
+
+
+def write_planted_change(connection: sa.Connection, change: PlantedChange) -> None:
+    """The row change and its audit row, in the caller's transaction (they commit together)."""
+    connection.execute(sa.update(st).where(st.c.id == change.row_id).values(**change.values))
+    connection.execute(
+        sa.insert(reversal_attempts).values(
+            seller_transfer_id=change.row_id,
+            action=change.action.value,
+            outcome="planted",
+            status_before=change.status_before,
+            status_after=change.status_after,
+            stripe_reversal_id=change.stripe_reversal_id,
+            message=f"planted by the demo ({change.case}): {change.what}; no Stripe call",
+            actor=DEMO_ACTOR,
+            created_at=change.at,
+        )
+    )
+
+
 def plant_drift(
     engine: sa.Engine,
     control: EmulatorClient,
@@ -94,12 +172,8 @@ def plant_drift(
     rng: random.Random,
 ) -> None:
     """At least one finding of each reconciliation category."""
-    refunded = set(market.refunded_orders)
-    orders = market.by_order()
-    candidates = [
-        t for t in market.transfers if t.order_id not in refunded and len(orders[t.order_id]) == 1
-    ]
-    picks = iter(rng.sample(candidates, 8))
+    candidates = _untouched_single_transfers(market)
+    picks = iter(rng.sample(candidates, 6))
     now = datetime.now(UTC)
 
     def pick(case: str) -> DemoTransfer:
@@ -107,18 +181,36 @@ def plant_drift(
         planted.add(case, transfer.id)
         return transfer
 
-    def reversed_row(t: DemoTransfer, reversal_id: str) -> dict[str, object]:
-        return {
-            "status": "reversed",
-            "stripe_reversal_id": reversal_id,
-            "reversal_requested_at": now - timedelta(days=1),
-            "reversed_at": now - timedelta(hours=20),
-        }
+    def after(t: DemoTransfer, hours: float) -> datetime:
+        """``hours`` after the transfer, but never in the future (nor before the transfer)."""
+        wanted = t.transferred_at + timedelta(hours=hours)
+        return max(t.transferred_at, min(wanted, now - timedelta(minutes=1)))
 
-    changes: dict[int, dict[str, object]] = {}
+    def marked_reversed(t: DemoTransfer, case: str, reversal_id: str, why: str) -> PlantedChange:
+        requested, reversed_at = after(t, 2), after(t, 3)
+        return PlantedChange(
+            case,
+            t.id,
+            {
+                "status": TransferStatus.REVERSED.value,
+                "stripe_reversal_id": reversal_id,
+                "reversal_requested_at": requested,
+                "reversed_at": reversed_at,
+            },
+            AttemptAction.RESOLVE,
+            TransferStatus.COMPLETED.value,
+            TransferStatus.REVERSED.value,
+            reversed_at,
+            f"marked reversed with {reversal_id} by hand; {why}",
+            stripe_reversal_id=reversal_id,
+        )
+
+    changes: list[PlantedChange] = []
     # The database says reversed; Stripe has no reversal at all.
     t = pick("db_reversed_stripe_not")
-    changes[t.id] = reversed_row(t, new_id("trr_"))
+    changes.append(
+        marked_reversed(t, "db_reversed_stripe_not", new_id("trr_"), "Stripe has no reversal")
+    )
     # Two reversals carry the same seller transfer id (a double reversal).
     t = pick("over_reversed")
     first = control.reverse_transfer(
@@ -129,42 +221,80 @@ def plant_drift(
         amount=t.amount - t.amount // 2,
         metadata={"seller_transfer_id": str(t.id)},
     )
-    changes[t.id] = reversed_row(t, first["id"])
+    changes.append(
+        marked_reversed(t, "over_reversed", first["id"], "Stripe has a second reversal too")
+    )
     # Reversed at Stripe, but the database recorded another reversal id.
     t = pick("reversal_id_mismatch")
     control.reverse_transfer(t.stripe_transfer_id, metadata={"seller_transfer_id": str(t.id)})
-    changes[t.id] = reversed_row(t, new_id("trr_"))
-    # The job gave up, yet someone reversed it at Stripe.
-    t = pick("stripe_reversed_db_failed")
-    control.reverse_transfer(t.stripe_transfer_id, metadata={"reason": "manual, Dashboard"})
-    changes[t.id] = {
-        "status": "permanently_failed",
-        "reversal_requested_at": now - timedelta(days=2),
-        "error_message": "gave up after 8 attempts: HTTP 500 (demo)",
-    }
+    changes.append(
+        marked_reversed(
+            t, "reversal_id_mismatch", new_id("trr_"), "Stripe's reversal has another id"
+        )
+    )
+    # The job gave up on this one (a 404, see plant_operator_cases); support then
+    # reversed it from the Dashboard.
+    [gave_up_id] = planted.cases["stripe_reversed_db_failed"]
+    gave_up = next(t for t in market.transfers if t.id == gave_up_id)
+    control.reverse_transfer(gave_up.stripe_transfer_id, metadata={"reason": "manual, Dashboard"})
     # Pending in the database (next try tomorrow), already reversed at Stripe.
     t = pick("stripe_reversed_db_pending")
     control.reverse_transfer(t.stripe_transfer_id, metadata={"reason": "manual, Dashboard"})
-    changes[t.id] = {
-        "status": "reversal_pending",
-        "reversal_requested_at": now - timedelta(hours=3),
-        "next_retry_at": now + timedelta(hours=20),
-        "retry_count": 3,
-    }
+    requested = after(t, 2)
+    changes.append(
+        PlantedChange(
+            "stripe_reversed_db_pending",
+            t.id,
+            {
+                "status": TransferStatus.REVERSAL_PENDING.value,
+                "reversal_requested_at": requested,
+                "next_retry_at": now + timedelta(hours=20),
+            },
+            AttemptAction.INTAKE,
+            TransferStatus.COMPLETED.value,
+            TransferStatus.REVERSAL_PENDING.value,
+            requested,
+            "reversal requested, first try tomorrow",
+        )
+    )
     # Reversed at Stripe although no refund ever asked for it.
     t = pick("reversed_without_request")
     control.reverse_transfer(t.stripe_transfer_id, metadata={"reason": "fat finger"})
     # The row's amount differs from the transfer's.
     t = pick("amount_or_currency_mismatch")
-    changes[t.id] = {"amount": t.amount + 100}
-    # Pending for eight days, its retry long overdue.
-    t = pick("stuck_pending")
-    changes[t.id] = {
-        "status": "reversal_pending",
-        "reversal_requested_at": now - timedelta(days=8),
-        "next_retry_at": now - timedelta(days=2),
-        "retry_count": 5,
-    }
+    changes.append(
+        PlantedChange(
+            "amount_or_currency_mismatch",
+            t.id,
+            {"amount": t.amount + 100},
+            AttemptAction.REPAIR,
+            TransferStatus.COMPLETED.value,
+            TransferStatus.COMPLETED.value,
+            now,
+            f"amount {t.amount} -> {t.amount + 100} by hand (Stripe's transfer is {t.amount})",
+        )
+    )
+    # Pending, its retry long overdue: the earliest transfer left, so it is days overdue.
+    picked = {i for ids in planted.cases.values() for i in ids}
+    t = min((c for c in candidates if c.id not in picked), key=lambda c: c.transferred_at)
+    planted.add("stuck_pending", t.id)
+    requested = t.transferred_at + timedelta(hours=1)
+    changes.append(
+        PlantedChange(
+            "stuck_pending",
+            t.id,
+            {
+                "status": TransferStatus.REVERSAL_PENDING.value,
+                "reversal_requested_at": requested,
+                "next_retry_at": requested + timedelta(hours=1),
+            },
+            AttemptAction.INTAKE,
+            TransferStatus.COMPLETED.value,
+            TransferStatus.REVERSAL_PENDING.value,
+            requested,
+            "reversal requested, due an hour later, then never sent",
+        )
+    )
     # A transfer at Stripe that the database never recorded.
     day = market.days[-1]
     control.create_transfer(
@@ -175,8 +305,8 @@ def plant_drift(
         metadata={"order_id": "ord_never_saved"},
     )
     with engine.begin() as connection:
-        for row_id, values in changes.items():
-            connection.execute(sa.update(st).where(st.c.id == row_id).values(**values))
+        for change in changes:
+            write_planted_change(connection, change)
         # A row pointing at a transfer Stripe does not have (missing_at_stripe).
         planted.add(
             "missing_at_stripe",
@@ -188,25 +318,3 @@ def plant_drift(
             ),
         )
     planted.cases["unknown_to_db"] = []
-
-
-def backdate_changes(engine: sa.Engine, hours: float = 2.0) -> None:
-    """Move every row's ``updated_at`` back, as if the demo's history had happened earlier.
-
-    ``updated_at`` is kept by a trigger, so it is switched off inside this one
-    transaction (the demo created the table, so it owns it); without this,
-    every planted drift would be inside reconciliation's grace window.
-    """
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text("ALTER TABLE seller_transfers DISABLE TRIGGER trg_seller_transfers_updated_at")
-        )
-        connection.execute(
-            sa.text(
-                "UPDATE seller_transfers SET updated_at = updated_at - make_interval(secs => :s)"
-            ),
-            {"s": hours * 3600},
-        )
-        connection.execute(
-            sa.text("ALTER TABLE seller_transfers ENABLE TRIGGER trg_seller_transfers_updated_at")
-        )

@@ -2,8 +2,10 @@
 
 Each transfer is created at the emulator with ``created`` on its day and
 stored in ``seller_transfers`` with the same id and ``transferred_at``, as
-the application would have done. A tenth of the orders have two sellers, so
-one refund reverses two transfers.
+the application would have done (``created_at`` too: the row is written when
+the transfer is made, so ``show`` never lists a row created after its own
+later changes). A tenth of the orders have two sellers, so one refund
+reverses two transfers.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class DemoTransfer:
     amount: int
     currency: str
     day: date
+    transferred_at: datetime
 
 
 @dataclass
@@ -108,6 +111,7 @@ def seed_marketplace(
                     "currency": currency,
                     "status": "completed",
                     "transferred_at": created,
+                    "created_at": created,
                 }
             )
     transfer_ids = control.create_transfers(specs, returning="ids")
@@ -141,6 +145,7 @@ def seed_marketplace(
             int(row["amount"]),  # type: ignore[call-overload]
             str(row["currency"]),
             row["transferred_at"].date(),  # type: ignore[union-attr]
+            row["transferred_at"],  # type: ignore[arg-type]
         )
         for row_id, row in zip(ids, rows, strict=True)
     ]

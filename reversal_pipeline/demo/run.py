@@ -29,7 +29,6 @@ from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.db.url import DATABASE_URL_ENV, mask_url
 from reversal_pipeline.demo.cases import (
     PlantedCases,
-    backdate_changes,
     plant_drift,
     plant_operator_cases,
 )
@@ -39,6 +38,7 @@ from reversal_pipeline.devserver.home import DAGSTER_DATABASE, prepare_dagster_h
 from reversal_pipeline.devserver.stack import EMULATOR_API_KEY, emulator_state_file
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.jobs_runner import JobOutcome, run_job_once
+from reversal_pipeline.ops.views import wrap_line
 from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
 
 Echo = Callable[[str], None]
@@ -49,6 +49,10 @@ TICK_SETTINGS = {"backoff_base_seconds": 300.0, "backoff_jitter": 0.0}
 TICK_HOURS = 2.0
 #: The runs' event logs go to the instance (the UI); the terminal shows only the progress lines.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+#: The demo's drift was planted seconds ago: no grace window, or none of it would
+#: count yet. (Moving timestamps back instead would leave rows updated before they
+#: were created, and audit rows after the changes they record.)
+RECONCILE_NOW = {"ops": {"reversal_reconciliation": {"config": {"grace_minutes": 0}}}}
 ENV_NAMES = (
     DATABASE_URL_ENV,
     "STRIPE_API_KEY",
@@ -150,7 +154,18 @@ def has_reconciliation() -> bool:
     return defs().get_repository_def().has_job(RECONCILIATION_JOB)
 
 
+def wrapping(echo: Echo) -> Echo:
+    """``echo`` that wraps each line between words, so no line is cut mid-word."""
+
+    def wrapped_echo(line: str) -> None:
+        for part in wrap_line(line):
+            echo(part)
+
+    return wrapped_echo
+
+
 def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
+    echo = wrapping(echo)
     started = time.monotonic()
     rng = random.Random(options.seed)  # noqa: S311 - demo data, not secrets
     with _restored_environment():
@@ -224,7 +239,9 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
                 "[4/7] planting: out-of-band reversal, unknown transfer id, malformed row, "
                 "lost response, a stretch of 500s"
             )
-            planted = plant_operator_cases(engine, control, market, rng)
+            planted = plant_operator_cases(
+                engine, control, market, rng, later_refunds=refunds[len(first_wave) :]
+            )
 
             echo(f"[5/7] reversal_job, {options.ticks} ticks, {TICK_HOURS:g} h apart")
             runs: dict[str, JobOutcome] = {}
@@ -251,11 +268,10 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
                     "then reconciling each day"
                 )
                 plant_drift(engine, control, market, planted, rng)
-                backdate_changes(engine)
                 for day in market.days:
                     outcome = run_job_once(
                         RECONCILIATION_JOB,
-                        run_config=QUIET,
+                        run_config={**RECONCILE_NOW, **QUIET},
                         partition_key=day.isoformat(),
                         tags={"demo": "reconciliation"},
                         instance=instance,
@@ -266,7 +282,6 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
                         + ("ok" if outcome.success else f"FAILED: {outcome.error}")
                     )
             else:
-                backdate_changes(engine)
                 echo("[6/7] reconciliation_job is not in the definitions yet: skipped")
 
             echo("[7/7] summary")
@@ -278,13 +293,14 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
         f"Stripe state is kept: {saved_transfers} transfers saved to {state_file}, and "
         "`dev` starts its emulator from there. The database and the Dagster runs are kept too."
     )
-    summary.lines = [
+    unwrapped = [
         *summary_lines(summary),
         *planted_lines(engine, planted),
         note,
         f"demo took {seconds:.1f}s",
         "next: uv run reversal-pipeline dev   # the Dagster UI, with these runs",
     ]
+    summary.lines = [part for line in unwrapped for part in wrap_line(line)]
     for line in summary.lines:
         echo(line)
     engine.dispose()

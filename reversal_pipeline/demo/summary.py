@@ -107,7 +107,7 @@ def summary_lines(summary: DemoSummary) -> list[str]:
         lines.append(f"still retrying after backoff: {summary.retrying} row(s)")
     lines.append(f"permanently failed ({len(summary.failures)}), each needs a person:")
     for row_id, transfer_id, why in summary.failures:
-        lines.append(f"  #{row_id} {transfer_id}: {why[:150]}")
+        lines.append(f"  #{row_id} {transfer_id}: {why}")  # whole: run_demo wraps it
     if summary.findings is None:
         lines.append("reconciliation: not in this build yet (no reconciliation_job): skipped")
     else:

@@ -1,6 +1,9 @@
 """DAGSTER_HOME and its storage: the instance the demo writes and ``dev`` shows.
 
-The repository's ``dagster.yaml`` is the template: it reads its storage URL
+``dagster.yaml`` next to this module is the template (shipped in the wheel,
+and kept out of the repository's root on purpose: a ``dagster.yaml`` there is
+read as the instance by ``dg`` and ``dagster`` run from the root, which then
+fail without ``DAGSTER_PG_URL``). It reads its storage URL
 from ``DAGSTER_PG_URL``, a database of its own (``dagster``) on the same
 PostgreSQL server as the application database. dagster-postgres is tested
 with psycopg2 and hands the URL to SQLAlchemy, whose default driver for a
@@ -27,14 +30,8 @@ DAGSTER_DATABASE = "dagster"
 
 
 def template_path() -> Path:
-    """The repository's ``dagster.yaml`` (the working directory's first, then the checkout's)."""
-    for candidate in (
-        Path.cwd() / "dagster.yaml",
-        Path(__file__).resolve().parents[2] / "dagster.yaml",
-    ):
-        if candidate.is_file():
-            return candidate
-    raise ConfigurationError("dagster.yaml not found: run from the repository's root folder")
+    """The instance template shipped with the package."""
+    return Path(__file__).resolve().parent / "dagster.yaml"
 
 
 def default_dagster_home() -> Path:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from reversal_pipeline.db.embedded import ensure_database, start_embedded_server, state_dir
 from reversal_pipeline.db.url import DATABASE_URL_ENV, database_url_from_env, mask_url
+from reversal_pipeline.devserver.automation import AUTOMATION_ENV, automation_plan
 from reversal_pipeline.devserver.home import prepare_dagster_home
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
@@ -145,14 +146,23 @@ def wait_until_serving(url: str, process: subprocess.Popen[bytes], timeout: floa
     return False
 
 
-def run_dev(port: int, echo: Echo, *, workspace: Path = Path("workspace.yaml")) -> int:
-    """Serve the UI until Ctrl-C; returns ``dagster dev``'s exit code (0 after Ctrl-C)."""
+def run_dev(
+    port: int, echo: Echo, *, workspace: Path = Path("workspace.yaml"), live: bool = False
+) -> int:
+    """Serve the UI until Ctrl-C; returns ``dagster dev``'s exit code (0 after Ctrl-C).
+
+    Schedules and sensors start on unless the key is live and ``live`` is
+    false (``devserver.automation``); the first line after the services says which.
+    """
     signal.signal(signal.SIGTERM, _interrupt)
     # Started from a script's background job, SIGINT arrives ignored, and an
     # ignored signal stays ignored in every child: handle it here, and the
     # children (exec resets handled signals to default) get it back too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with local_services(echo):
+        plan = automation_plan(os.environ.get(STRIPE_API_KEY_ENV), live=live)
+        os.environ[AUTOMATION_ENV] = plan.env_value
+        echo(plan.message)
         command = dagster_dev_command(port, workspace)
         url = f"http://127.0.0.1:{port}"
         # Own process group: Ctrl-C reaches dagster dev once, from us, so it

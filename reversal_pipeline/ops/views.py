@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,27 @@ from reversal_pipeline.reversals.open_events import (
 )
 
 RECENT_RUNS = 5
+#: Terminal width the operator views wrap to (a line longer than this wraps between words).
+WRAP_WIDTH = 100
+CONTINUATION_INDENT = "    "
+
+
+def wrap_line(line: str, width: int = WRAP_WIDTH) -> list[str]:
+    """``line`` as lines of at most ``width``, broken only between words.
+
+    Continuations keep the line's own indent plus four spaces, so a wrapped
+    entry still reads as one entry. A word longer than ``width`` (an id, a
+    URL) is left whole on a line of its own rather than cut: an operator
+    copies those.
+    """
+    indent = line[: len(line) - len(line.lstrip(" "))]
+    return textwrap.wrap(
+        line,
+        width=width,
+        subsequent_indent=indent + CONTINUATION_INDENT,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [line]
 
 
 @dataclass

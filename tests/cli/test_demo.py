@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
+from reversal_pipeline.cli import main
 from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.demo.run import DemoOptions, run_demo
 from reversal_pipeline.demo.summary import major_units
 from reversal_pipeline.devserver.home import psycopg2_url
+from reversal_pipeline.ops.views import WRAP_WIDTH
 from reversal_pipeline.stripe_emulator import EmulatorState, load_snapshot
 from tests.plugins.database import drop_database
 
@@ -46,6 +50,11 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
     try:
         result = run_demo(options, lines.append)
         pending_transfer_ids = _pending_transfer_ids(result.database_url)
+        problems = _history_problems(result.database_url)
+        planted_ids = sorted({i for ids in result.planted.cases.values() for i in ids})
+        failed_ids = [row_id for row_id, _, _ in result.summary.failures]
+        shown = {i: _show(result.database_url, i) for i in {*planted_ids, *failed_ids}}
+        messages = _error_messages(result.database_url, list(shown))
         storage_url = psycopg2_url(postgres_server_url, options.dagster_database)
         monkeypatch.setenv("DAGSTER_PG_URL", storage_url)
         with dg.DagsterInstance.from_config(str(result.dagster_home)) as instance:
@@ -74,7 +83,91 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
     assert pending_transfer_ids
     for transfer_id in pending_transfer_ids:
         stripe_side.get_transfer(transfer_id)  # raises Stripe's 404 if it was not saved
-    assert any(f"saved to {state_file}" in line for line in lines)
+    assert f"saved to {state_file}" in " ".join(" ".join(lines).split())  # wrapped lines
+    # `show` tells a consistent story for every row the demo left behind ...
+    assert problems == []
+    # ... and prints it whole: wrapped between words, never cut.
+    assert all(len(line) <= WRAP_WIDTH for line in lines if " " in line.strip()), lines
+    for row_id, output in shown.items():
+        assert all(len(line) <= WRAP_WIDTH or " " not in line.strip() for line in output), output
+        if messages.get(row_id):
+            assert " ".join(messages[row_id].split()) in " ".join(" ".join(output).split())
+    for row_id, _, why in result.summary.failures:
+        assert " ".join(why.split()) in " ".join(" ".join(lines).split()), row_id
+
+
+def _history_problems(database_url: str) -> list[str]:
+    """What would make `show` contradict itself, one line per row and problem.
+
+    Every change of a row is in its audit trail: the trail's last status is the
+    row's status, each counted retry has its create_reversal call, and nothing
+    happens before the row was created.
+    """
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    """
+                    SELECT t.id, t.status, t.retry_count, t.error_message, t.created_at,
+                           t.updated_at,
+                           (SELECT a.status_after FROM reversal_attempts a
+                             WHERE a.seller_transfer_id = t.id AND a.status_after IS NOT NULL
+                             ORDER BY a.id DESC LIMIT 1) AS last_audited_status,
+                           (SELECT count(*) FROM reversal_attempts a
+                             WHERE a.seller_transfer_id = t.id
+                               AND a.action = 'create_reversal') AS create_calls,
+                           (SELECT min(a.created_at) FROM reversal_attempts a
+                             WHERE a.seller_transfer_id = t.id) AS first_audit_at
+                    FROM seller_transfers t ORDER BY t.id
+                    """
+                )
+            ).mappings()
+            problems = []
+            for r in rows:
+                seeded = r["status"] in ("completed", "pending", "failed")
+                if r["updated_at"] < r["created_at"]:
+                    problems.append(f"row {r['id']}: updated_at before created_at")
+                if not seeded and r["last_audited_status"] != r["status"]:
+                    problems.append(
+                        f"row {r['id']}: {r['status']} but its audit trail ends at "
+                        f"{r['last_audited_status']}"
+                    )
+                if r["retry_count"] > r["create_calls"]:
+                    problems.append(
+                        f"row {r['id']}: retry_count {r['retry_count']} "
+                        f"but {r['create_calls']} create_reversal call(s) audited"
+                    )
+                said = re.search(r"after (\d+) attempts", r["error_message"] or "")
+                if said and int(said.group(1)) > r["create_calls"]:
+                    problems.append(f"row {r['id']}: '{said.group(0)}' with {r['create_calls']}")
+                if r["first_audit_at"] is not None and r["first_audit_at"] < r["created_at"]:
+                    problems.append(f"row {r['id']}: audited before it was created")
+            return problems
+    finally:
+        engine.dispose()
+
+
+def _show(database_url: str, row_id: int) -> list[str]:
+    result = CliRunner().invoke(
+        main, ["show", "--id", str(row_id)], env={"REVERSAL_DATABASE_URL": database_url}
+    )
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+def _error_messages(database_url: str, ids: list[int]) -> dict[int, str]:
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return dict(
+                connection.execute(
+                    sa.text("SELECT id, error_message FROM seller_transfers WHERE id = ANY(:ids)"),
+                    {"ids": ids},
+                ).all()
+            )
+    finally:
+        engine.dispose()
 
 
 def _pending_transfer_ids(database_url: str) -> list[str]:

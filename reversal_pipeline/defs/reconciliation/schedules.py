@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from reversal_pipeline.defs.automation import schedule_default_status
 from reversal_pipeline.defs.reconciliation.jobs import reconciliation_job
 
 reconciliation_schedule = dg.build_schedule_from_partitioned_job(
@@ -9,6 +10,6 @@ reconciliation_schedule = dg.build_schedule_from_partitioned_job(
     name="reconciliation_schedule",
     hour_of_day=3,
     minute_of_hour=15,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=schedule_default_status(),
     description="Reconciles the previous UTC day at 03:15 UTC, after the night's reversals.",
 )

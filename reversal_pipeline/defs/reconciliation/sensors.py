@@ -13,6 +13,7 @@ from datetime import UTC, datetime, time, timedelta
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reconciliation.jobs import reconciliation_job
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.reconciliation.stale_days import stale_days
@@ -26,7 +27,7 @@ MAX_RUNS_PER_TICK = 31
     name="reconciliation_backfill_sensor",
     job=reconciliation_job,
     minimum_interval_seconds=300,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=sensor_default_status(),
     description="Requests reconciliation of past days whose rows changed since last reconciled.",
 )
 def reconciliation_backfill_sensor(

@@ -1,10 +1,17 @@
-"""``refund_events_sensor``: acts on new refunds, and on waiting ones that became actionable.
+"""``refund_events_sensor``: new refunds, and waiting ones that became actionable, within seconds.
 
 A refund can arrive before its order's seller transfer exists or is paid
 out; intake leaves it open. When the application then writes the row or
-completes the payout, this sensor wakes a run within a minute instead of
-waiting for ``reversal_schedule`` (which re-evaluates open events too, so a
-missed tick delays, never loses, a refund).
+completes the payout, this sensor wakes a run instead of waiting for
+``reversal_schedule`` (which re-evaluates open events too, so a missed tick
+delays, never loses, a refund).
+
+It looks every few seconds (``minimum_interval_seconds``) and folds a burst
+into one run: while a ``reversal_job`` run is waiting to start, that run's
+intake will take the new events too, so the sensor requests nothing and
+keeps its cursor. The instance runs one ``reversal_job`` at a time (tag limit
+``domain: reversals`` in the instance template), so a run requested while
+another works waits its turn instead of running beside it.
 """
 
 import json
@@ -14,6 +21,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.db.tables import refund_events, seller_transfers
+from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reversals.jobs import reversal_job
 from reversal_pipeline.reversals.intake import open_event_is_actionable
 
@@ -53,11 +61,22 @@ def _actionable_fingerprint(connection: sa.Connection) -> tuple[int, str]:
     return int(count), f"{count}-{changed.timestamp():.6f}"
 
 
+#: Seconds between looks. A look is one indexed query; the run launch it may
+#: cause dominates a refund's time to reversal, not this interval.
+REFUND_EVENTS_INTERVAL_SECONDS = 5
+#: A run in these states has not run its intake yet: new events will be in it.
+WAITING_TO_START = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+]
+
+
 @dg.sensor(
     name="refund_events_sensor",
     job=reversal_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=REFUND_EVENTS_INTERVAL_SECONDS,
+    default_status=sensor_default_status(),
     description=(
         "Requests a reversal_job run when refund events arrive, or when an open one can be"
         " acted on (its order's transfer appeared, completed or failed)."
@@ -67,6 +86,14 @@ def refund_events_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult:
     """Cursor: the highest new event id, and the actionable set's fingerprint, already acted on."""
+    waiting_runs = context.instance.get_run_records(
+        dg.RunsFilter(job_name=reversal_job.name, statuses=WAITING_TO_START), limit=1
+    )
+    if waiting_runs:
+        return dg.SensorResult(
+            skip_reason=f"run {waiting_runs[0].dagster_run.run_id} is waiting to start: "
+            "its intake takes any new refund events and any that became actionable"
+        )
     last_seen, last_fingerprint = _read_cursor(context.cursor)
     with database.get_engine().connect() as connection:
         newest, waiting = connection.execute(

@@ -1,0 +1,28 @@
+"""The default status of schedules and sensors: running, unless ``dev`` says off.
+
+``reversal-pipeline dev`` exports ``REVERSAL_AUTOMATION=off`` when it runs
+with a live Stripe key without ``--live`` (see ``devserver.automation``).
+Unset (every deployment) means running, as before. Only the default is
+decided here: a schedule or sensor switched on or off in the UI keeps its
+stored state.
+"""
+
+import os
+
+import dagster as dg
+
+AUTOMATION_ENV = "REVERSAL_AUTOMATION"
+
+
+def automation_on() -> bool:
+    return os.environ.get(AUTOMATION_ENV, "on").strip().lower() != "off"
+
+
+def sensor_default_status() -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if automation_on() else dg.DefaultSensorStatus.STOPPED
+
+
+def schedule_default_status() -> dg.DefaultScheduleStatus:
+    if automation_on():
+        return dg.DefaultScheduleStatus.RUNNING
+    return dg.DefaultScheduleStatus.STOPPED
