@@ -35,7 +35,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -111,6 +112,37 @@ class _Window:
                 self._cond.wait_for(lambda: self._out <= self._low)
 
 
+class _Queued:
+    """The rows handed to the pool and not finished: what must settle before release."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: set[Future[None]] = set()
+
+    def add(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _snapshot(self) -> list[Future[None]]:
+        with self._lock:
+            return list(self._futures)
+
+    def wait(self) -> None:
+        futures.wait(self._snapshot())
+
+    def cancel_and_wait(self) -> None:
+        """Drop what has not started; wait for what has (its call may be on the wire)."""
+        pending = self._snapshot()
+        for future in pending:
+            future.cancel()
+        futures.wait(pending)
+
+
 class ReversalBatch:
     """One run's pass over its claimed rows. Not reusable: build one per run."""
 
@@ -176,6 +208,7 @@ class ReversalBatch:
         pool = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
         )
+        queued = _Queued()
         try:
             for page in claim.iter_claimed_pages(
                 self.engine, token=self.token, page_size=self.settings.page_size
@@ -188,16 +221,21 @@ class ReversalBatch:
                     if self._stop.is_set():
                         break
                     window.add()
-                    pool.submit(self._handle_row, row, attempts, window)
+                    queued.add(pool.submit(self._handle_row, row, attempts, window))
+            queued.wait()
         except BaseException:
             # Termination (Dagster raises its interrupt here) or a database error: a
             # pool left to drain would go on sending queued rows after the run ended,
             # while a re-execution may take them. Stop, drop the queue, and wait only
             # for the calls already on the wire, so none is in flight after release.
             self._stop.set()
-            pool.shutdown(wait=True, cancel_futures=True)
+            queued.cancel_and_wait()
             raise
-        pool.shutdown(wait=True)
+        finally:
+            # Not shutdown(wait=True): on Python 3.11 a join interrupted by a signal
+            # marks the live thread stopped (bpo-45274 handling), so a second join
+            # returns at once. The futures above are what we wait on; idle workers exit.
+            pool.shutdown(wait=False)
 
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""

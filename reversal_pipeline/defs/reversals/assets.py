@@ -1,9 +1,11 @@
 """The reversal assets: refund intake -> due rows (claimed) -> outcomes.
 
 The database is the store between them: ``due_reversals`` claims rows under
-the run's root run id, and ``reversal_outcomes`` reads that claim back in
-pages. Nothing is pickled between steps, and re-executing a failed run from
-the UI (same root run id) picks up exactly what the original run claimed.
+the run's own run id, and ``reversal_outcomes`` reads that claim back in
+pages. Nothing is pickled between steps. A re-execution from the UI has a run
+id of its own: its ``reversal_outcomes`` claims what is due then, which
+includes its failed original's rows once that run released them or their
+lease expired, never rows a live process still holds (issue 12).
 """
 
 from collections.abc import Iterator
@@ -13,7 +15,7 @@ import dagster as dg
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reversals.metadata import claim_metadata, outcome_metadata
 from reversal_pipeline.reversals.batch import BatchReport, ReversalBatch
-from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.claim import claim_due_rows, count_held
 from reversal_pipeline.reversals.intake import process_refund_events
 from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe.resource import StripeResource
@@ -25,8 +27,8 @@ LIST_LIMIT = 50
 
 
 def claim_token(context: dg.AssetExecutionContext) -> str:
-    """The run's root run id: shared by a run and its re-executions."""
-    return context.run.root_run_id or context.run.run_id
+    """The run's own id: never shared with a re-execution, so claims stay fenced."""
+    return context.run.run_id
 
 
 @dg.asset(group_name=GROUP, kinds={"postgres"})
@@ -84,6 +86,8 @@ def reversal_outcomes(
     reversal_settings: ReversalSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Each claimed row reversed at Stripe (or failed, or rescheduled), with its audit rows."""
+    if context.run.parent_run_id is not None:
+        _claim_for_reexecution(context, database, reversal_settings)
     calls_before = stripe.calls_made
     report = ReversalBatch(
         database.get_engine(),
@@ -115,6 +119,25 @@ def reversal_outcomes(
         yield written_check
         raise dg.Failure(description=" ".join(problems), metadata=metadata)
     yield dg.MaterializeResult(metadata=metadata, check_results=[written_check])
+
+
+def _claim_for_reexecution(
+    context: dg.AssetExecutionContext, database: DatabaseResource, settings: ReversalSettings
+) -> None:
+    """A re-execution may skip ``due_reversals``: claim what is due under this run's token.
+
+    Only rows that are free or whose lease expired are taken (claim.py), so rows a
+    still-live original holds are left to it.
+    """
+    engine = database.get_engine()
+    token = claim_token(context)
+    room = settings.max_rows_per_run - count_held(engine, token=token)
+    if room <= 0:
+        return
+    summary = claim_due_rows(
+        engine, token=token, max_rows=room, lease_seconds=settings.lease_seconds
+    )
+    context.log.info(f"re-execution: claimed {summary.rows_claimed} due row(s) under {token}")
 
 
 def outcomes_written_check(report: BatchReport) -> dg.AssetCheckResult:
