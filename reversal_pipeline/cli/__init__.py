@@ -17,6 +17,7 @@ from reversal_pipeline.cli.emulator import stripe_emulator_command
 from reversal_pipeline.cli.group import OneLineErrorGroup
 from reversal_pipeline.cli.job import run_job_command
 from reversal_pipeline.cli.ops import (
+    reopen_command,
     requeue_command,
     resolve_command,
     show_command,
@@ -41,6 +42,7 @@ for command in (
     status_command,
     requeue_command,
     resolve_command,
+    reopen_command,
     show_command,
     close_refund_event_command,
     reconcile_command,
