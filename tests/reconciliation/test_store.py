@@ -15,6 +15,7 @@ from reversal_pipeline.reconciliation.store import (
     latest_findings_for_day,
     open_findings,
     record_incomplete_run,
+    FindingScope,
     store_findings,
 )
 from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
@@ -173,15 +174,79 @@ def test_day_whose_only_run_failed_is_not_clean_even_without_findings(engine: sa
     assert not never_run.is_clean
 
 
-def test_findings_in_grace_are_stored_but_do_not_make_the_day_dirty(engine: sa.Engine) -> None:
+def test_findings_in_grace_do_not_make_the_day_dirty_until_their_grace_ends(
+    engine: sa.Engine,
+) -> None:
     findings = drift_findings_for([db_row(1, updated_at=NOW - timedelta(minutes=5))], [])
 
     stored = store(engine, findings)
 
-    assert drift_rows(engine)[0]["in_grace"] is True
+    [row] = drift_rows(engine)
+    assert row["in_grace"] is True
+    assert row["grace_ends_at"] == NOW + timedelta(minutes=55)
     assert stored.open_findings == 0
     with engine.connect() as connection:
-        assert latest_findings_for_day(connection, DAY).is_clean
+        assert latest_findings_for_day(connection, DAY, as_of=NOW).is_clean
+        ends = NOW + timedelta(minutes=55)
+        assert latest_findings_for_day(connection, DAY, as_of=ends - timedelta(seconds=1)).is_clean
+        # Grace over: the finding is drift, though no run has looked again yet.
+        assert not latest_findings_for_day(connection, DAY, as_of=ends).is_clean
+
+
+def test_an_older_run_stored_last_never_overwrites_a_later_started_runs_findings(
+    engine: sa.Engine,
+) -> None:
+    """Run B started after run A but stored first; A's older snapshot must not resolve B's."""
+    run_a_started, run_b_started = NOW, NOW + timedelta(minutes=10)
+    newer = store_findings(
+        engine,
+        DAY,
+        two_findings(),
+        now=run_b_started + timedelta(minutes=1),
+        started_at=run_b_started,
+        run_id="run-b",
+        counts=COUNTS,
+    )
+    older = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([], []),
+        now=run_b_started + timedelta(minutes=2),
+        started_at=run_a_started,
+        run_id="run-a",
+        counts=COUNTS,
+    )
+
+    assert older.superseded_by == "run-b"
+    assert (older.upserted, older.resolved, older.open_findings) == (0, 0, 2)
+    assert [r["resolved_at"] for r in drift_rows(engine)] == [None, None]
+    assert {r["last_run_id"] for r in drift_rows(engine)} == {"run-b"}
+    runs = run_rows(engine)
+    assert [(r["run_id"], r["complete"]) for r in runs] == [("run-b", True), ("run-a", False)]
+    assert runs[1]["error_message"].startswith("superseded: run run-b")
+    assert newer.superseded_by is None
+
+
+def test_incremental_run_resolves_only_findings_of_the_rows_it_rechecked(
+    engine: sa.Engine,
+) -> None:
+    store(engine, two_findings())  # rows 1 and 2 both have a finding
+
+    stored = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([], []),
+        now=LATER,
+        started_at=LATER,
+        run_id="incremental",
+        counts=COUNTS,
+        scope=FindingScope(seller_transfer_ids=(1,), stripe_transfer_ids=("tr_1",)),
+    )
+
+    assert stored.resolved == 1
+    open_keys = [r["finding_key"] for r in drift_rows(engine) if r["resolved_at"] is None]
+    assert open_keys == ["2"]
+    assert run_rows(engine)[-1]["kind"] == "incremental"
 
 
 def test_open_findings_lists_most_severe_then_largest_first(engine: sa.Engine) -> None:
