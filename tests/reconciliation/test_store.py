@@ -10,12 +10,12 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reconciliation_drift, reconciliation_runs
 from reversal_pipeline.reconciliation.store import (
+    FindingScope,
     RunCounts,
     StoredRun,
     latest_findings_for_day,
     open_findings,
     record_incomplete_run,
-    FindingScope,
     store_findings,
 )
 from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
