@@ -72,6 +72,7 @@ def _at(monkeypatch: pytest.MonkeyPatch, when: datetime) -> None:
     monkeypatch.setattr(sensors, "_clock", lambda: when)
 
 
+@pytest.mark.slow  # three runs, two of them through the SDK's retries of a failing listing
 def test_a_failing_day_is_retried_with_backoff_until_it_completes_and_alerts(
     job_env: dict,
     engine: sa.Engine,
