@@ -217,10 +217,10 @@ def test_an_older_run_stored_last_never_overwrites_a_later_started_runs_findings
         counts=COUNTS,
     )
 
-    assert older.superseded_by == "run-b"
-    assert (older.upserted, older.resolved, older.open_findings) == (0, 0, 2)
     assert [r["resolved_at"] for r in drift_rows(engine)] == [None, None]
     assert {r["last_run_id"] for r in drift_rows(engine)} == {"run-b"}
+    assert older.superseded_by == "run-b"
+    assert (older.upserted, older.resolved, older.open_findings) == (0, 0, 2)
     runs = run_rows(engine)
     assert [(r["run_id"], r["complete"]) for r in runs] == [("run-b", True), ("run-a", False)]
     assert runs[1]["error_message"].startswith("superseded: run run-b")

@@ -156,3 +156,28 @@ def test_day_with_in_grace_findings_is_requested_again_when_their_grace_ends(
     [request] = _tick(dagster_instance, database_url, quiet.cursor).run_requests
     assert request.partition_key == "2026-11-18"
     assert "findings in grace reached their end" in request.tags["reason"]
+
+
+def test_claims_leases_and_attempt_counts_do_not_request_a_day_again(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    database_url: str,
+    reports_dir: object,
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1, transferred_at=DAY_A)
+    assert run_reconciliation(dagster_instance, "2026-11-18").success
+    quiet = _tick(dagster_instance, database_url, None)
+    assert not quiet.run_requests
+
+    with engine.begin() as connection:  # what every reversal run does to a row
+        connection.execute(
+            sa.text(
+                "UPDATE seller_transfers SET claimed_by = 'w1', claim_expires_at = now(),"
+                " retry_count = retry_count + 1, stripe_attempts = stripe_attempts + 1,"
+                " error_message = 'timeout', next_retry_at = now() WHERE id = :i"
+            ),
+            {"i": row.id},
+        )
+    assert not _tick(dagster_instance, database_url, quiet.cursor).run_requests
