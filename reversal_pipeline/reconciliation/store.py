@@ -11,9 +11,13 @@ proves nothing about the transfers it did not reach, so
 
 A run never overwrites a later-started run's findings: two runs of one day
 (the schedule and the backfill sensor both ask for yesterday) each hold a
-snapshot of Stripe, and the older one stored last would resolve the newer
-one's real findings. Under the day's lock, a run that finds a complete run
-started after it stores nothing and is recorded as superseded.
+snapshot, and the older one stored last would resolve the newer one's real
+findings. Under the day's lock, a run that finds a later-started full run
+(or, for an incremental run, any later-started run) already stored stores
+nothing and is recorded as superseded. A full run that finishes after a
+later-started incremental one still stores (it alone re-read Stripe for the
+whole day), but, like every run, says nothing about rows changed after it
+started: those are left to the run that saw them, or to the next one.
 
 An *incremental* run re-checks only some rows (``FindingScope``): it resolves
 only findings about those rows and their transfers, never the rest of the day.
@@ -105,10 +109,27 @@ _IN_SCOPE = """
        OR (d.seller_transfer_id IS NULL AND d.stripe_transfer_id = ANY(:scope_transfers)))
 """
 
+# A full run is superseded by a later-started full run; an incremental one by any.
 _LATER_RUN = """
 SELECT run_id, started_at FROM reconciliation_runs
 WHERE partition_day = :day AND complete AND started_at > :started_at
+  AND (kind = 'full' OR :kind = 'incremental')
 ORDER BY started_at DESC LIMIT 1
+"""
+
+# A row changed after the run started may have been read before the change:
+# this run says nothing about it (neither refreshes nor resolves its findings).
+# The change makes the day stale, so a later run looks at the row again; and a
+# later-started incremental run that already stored it is not overwritten.
+_CHANGED_SINCE_START = "coalesce(t.reconciliation_changed_at, t.updated_at) > :started_at"
+_DROP_CHANGED_SINCE_START = f"""
+DELETE FROM {_BATCH_TABLE} AS b USING seller_transfers AS t
+WHERE b.seller_transfer_id = t.id AND {_CHANGED_SINCE_START}
+"""
+_NOT_CHANGED_SINCE_START = f"""
+  AND NOT EXISTS (
+      SELECT 1 FROM seller_transfers AS t
+      WHERE t.id = d.seller_transfer_id AND {_CHANGED_SINCE_START})
 """
 
 # An open finding is drift unless it is still within its grace.
@@ -171,7 +192,8 @@ def store_findings(
     with engine.begin() as connection:
         _lock_day(connection, partition_day)
         later = connection.execute(
-            sa.text(_LATER_RUN), {"day": partition_day, "started_at": started_at}
+            sa.text(_LATER_RUN),
+            {"day": partition_day, "started_at": started_at, "kind": kind.value},
         ).first()
         if later is not None:
             message = (
@@ -196,9 +218,15 @@ def store_findings(
         connection.execute(sa.text(_CREATE_BATCH))
         _copy_findings(connection, drift_findings)
         connection.execute(sa.text(_INDEX_BATCH))
-        params: dict[str, Any] = {"day": partition_day, "now": now, "run_id": run_id}
+        connection.execute(sa.text(_DROP_CHANGED_SINCE_START), {"started_at": started_at})
+        params: dict[str, Any] = {
+            "day": partition_day,
+            "now": now,
+            "run_id": run_id,
+            "started_at": started_at,
+        }
         upserted = connection.execute(sa.text(_UPSERT), params).rowcount
-        resolve = _RESOLVE_UNSEEN
+        resolve = _RESOLVE_UNSEEN + _NOT_CHANGED_SINCE_START
         if scope is not None:
             resolve += _IN_SCOPE
             params |= {

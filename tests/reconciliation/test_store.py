@@ -18,7 +18,7 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
-from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
+from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, insert_rows, snapshot
 
 LATER = NOW + timedelta(days=1)
 COUNTS = RunCounts(db_rows=2, stripe_transfers=1, stripe_calls=1)
@@ -225,6 +225,44 @@ def test_an_older_run_stored_last_never_overwrites_a_later_started_runs_findings
     assert [(r["run_id"], r["complete"]) for r in runs] == [("run-b", True), ("run-a", False)]
     assert runs[1]["error_message"].startswith("superseded: run run-b")
     assert newer.superseded_by is None
+
+
+def test_full_run_stored_after_a_later_incremental_run_keeps_what_that_run_saw(
+    engine: sa.Engine,
+) -> None:
+    """Row 1 changed between the two starts: only the later (incremental) run saw it."""
+    insert_rows(engine, [db_row(1, updated_at=NOW + timedelta(minutes=5)), db_row(2)])
+    incremental = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([db_row(1)], []),  # row 1's transfer missing at Stripe
+        now=NOW + timedelta(minutes=11),
+        started_at=NOW + timedelta(minutes=10),
+        run_id="incremental",
+        counts=COUNTS,
+        scope=FindingScope(seller_transfer_ids=(1,), stripe_transfer_ids=("tr_1",)),
+    )
+    full = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([db_row(1), db_row(2, amount=5)], [snapshot("tr_1"), snapshot("tr_2")]),
+        now=NOW + timedelta(minutes=15),
+        started_at=NOW,
+        run_id="full",
+        counts=COUNTS,
+    )
+
+    assert incremental.superseded_by is None
+    assert full.superseded_by is None  # it still stores what it alone checked
+    open_rows = {
+        (r["finding_key"], r["category"], r["last_run_id"])
+        for r in drift_rows(engine)
+        if r["resolved_at"] is None
+    }
+    assert open_rows == {
+        ("1", "missing_at_stripe", "incremental"),
+        ("2", "amount_or_currency_mismatch", "full"),
+    }
 
 
 def test_incremental_run_resolves_only_findings_of_the_rows_it_rechecked(
