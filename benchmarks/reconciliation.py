@@ -12,6 +12,14 @@ last page says ``has_more``), comparison <= 5 s at 1,000,000, peak RSS <= 1.5 GB
 
     uv run python benchmarks/reconciliation.py
     uv run python benchmarks/reconciliation.py --sizes 20000 100000
+
+Issue 13 (``--changed K ...``): after one full reconciliation of the N-transfer
+day, change K rows (a relevant column) and re-reconcile the way the backfill
+sensor's run does (``recheck_plan``: K retrieves while K is below the day's
+page count, else the full listing), then the same K rows by retrieves anyway,
+for the comparison. Reports Stripe calls by kind and wall time for each.
+
+    uv run python benchmarks/reconciliation.py --sizes 1000000 --changed 1 100 10000
 """
 
 from __future__ import annotations
@@ -63,6 +71,102 @@ def child(url: str, stripe_url: str) -> None:
         flush=True,
     )
     engine.dispose()
+
+
+def child_changed(url: str, stripe_url: str, ks: list[int]) -> None:
+    """In the child: one full run, then for each K: change K rows, re-check, print JSON lines."""
+    import sqlalchemy as sa
+
+    from reversal_pipeline.reconciliation.run import day_bounds, reconcile_day, reconcile_rows
+    from reversal_pipeline.reconciliation.stale_days import recheck_plan
+    from reversal_pipeline.reconciliation.store import FindingScope
+    from reversal_pipeline.stripe.resource import StripeResource
+
+    engine = create_db_engine(url)
+    stripe = StripeResource(api_key=API_KEY, api_base=stripe_url, requests_per_second=1e6)
+    day = DAY_START.date()
+
+    def timed(label: str, k: int, run) -> None:
+        before = stripe.calls_made
+        started = time.perf_counter()
+        outcome = run()
+        wall = time.perf_counter() - started
+        calls = {key: v - before.get(key, 0) for key, v in stripe.calls_made.items() if v}
+        print(
+            "CHANGED "
+            + json.dumps(
+                {
+                    "label": label,
+                    "k": k,
+                    "complete": outcome.complete,
+                    "wall": wall,
+                    "incremental": outcome.incremental,
+                    "calls": calls,
+                }
+            ),
+            flush=True,
+        )
+
+    timed("full (first pass)", 0, lambda: reconcile_day(engine, stripe, day, run_id="full"))
+    with engine.connect() as connection:
+        ids = connection.execute(sa.text("SELECT id FROM seller_transfers ORDER BY id")).scalars()
+        all_ids = list(ids)
+    offset = 0
+    for k in ks:
+        chosen = all_ids[offset : offset + k]
+        offset += k
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("UPDATE seller_transfers SET status = 'failed' WHERE id = ANY(:ids)"),
+                {"ids": chosen},
+            )
+        with engine.connect() as connection:
+            plan = recheck_plan(connection, day, *day_bounds(day), now=datetime.now(UTC))
+        if plan.scope is not None:
+            scope = plan.scope
+            timed(
+                "as the sensor's run (incremental)",
+                k,
+                lambda scope=scope, k=k: reconcile_rows(engine, stripe, day, scope, run_id=f"i{k}"),
+            )
+        else:
+            timed(
+                "as the sensor's run (full listing)",
+                k,
+                lambda k=k: reconcile_day(engine, stripe, day, run_id=f"full-{k}"),
+            )
+            forced = FindingScope(tuple(chosen), ())
+            timed(
+                "forced incremental, for comparison",
+                k,
+                lambda f=forced, k=k: reconcile_rows(engine, stripe, day, f, run_id=f"f{k}"),
+            )
+    engine.dispose()
+
+
+def measure_changed(n: int, ks: list[int]) -> None:
+    with database("bench_rec13") as url, EmulatorServer() as server:
+        t0 = time.perf_counter()
+        seed(url, server, n)
+        print(f"[{n} transfers] seeded in {time.perf_counter() - t0:.1f}s", flush=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child-changed", url, server.url, *map(str, ks)],
+            env=dict(os.environ),
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=7200,
+        )
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("CHANGED ")]
+        if proc.returncode != 0:
+            print(proc.stdout[-2000:], proc.stderr[-4000:])
+            raise SystemExit(f"child failed with {proc.returncode}")
+    print(f"| changed rows k | how | Stripe calls | wall (s) | ({n:,}-transfer day) |")
+    print("|---|---|---|---|---|")
+    for line in lines:
+        r = json.loads(line[len("CHANGED ") :])
+        calls = ", ".join(f"{key} {v:,}" for key, v in sorted(r["calls"].items()))
+        print(f"| {r['k']:,} | {r['label']} | {calls} | {r['wall']:.2f} | |", flush=True)
 
 
 def seed(url: str, server: EmulatorServer, n: int) -> None:
@@ -164,9 +268,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--child", nargs=2, metavar=("DB_URL", "STRIPE_URL"), default=None)
+    parser.add_argument("--changed", type=int, nargs="+", default=None, metavar="K")
+    parser.add_argument("--child-changed", nargs="+", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.child_changed:
+        url, stripe_url, *ks = args.child_changed
+        child_changed(url, stripe_url, [int(k) for k in ks])
+        return
+    if args.changed:
+        print_header("incremental re-check of changed rows (issue 13)")
+        for n in args.sizes:
+            measure_changed(n, args.changed)
         return
     print_header("reconciliation of one day (issue 8, figure 4)")
     figures: list[Figure] = []

@@ -45,6 +45,22 @@ seller_transfers = sa.Table(
     # Kept by a trigger (migration 0006): times the row left 'reversed'.
     sa.Column("reversal_generation", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Moved by a trigger only when a column reconciliation compares changes
+    # (migration 0004); NULL on older rows, which fall back to updated_at.
+    sa.Column("reconciliation_changed_at", TZ),
+)
+
+# transferred_at moved to another UTC day (written by the trigger of migration 0004).
+seller_transfer_day_moves = sa.Table(
+    "seller_transfer_day_moves",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column(
+        "seller_transfer_id", sa.BigInteger, sa.ForeignKey("seller_transfers.id"), nullable=False
+    ),
+    sa.Column("transferred_at_before", TZ, nullable=False),
+    sa.Column("transferred_at_after", TZ),
+    sa.Column("moved_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 
 refund_events = sa.Table(
@@ -124,6 +140,8 @@ reconciliation_drift = sa.Table(
     sa.Column("explanation", sa.Text, nullable=False),
     sa.Column("details", JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
     sa.Column("in_grace", sa.Boolean, nullable=False, server_default=sa.false()),
+    # When an in-grace finding becomes drift and its day must be looked at again.
+    sa.Column("grace_ends_at", TZ),
     sa.Column("first_seen_at", TZ, nullable=False),
     sa.Column("last_seen_at", TZ, nullable=False),
     sa.Column("resolved_at", TZ),
@@ -144,4 +162,5 @@ reconciliation_runs = sa.Table(
     sa.Column("stripe_calls", sa.Integer),
     sa.Column("open_findings", sa.Integer),
     sa.Column("error_message", sa.Text),
+    sa.Column("kind", sa.Text, nullable=False, server_default="full"),
 )

@@ -39,6 +39,9 @@ class Category(StrEnum):
     MISSING_AT_STRIPE = "missing_at_stripe"
     UNKNOWN_TO_DB = "unknown_to_db"
     STUCK_PENDING = "stuck_pending"
+    DESTINATION_MISMATCH = "destination_mismatch"
+    PARTIAL_REVERSAL_UNRECORDED = "partial_reversal_unrecorded"
+    TRANSFERRED_AT_MISSING = "transferred_at_missing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,29 @@ _DEFINITIONS: tuple[DriftCategory, ...] = (
         "Row is reversal_pending but overdue (next_retry_at long past or missing) or requested "
         "long ago: the job is not reversing it. Check that reversal_job runs and the row's "
         "error_message; high after 7 days or when next_retry_at is missing.",
+    ),
+    DriftCategory(
+        Category.DESTINATION_MISMATCH,
+        Severity.CRITICAL,
+        "The Stripe transfer went to another connected account than the row's "
+        "stripe_account_id (e.g. ids swapped between two sellers): reversing it would debit "
+        "the wrong seller. Hold reversals of the row, find the right transfer for the seller "
+        "from the order, and correct the row by hand, audited.",
+    ),
+    DriftCategory(
+        Category.PARTIAL_REVERSAL_UNRECORDED,
+        Severity.HIGH,
+        "Row is reversal_pending or permanently_failed but Stripe shows part of the transfer "
+        "already reversed (details: amount, amount_reversed): money partly recovered that the "
+        "database does not know. Find who reversed it; do not requeue before the row records "
+        "what Stripe already took back.",
+    ),
+    DriftCategory(
+        Category.TRANSFERRED_AT_MISSING,
+        Severity.HIGH,
+        "Row has a Stripe transfer id but no transferred_at, so no day's reconciliation read "
+        "it; it was matched by the transfer's own created time (details). Set transferred_at "
+        "from the transfer, audited, then run validate-constraints.",
     ),
 )
 

@@ -7,8 +7,15 @@ loops only run over the *findings* (to build their ``details``), which are
 few on a healthy day.
 
 A finding whose row changed within the grace period is kept with
-``in_grace=True``: the job or the application may be mid-way through writing
-it, so it is reported for context but is not drift yet.
+``in_grace=True`` and ``grace_ends_at``: the job or the application may be
+mid-way through writing it, so it is not drift *yet*. It is not forgotten:
+when its grace ends the day is stale (``stale_days``) and the finding counts
+as drift until a later run sees it gone.
+
+Findings belong to one UTC day (``day=``): the frames may reach a margin
+into the neighbouring days so that a transfer stamped 23:59:59 in the
+database and 00:00:01 at Stripe is matched, and each finding is then kept
+by the day its row (or, for a Stripe-only transfer, the transfer) is on.
 """
 
 from __future__ import annotations
@@ -27,12 +34,18 @@ from reversal_pipeline.reconciliation.categories import (
     explanation_of,
     severity_of,
 )
-from reversal_pipeline.reconciliation.frames import FIELD_SEPARATOR, ID_DTYPE, LIST_SEPARATOR
+from reversal_pipeline.reconciliation.frames import (
+    FIELD_SEPARATOR,
+    ID_DTYPE,
+    LIST_SEPARATOR,
+    UTC_DTYPE,
+)
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=1)
 DEFAULT_STUCK_MARGIN = timedelta(hours=1)
 DEFAULT_STUCK_MAX_AGE = timedelta(days=3)
 DEFAULT_HIGH_AFTER = timedelta(days=7)
+DEFAULT_DAY_MARGIN = timedelta(minutes=15)
 
 FINDING_COLUMNS: tuple[str, ...] = (
     "category",
@@ -46,6 +59,7 @@ FINDING_COLUMNS: tuple[str, ...] = (
     "explanation",
     "details",
     "in_grace",
+    "grace_ends_at",
 )
 
 # Plain strings, so pandas sees values of the column's own type, not enum members.
@@ -55,6 +69,11 @@ _NOT_REQUESTED = tuple(
 )
 # Statuses in which a row without a transfer id is expected: no payout was made (yet).
 _NO_TRANSFER_EXPECTED = (TransferStatus.PENDING.value, TransferStatus.FAILED.value)
+# Statuses in which a reversal was asked for but the row records none done.
+_ASKED_NOT_DONE = (
+    TransferStatus.REVERSAL_PENDING.value,
+    TransferStatus.PERMANENTLY_FAILED.value,
+)
 
 _REPAIR_DETAILS = (
     "status",
@@ -92,6 +111,14 @@ DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {
     Category.MISSING_AT_STRIPE: ("status", "stripe_account_id", "transferred_at"),
     Category.UNKNOWN_TO_DB: ("stripe_created", "destination", "livemode", "amount_reversed"),
     Category.STUCK_PENDING: ("next_retry_at", "reversal_requested_at"),
+    Category.DESTINATION_MISMATCH: ("status", "stripe_account_id", "destination"),
+    Category.PARTIAL_REVERSAL_UNRECORDED: (
+        "status",
+        "stripe_amount",
+        "amount_reversed",
+        "reversal_count",
+    ),
+    Category.TRANSFERRED_AT_MISSING: ("status", "stripe_created"),
 }
 
 
@@ -104,6 +131,7 @@ def compare(
     stuck_margin: timedelta = DEFAULT_STUCK_MARGIN,
     stuck_max_age: timedelta = DEFAULT_STUCK_MAX_AGE,
     high_after: timedelta = DEFAULT_HIGH_AFTER,
+    day: tuple[datetime, datetime] | None = None,
 ) -> pd.DataFrame:
     """Every drift finding of the day, one row per (category, row or Stripe transfer).
 
@@ -111,6 +139,8 @@ def compare(
     ``reconciliation.frames``. A row may appear under several categories
     (e.g. stuck and already reversed at Stripe); each is its own finding.
     ``now`` must be timezone-aware: every timestamp in the frames is UTC.
+    ``day`` (start, end): keep only the findings this day owns (frames read
+    with a margin around the day hold rows and transfers of its neighbours).
     """
     if now.tzinfo is None:
         raise ValueError("compare() needs a timezone-aware 'now' (UTC)")
@@ -119,10 +149,16 @@ def compare(
     masks = category_masks(
         matched, now=now_ts, stuck_margin=stuck_margin, stuck_max_age=stuck_max_age
     )
-    in_grace = _in_grace(matched, now_ts - grace_period)
+    if day is not None:
+        owned = _owned_by_day(matched, day)
+        masks = {category: mask & owned for category, mask in masks.items()}
+    grace_ends_at = _grace_ends_at(matched, grace_period)
+    in_grace = (grace_ends_at > now_ts).to_numpy()
     severities = _stuck_severity(matched, now_ts - high_after)
     parts = [
-        _category_findings(matched, category, np.flatnonzero(mask), in_grace, severities)
+        _category_findings(
+            matched, category, np.flatnonzero(mask), in_grace, grace_ends_at, severities
+        )
         for category, mask in masks.items()
         if mask.any()
     ]
@@ -180,6 +216,8 @@ def category_masks(
     is_reversed = both & (status == TransferStatus.REVERSED).to_numpy()
     pending = (status == TransferStatus.REVERSAL_PENDING).to_numpy()
     fully_reversed = both & (reversed_amount >= amount)
+    partly_reversed = both & (reversed_amount > 0) & (reversed_amount < amount)
+    asked_not_done = status.isin(_ASKED_NOT_DONE).to_numpy()
     return {
         Category.DB_REVERSED_STRIPE_NOT: is_reversed & (reversed_amount < amount),
         Category.OVER_REVERSED: both
@@ -198,7 +236,35 @@ def category_masks(
         Category.UNKNOWN_TO_DB: (side == "right_only").to_numpy(),
         Category.STUCK_PENDING: pending
         & _overdue(matched, now=now, stuck_margin=stuck_margin, stuck_max_age=stuck_max_age),
+        Category.DESTINATION_MISMATCH: both & _destination_differs(matched),
+        Category.PARTIAL_REVERSAL_UNRECORDED: partly_reversed & asked_not_done,
+        Category.TRANSFERRED_AT_MISSING: matched["stripe_transfer_id"].notna().to_numpy()
+        & matched["transferred_at"].isna().to_numpy(),
     }
+
+
+def _destination_differs(matched: pd.DataFrame) -> np.ndarray:
+    """Rows whose transfer went to another connected account than the row names.
+
+    A row without ``stripe_account_id`` cannot be compared (nothing to compare
+    with); a transfer without ``destination`` against a row that has one is drift.
+    """
+    account, destination = matched["stripe_account_id"], matched["destination"]
+    names = account.cat.categories.union(destination.cat.categories)
+    account_codes = account.cat.set_categories(names).cat.codes.to_numpy()
+    destination_codes = destination.cat.set_categories(names).cat.codes.to_numpy()
+    return (account_codes >= 0) & (account_codes != destination_codes)
+
+
+def _owned_by_day(matched: pd.DataFrame, day: tuple[datetime, datetime]) -> np.ndarray:
+    """The findings of ``day``: by the row's ``transferred_at``, else the transfer's ``created``.
+
+    Half-open [start, end), like the partition, so a row at exactly midnight
+    belongs to the new day and to no other.
+    """
+    anchor = matched["transferred_at"].fillna(matched["stripe_created"])
+    start, end = pd.Timestamp(day[0]), pd.Timestamp(day[1])
+    return ((anchor >= start) & (anchor < end)).to_numpy()
 
 
 def _floats(values: pd.Series) -> np.ndarray:
@@ -253,11 +319,15 @@ def token_in_list(joined_lists: pd.Series, tokens: pd.Series) -> np.ndarray:
     return found
 
 
-def _in_grace(matched: pd.DataFrame, grace_start: pd.Timestamp) -> np.ndarray:
-    # A row changed recently may be mid-write; a Stripe-only transfer created
-    # recently may not have had its row saved yet.
+def _grace_ends_at(matched: pd.DataFrame, grace_period: timedelta) -> pd.Series:
+    """When each row stops being work in progress (in grace while ``now`` is before it).
+
+    A row changed recently may be mid-write; a Stripe-only transfer created
+    recently may not have had its row saved yet. A change exactly
+    ``grace_period`` ago is out of grace.
+    """
     changed = matched["updated_at"].fillna(matched["stripe_created"])
-    return (changed >= grace_start).to_numpy()
+    return changed + grace_period
 
 
 def _stuck_severity(matched: pd.DataFrame, high_before: pd.Timestamp) -> np.ndarray:
@@ -271,6 +341,7 @@ def _category_findings(
     category: Category,
     rows: np.ndarray,
     in_grace: np.ndarray,
+    grace_ends_at: pd.Series,
     stuck_severities: np.ndarray,
 ) -> pd.DataFrame:
     repairable = category in (
@@ -304,6 +375,10 @@ def _category_findings(
             "explanation": _constant(explanation_of(category), len(rows), EXPLANATION_DTYPE),
             "details": json_records(subset[list(DETAIL_COLUMNS[category])]),
             "in_grace": in_grace[rows],
+            "grace_ends_at": grace_ends_at.iloc[rows]
+            .where(in_grace[rows])
+            .reset_index(drop=True)
+            .astype(UTC_DTYPE),
         }
     )
 
@@ -404,6 +479,7 @@ _FINDING_DTYPES: dict[str, object] = {
     "explanation": EXPLANATION_DTYPE,
     "details": object,
     "in_grace": bool,
+    "grace_ends_at": UTC_DTYPE,
 }
 
 

@@ -295,6 +295,12 @@ def _epoch_us(column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
 def day_rows_select(day_start: datetime, day_end: datetime) -> sa.Select[Any]:
     """The day's ``seller_transfers`` rows by ``transferred_at``, in frame column order."""
     t = seller_transfers.c
+    return rows_select(t.transferred_at >= day_start, t.transferred_at < day_end)
+
+
+def rows_select(*conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """``seller_transfers`` rows matching ``conditions``, in frame column order."""
+    t = seller_transfers.c
     return sa.select(
         t.id.label("seller_transfer_id"),
         t.stripe_transfer_id,
@@ -304,7 +310,18 @@ def day_rows_select(day_start: datetime, day_end: datetime) -> sa.Select[Any]:
         t.status,
         t.stripe_reversal_id,
         *(_epoch_us(t[name]).label(name) for name in _EPOCH_US_COLUMNS),
-    ).where(t.transferred_at >= day_start, t.transferred_at < day_end)
+    ).where(*conditions)
+
+
+def rows_without_transferred_at() -> sa.Select[Any]:
+    """Rows with a transfer id but no ``transferred_at``: no day's query reads them.
+
+    Few by construction (``chk_transfer_id_has_transferred_at`` refuses new
+    ones), and found through a partial index; the caller keeps those whose
+    transfer Stripe lists for its day.
+    """
+    t = seller_transfers.c
+    return rows_select(t.transferred_at.is_(None), t.stripe_transfer_id.is_not(None))
 
 
 def db_transfers_frame(
@@ -316,8 +333,15 @@ def db_transfers_frame(
     at a million rows); COPY streams CSV to a temporary file that Arrow parses
     on both cores, so memory holds only the final columns.
     """
-    statement = day_rows_select(day_start, day_end)
-    compiled = statement.compile(dialect=connection.dialect)
+    return db_rows_frame(connection, day_rows_select(day_start, day_end))
+
+
+def db_rows_frame(connection: sa.Connection, statement: sa.Select[Any]) -> pd.DataFrame:
+    """Rows of ``statement`` (from ``rows_select``) as the columnar database frame."""
+    # render_postcompile: an IN list becomes literal binds that COPY can take.
+    compiled = statement.compile(
+        dialect=connection.dialect, compile_kwargs={"render_postcompile": True}
+    )
     with tempfile.TemporaryFile() as spool:
         _copy_out(connection, str(compiled), compiled.params, spool)
         table = _read_csv(spool)

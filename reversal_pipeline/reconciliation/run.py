@@ -5,6 +5,15 @@ streamed into the columnar frame page by page, so memory holds columns, not
 a million SDK objects. If the listing fails part-way the day is recorded as
 an *incomplete* run: no finding is resolved, and the caller fails the
 materialization, so a partial reconciliation is never reported as clean.
+
+Both sides are read with a margin (``day_margin``) around the day, so clock
+skew at midnight matches instead of making a ``missing_at_stripe`` on one day
+and an ``unknown_to_db`` on the next; each finding is then kept by the day it
+belongs to.
+
+``reconcile_rows`` is the incremental re-check: a day made stale by k changed
+rows retrieves only their k transfers (one call each) instead of listing the
+whole day (a call per 100 transfers), and resolves only those rows' findings.
 """
 
 from __future__ import annotations
@@ -20,17 +29,26 @@ from typing import Any, Protocol
 import pandas as pd
 import sqlalchemy as sa
 
-from reversal_pipeline.errors import StripeSentinel
+from reversal_pipeline.db.tables import seller_transfers
+from reversal_pipeline.errors import StripeSentinel, TransferNotFound
 from reversal_pipeline.reconciliation.compare import (
+    DEFAULT_DAY_MARGIN,
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HIGH_AFTER,
     DEFAULT_STUCK_MARGIN,
     DEFAULT_STUCK_MAX_AGE,
     compare,
 )
-from reversal_pipeline.reconciliation.frames import db_transfers_frame, stripe_transfers_frame
+from reversal_pipeline.reconciliation.frames import (
+    db_rows_frame,
+    db_transfers_frame,
+    rows_select,
+    rows_without_transferred_at,
+    stripe_transfers_frame,
+)
 from reversal_pipeline.reconciliation.report import write_csv
 from reversal_pipeline.reconciliation.store import (
+    FindingScope,
     RunCounts,
     StoredRun,
     record_incomplete_run,
@@ -49,6 +67,12 @@ class TransferLister(Protocol):
     def calls_made(self) -> Mapping[str, int]: ...
 
 
+class TransferRetriever(TransferLister, Protocol):
+    """What the incremental re-check needs too: one transfer by id."""
+
+    def get_transfer(self, transfer_id: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class ReconciliationWindows:
     """The time windows that decide what counts as drift (all configurable)."""
@@ -57,6 +81,7 @@ class ReconciliationWindows:
     stuck_margin: timedelta = DEFAULT_STUCK_MARGIN
     stuck_max_age: timedelta = DEFAULT_STUCK_MAX_AGE
     high_after: timedelta = DEFAULT_HIGH_AFTER
+    day_margin: timedelta = DEFAULT_DAY_MARGIN
 
 
 @dataclass
@@ -73,6 +98,7 @@ class DayReconciliation:
     error: str | None = None
     report_path: Path | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    incremental: bool = False
 
 
 def day_bounds(day: date) -> tuple[datetime, datetime]:
@@ -92,10 +118,11 @@ def reconcile_day(
 ) -> DayReconciliation:
     started_at = now()
     day_start, day_end = day_bounds(day)
+    window_start, window_end = day_start - windows.day_margin, day_end + windows.day_margin
     calls_before = _list_calls(stripe.calls_made)
     seconds: dict[str, float] = {}
 
-    listed = _Counted(stripe.iter_transfers_created(day_start, day_end))
+    listed = _Counted(stripe.iter_transfers_created(window_start, window_end))
     try:
         with _timed(seconds, "stripe_listing"):
             stripe_frame = stripe_transfers_frame(listed)
@@ -112,19 +139,17 @@ def reconcile_day(
     stripe_calls = _list_calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "database_read"), engine.connect() as connection:
-        db_frame = db_transfers_frame(connection, day_start, day_end)
-    with _timed(seconds, "comparison"):
-        drift_findings = compare(
-            db_frame,
+        db_frame = _with_rows_lacking_transferred_at(
+            connection,
+            db_transfers_frame(connection, window_start, window_end),
             stripe_frame,
-            now=now(),
-            grace_period=windows.grace_period,
-            stuck_margin=windows.stuck_margin,
-            stuck_max_age=windows.stuck_max_age,
-            high_after=windows.high_after,
         )
+    with _timed(seconds, "comparison"):
+        drift_findings = _compare(db_frame, stripe_frame, day, windows, now())
     counts = RunCounts(
-        db_rows=len(db_frame), stripe_transfers=len(stripe_frame), stripe_calls=stripe_calls
+        db_rows=_owned_rows(db_frame, day),
+        stripe_transfers=len(stripe_frame),
+        stripe_calls=stripe_calls,
     )
     wrong_account = _looks_like_wrong_account(drift_findings, db_frame)
     if wrong_account is not None:
@@ -150,13 +175,138 @@ def reconcile_day(
         day,
         True,
         drift_findings,
-        db_rows=len(db_frame),
+        db_rows=counts.db_rows or 0,
         stripe_transfers=len(stripe_frame),
         stripe_calls=stripe_calls,
         stored=stored,
         report_path=report_path,
         seconds=seconds,
     )
+
+
+def reconcile_rows(
+    engine: sa.Engine,
+    stripe: TransferRetriever,
+    day: date,
+    scope: FindingScope,
+    *,
+    run_id: str | None,
+    windows: ReconciliationWindows = ReconciliationWindows(),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> DayReconciliation:
+    """Re-check only ``scope``'s rows (and Stripe-only transfers) of ``day``: one retrieve each.
+
+    Same rules as the full run: a transfer Stripe does not have, or created
+    outside the day and its margin, counts as not listed for the day. Only the
+    findings of these rows and transfers may be resolved (``FindingScope``).
+    """
+    started_at = now()
+    day_start, day_end = day_bounds(day)
+    window_start, window_end = day_start - windows.day_margin, day_end + windows.day_margin
+    calls_before = _retrieve_calls(stripe.calls_made)
+    seconds: dict[str, float] = {}
+    with _timed(seconds, "database_read"), engine.connect() as connection:
+        db_frame = db_rows_frame(
+            connection, rows_select(seller_transfers.c.id.in_(scope.seller_transfer_ids))
+        )
+    transfer_ids = sorted(
+        set(db_frame["stripe_transfer_id"].dropna().astype(str)) | set(scope.stripe_transfer_ids)
+    )
+    snapshots: list[Any] = []
+    try:
+        with _timed(seconds, "stripe_retrieves"):
+            for transfer_id in transfer_ids:
+                try:
+                    snapshot = stripe.get_transfer(transfer_id)
+                except TransferNotFound:
+                    continue
+                if window_start <= snapshot.created < window_end:
+                    snapshots.append(snapshot)
+    except StripeSentinel as error:
+        message = (
+            f"incremental re-check of {day} stopped after {len(snapshots)} of "
+            f"{len(transfer_ids)} transfer(s): {type(error).__name__}: {error.message}"
+        )
+        counts = RunCounts(stripe_calls=_retrieve_calls(stripe.calls_made) - calls_before)
+        return _incomplete(engine, day, started_at, now(), run_id, message, counts, seconds)
+    stripe_calls = _retrieve_calls(stripe.calls_made) - calls_before
+    stripe_frame = stripe_transfers_frame(snapshots)
+    with _timed(seconds, "comparison"):
+        drift_findings = _compare(db_frame, stripe_frame, day, windows, now())
+    counts = RunCounts(
+        db_rows=len(db_frame), stripe_transfers=len(stripe_frame), stripe_calls=stripe_calls
+    )
+    scope = FindingScope(
+        seller_transfer_ids=scope.seller_transfer_ids,
+        stripe_transfer_ids=tuple(transfer_ids),
+    )
+    with _timed(seconds, "writing_findings"):
+        stored = store_findings(
+            engine,
+            day,
+            drift_findings,
+            now=now(),
+            started_at=started_at,
+            run_id=run_id,
+            counts=counts,
+            scope=scope,
+        )
+    return DayReconciliation(
+        day,
+        True,
+        drift_findings,
+        db_rows=len(db_frame),
+        stripe_transfers=len(stripe_frame),
+        stripe_calls=stripe_calls,
+        stored=stored,
+        seconds=seconds,
+        incremental=True,
+    )
+
+
+def _compare(
+    db_frame: pd.DataFrame,
+    stripe_frame: pd.DataFrame,
+    day: date,
+    windows: ReconciliationWindows,
+    at: datetime,
+) -> pd.DataFrame:
+    return compare(
+        db_frame,
+        stripe_frame,
+        now=at,
+        grace_period=windows.grace_period,
+        stuck_margin=windows.stuck_margin,
+        stuck_max_age=windows.stuck_max_age,
+        high_after=windows.high_after,
+        day=day_bounds(day),
+    )
+
+
+def _with_rows_lacking_transferred_at(
+    connection: sa.Connection, db_frame: pd.DataFrame, stripe_frame: pd.DataFrame
+) -> pd.DataFrame:
+    """Add the rows with no ``transferred_at`` whose transfer Stripe lists in this window.
+
+    They are reconciled by the transfer's own ``created`` (and flagged
+    ``transferred_at_missing``) instead of hiding from every day.
+    """
+    undated = db_rows_frame(connection, rows_without_transferred_at())
+    if undated.empty:
+        return db_frame
+    listed = undated["stripe_transfer_id"].isin(stripe_frame["transfer_id"]).to_numpy()
+    if not listed.any():
+        return db_frame
+    combined = pd.concat([db_frame, undated[listed]], ignore_index=True)
+    for name in ("currency", "status", "stripe_account_id"):  # concat may drop categories
+        combined[name] = combined[name].astype("category")
+    return combined
+
+
+def _owned_rows(db_frame: pd.DataFrame, day: date) -> int:
+    start, end = (pd.Timestamp(t) for t in day_bounds(day))
+    at = db_frame["transferred_at"]
+    return int(((at >= start) & (at < end)).sum() + at.isna().sum())
 
 
 def _incomplete(
@@ -237,6 +387,11 @@ class _timed:
 
     def __exit__(self, *exc: object) -> None:
         self.into[self.name] = round(time.perf_counter() - self.started, 4)
+
+
+def _retrieve_calls(calls_made: Mapping[str, int]) -> int:
+    """Stripe calls an incremental re-check makes: transfer retrieves and reversal pages."""
+    return sum(v for k, v in calls_made.items() if k in ("retrieve_transfer", "list_reversals"))
 
 
 def _list_calls(calls_made: Mapping[str, int]) -> int:

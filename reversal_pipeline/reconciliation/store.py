@@ -8,6 +8,23 @@ transaction, so a reader never sees half a run. Findings are never deleted.
 Only a *complete* run may resolve findings: a listing that failed midway
 proves nothing about the transfers it did not reach, so
 ``record_incomplete_run`` writes the run and leaves every finding alone.
+
+A run never overwrites a later-started run's findings: two runs of one day
+(the schedule and the backfill sensor both ask for yesterday) each hold a
+snapshot, and the older one stored last would resolve the newer one's real
+findings. Under the day's lock, a run that finds a later-started full run
+(or, for an incremental run, any later-started run) already stored stores
+nothing and is recorded as superseded. A full run that finishes after a
+later-started incremental one still stores (it alone re-read Stripe for the
+whole day), but, like every run, says nothing about rows changed after it
+started: those are left to the run that saw them, or to the next one.
+
+An *incremental* run re-checks only some rows (``FindingScope``): it resolves
+only findings about those rows and their transfers, never the rest of the day.
+
+An in-grace finding whose grace has ended counts as drift (``DRIFT_CONDITION``)
+until a later run sees it gone, so "in grace" can delay an alarm but never
+silence one.
 """
 
 from __future__ import annotations
@@ -15,7 +32,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 import pandas as pd
@@ -42,7 +60,8 @@ CREATE TEMP TABLE {_BATCH_TABLE} (
     currency            text,
     explanation         text    NOT NULL,
     details             jsonb   NOT NULL,
-    in_grace            boolean NOT NULL
+    in_grace            boolean NOT NULL,
+    grace_ends_at       timestamptz
 ) ON COMMIT DROP
 """
 
@@ -70,6 +89,7 @@ ON CONFLICT (partition_day, category, finding_key) DO UPDATE SET
     explanation = EXCLUDED.explanation,
     details = EXCLUDED.details,
     in_grace = EXCLUDED.in_grace,
+    grace_ends_at = EXCLUDED.grace_ends_at,
     last_seen_at = EXCLUDED.last_seen_at,
     resolved_at = NULL,
     last_run_id = EXCLUDED.last_run_id
@@ -82,6 +102,53 @@ WHERE d.partition_day = :day AND d.resolved_at IS NULL
       SELECT 1 FROM {_BATCH_TABLE} AS b
       WHERE b.category = d.category AND b.finding_key = d.finding_key)
 """
+
+# An incremental run saw only these rows and transfers: what it did not see stays.
+_IN_SCOPE = """
+  AND (d.seller_transfer_id = ANY(:scope_rows)
+       OR (d.seller_transfer_id IS NULL AND d.stripe_transfer_id = ANY(:scope_transfers)))
+"""
+
+# A full run is superseded by a later-started full run; an incremental one by any.
+_LATER_RUN = """
+SELECT run_id, started_at FROM reconciliation_runs
+WHERE partition_day = :day AND complete AND started_at > :started_at
+  AND (kind = 'full' OR :kind = 'incremental')
+ORDER BY started_at DESC LIMIT 1
+"""
+
+# A row changed after the run started may have been read before the change:
+# this run says nothing about it (neither refreshes nor resolves its findings).
+# The change makes the day stale, so a later run looks at the row again; and a
+# later-started incremental run that already stored it is not overwritten.
+_CHANGED_SINCE_START = "coalesce(t.reconciliation_changed_at, t.updated_at) > :started_at"
+_DROP_CHANGED_SINCE_START = f"""
+DELETE FROM {_BATCH_TABLE} AS b USING seller_transfers AS t
+WHERE b.seller_transfer_id = t.id AND {_CHANGED_SINCE_START}
+"""
+_NOT_CHANGED_SINCE_START = f"""
+  AND NOT EXISTS (
+      SELECT 1 FROM seller_transfers AS t
+      WHERE t.id = d.seller_transfer_id AND {_CHANGED_SINCE_START})
+"""
+
+# An open finding is drift unless it is still within its grace.
+DRIFT_CONDITION = "(NOT in_grace OR grace_ends_at IS NULL OR grace_ends_at <= :now)"
+
+
+class RunKind(StrEnum):
+    """``reconciliation_runs.kind``: what a run compared."""
+
+    FULL = "full"  # Stripe's whole listing of the day
+    INCREMENTAL = "incremental"  # only some rows' transfers, retrieved one by one
+
+
+@dataclass(frozen=True, slots=True)
+class FindingScope:
+    """The rows and Stripe transfers an incremental run looked at (and may resolve)."""
+
+    seller_transfer_ids: tuple[int, ...]
+    stripe_transfer_ids: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +167,8 @@ class StoredRun:
     run_row_id: int
     upserted: int
     resolved: int
-    open_findings: int  # open after this run, not counting those in grace
+    open_findings: int  # open after this run, not counting those still in grace
+    superseded_by: str | None = None  # a later-started run had stored: nothing written
 
 
 def store_findings(
@@ -112,21 +180,61 @@ def store_findings(
     started_at: datetime,
     run_id: str | None,
     counts: RunCounts,
+    scope: FindingScope | None = None,
 ) -> StoredRun:
     """Store a complete run's findings for ``partition_day``, in one transaction.
 
     Idempotent: storing the same findings again leaves the same rows, with only
-    ``last_seen_at`` (and ``last_run_id``) moved.
+    ``last_seen_at`` (and ``last_run_id``) moved. ``scope`` (an incremental
+    run) limits what may be resolved to the findings of those rows/transfers.
     """
+    kind = RunKind.FULL if scope is None else RunKind.INCREMENTAL
     with engine.begin() as connection:
         _lock_day(connection, partition_day)
+        later = connection.execute(
+            sa.text(_LATER_RUN),
+            {"day": partition_day, "started_at": started_at, "kind": kind.value},
+        ).first()
+        if later is not None:
+            message = (
+                f"superseded: run {later.run_id} of {partition_day} started later "
+                f"({later.started_at:%Y-%m-%d %H:%M:%S}) and already stored its findings; "
+                "this older snapshot stored nothing"
+            )
+            run_row_id = _insert_run(
+                connection,
+                partition_day,
+                run_id=run_id,
+                started_at=started_at,
+                finished_at=now,
+                complete=False,
+                counts=counts,
+                open_findings=None,
+                error_message=message,
+                kind=kind,
+            )
+            open_count = _count_open(connection, partition_day, now)
+            return StoredRun(run_row_id, 0, 0, open_count, superseded_by=later.run_id or "")
         connection.execute(sa.text(_CREATE_BATCH))
         _copy_findings(connection, drift_findings)
         connection.execute(sa.text(_INDEX_BATCH))
-        params = {"day": partition_day, "now": now, "run_id": run_id}
+        connection.execute(sa.text(_DROP_CHANGED_SINCE_START), {"started_at": started_at})
+        params: dict[str, Any] = {
+            "day": partition_day,
+            "now": now,
+            "run_id": run_id,
+            "started_at": started_at,
+        }
         upserted = connection.execute(sa.text(_UPSERT), params).rowcount
-        resolved = connection.execute(sa.text(_RESOLVE_UNSEEN), params).rowcount
-        open_count = _count_open(connection, partition_day)
+        resolve = _RESOLVE_UNSEEN + _NOT_CHANGED_SINCE_START
+        if scope is not None:
+            resolve += _IN_SCOPE
+            params |= {
+                "scope_rows": list(scope.seller_transfer_ids),
+                "scope_transfers": list(scope.stripe_transfer_ids),
+            }
+        resolved = connection.execute(sa.text(resolve), params).rowcount
+        open_count = _count_open(connection, partition_day, now)
         run_row_id = _insert_run(
             connection,
             partition_day,
@@ -136,6 +244,7 @@ def store_findings(
             complete=True,
             counts=counts,
             open_findings=open_count,
+            kind=kind,
         )
     return StoredRun(run_row_id, upserted, resolved, open_count)
 
@@ -224,12 +333,12 @@ def _details_json(details: Mapping[str, Any] | str | None) -> str:
     return _JSON.encode(details)
 
 
-def _count_open(connection: sa.Connection, partition_day: date) -> int:
-    d = reconciliation_drift.c
-    query = sa.select(sa.func.count()).where(
-        d.partition_day == partition_day, d.resolved_at.is_(None), d.in_grace.is_(False)
+def _count_open(connection: sa.Connection, partition_day: date, now: datetime) -> int:
+    query = sa.text(
+        "SELECT count(*) FROM reconciliation_drift"
+        f" WHERE partition_day = :day AND resolved_at IS NULL AND {DRIFT_CONDITION}"
     )
-    return int(connection.execute(query).scalar_one())
+    return int(connection.execute(query, {"day": partition_day, "now": now}).scalar_one())
 
 
 def _insert_run(
@@ -243,6 +352,7 @@ def _insert_run(
     counts: RunCounts,
     open_findings: int | None,
     error_message: str | None = None,
+    kind: RunKind = RunKind.FULL,
 ) -> int:
     statement = (
         sa.insert(reconciliation_runs)
@@ -257,6 +367,7 @@ def _insert_run(
             stripe_calls=counts.stripe_calls,
             open_findings=open_findings,
             error_message=error_message,
+            kind=kind.value,
         )
         .returning(reconciliation_runs.c.id)
     )
@@ -274,17 +385,26 @@ class DayFindings:
     latest_run: Mapping[str, Any] | None
     last_complete_run: Mapping[str, Any] | None
     findings: pd.DataFrame
+    as_of: datetime  # when read: a finding whose grace ended by then is drift
 
     @property
     def is_clean(self) -> bool:
-        """True only if the latest run completed and left no open drift outside grace.
+        """True only if the latest run completed and left no open drift at ``as_of``.
 
         A day whose latest run is incomplete is never clean, whatever an older
-        run found: the failed run may have been about to see new drift.
+        run found: the failed run may have been about to see new drift. A
+        finding whose grace ended before ``now`` is drift.
         """
         if self.latest_run is None or not self.latest_run["complete"]:
             return False
-        return not bool((~self.findings["in_grace"].astype(bool)).any())
+        return not bool(counts_as_drift(self.findings, self.as_of).any())
+
+
+def counts_as_drift(findings: pd.DataFrame, now: datetime) -> pd.Series:
+    """Per open finding: drift now (out of grace, or its grace has ended)."""
+    in_grace = findings["in_grace"].astype(bool)
+    ends = pd.to_datetime(findings["grace_ends_at"], utc=True)
+    return ~in_grace | ends.isna() | (ends <= pd.Timestamp(now))
 
 
 def _severity_order() -> sa.ColumnElement[int]:
@@ -303,7 +423,9 @@ def open_findings(connection: sa.Connection, day: date | None = None) -> pd.Data
     return _read_frame(connection, query)
 
 
-def latest_findings_for_day(connection: sa.Connection, day: date) -> DayFindings:
+def latest_findings_for_day(
+    connection: sa.Connection, day: date, *, as_of: datetime | None = None
+) -> DayFindings:
     """What the latest complete run of ``day`` left open, and whether a later run failed.
 
     The open findings of a day are exactly those the latest *complete* run saw:
@@ -314,6 +436,7 @@ def latest_findings_for_day(connection: sa.Connection, day: date) -> DayFindings
         latest_run=_latest_run(connection, day, complete_only=False),
         last_complete_run=_latest_run(connection, day, complete_only=True),
         findings=open_findings(connection, day),
+        as_of=as_of or datetime.now(UTC),
     )
 
 

@@ -17,6 +17,7 @@ EXPECTED_TABLES = {
     "reversal_attempts",
     "reconciliation_drift",
     "reconciliation_runs",
+    "seller_transfer_day_moves",
 }
 
 

@@ -107,6 +107,7 @@ def snapshot(
     currency: str = "eur",
     reversals: Iterable[ReversalRecord] = (),
     created: datetime | None = None,
+    destination: str | None = "acct_seller",
 ) -> TransferSnapshot:
     """A transfer of DAY as Stripe lists it, with totals derived from ``reversals``."""
     reversal_records = tuple(reversals)
@@ -115,7 +116,7 @@ def snapshot(
         id=transfer_id,
         amount=amount,
         currency=currency,
-        destination="acct_seller",
+        destination=destination,
         created=created or DAY_START + timedelta(hours=1),
         amount_reversed=amount_reversed,
         reversed=amount_reversed >= amount,

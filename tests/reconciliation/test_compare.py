@@ -172,11 +172,23 @@ def test_row_without_transfer_id_is_missing_only_once_a_payout_was_made() -> Non
     assert drift_findings["category"].astype(str).tolist() == ["missing_at_stripe"]
 
 
-def test_partial_reversal_of_pending_row_is_not_reported_as_already_reversed() -> None:
-    rows = [pending_row(1)]
+@pytest.mark.parametrize("status", ["reversal_pending", "permanently_failed"])
+def test_partial_reversal_at_stripe_of_an_unreversed_row_is_flagged_with_amounts(
+    status: str,
+) -> None:
+    rows = [pending_row(1, status=status)]
     snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 999, seller_transfer_id=1)])]
 
-    assert drift_findings_for(rows, snapshots).empty
+    [finding] = drift_findings_for(rows, snapshots).to_dict("records")
+
+    # Not "already reversed" (that would let the repair mark it reversed), but flagged.
+    assert (finding["category"], finding["severity"]) == ("partial_reversal_unrecorded", "high")
+    assert finding["details"] == {
+        "status": status,
+        "stripe_amount": 1000,
+        "amount_reversed": 999,
+        "reversal_count": 1,
+    }
 
 
 def test_repair_evidence_prefers_the_rows_own_reversal_over_the_newest() -> None:
@@ -310,3 +322,196 @@ def test_db_frame_of_an_empty_day_is_empty_with_the_same_columns(engine: sa.Engi
 def test_naive_now_is_refused_rather_than_compared_wrongly() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         compare(db_frame([]), stripe_transfers_frame([]), now=NOW.replace(tzinfo=None))
+
+
+# --------------------------------------------------------------- issue 13: nothing missed
+
+
+def test_transfer_to_another_sellers_account_is_a_critical_destination_mismatch() -> None:
+    rows = [db_row(1, stripe_account_id="acct_alice"), db_row(2, stripe_account_id="acct_bob")]
+    snapshots = [  # the two sellers' transfer ids swapped
+        snapshot("tr_1", destination="acct_bob"),
+        snapshot("tr_2", destination="acct_alice"),
+    ]
+
+    drift_findings = drift_findings_for(rows, snapshots)
+
+    assert drift_findings["category"].astype(str).tolist() == ["destination_mismatch"] * 2
+    assert set(drift_findings["severity"].astype(str)) == {"critical"}
+    assert drift_findings["details"].tolist() == [
+        {"status": "completed", "stripe_account_id": "acct_alice", "destination": "acct_bob"},
+        {"status": "completed", "stripe_account_id": "acct_bob", "destination": "acct_alice"},
+    ]
+
+
+def test_destination_is_not_compared_for_a_row_without_an_account() -> None:
+    rows = [db_row(1, stripe_account_id=None)]
+
+    assert drift_findings_for(rows, [snapshot("tr_1", destination="acct_bob")]).empty
+
+
+def test_missing_destination_at_stripe_is_a_mismatch() -> None:
+    drift_findings = drift_findings_for([db_row(1)], [snapshot("tr_1", destination=None)])
+
+    assert drift_findings["category"].astype(str).tolist() == ["destination_mismatch"]
+
+
+def test_one_minor_unit_out_of_band_reversal_of_an_unrequested_row_is_critical() -> None:
+    rows = [db_row(1)]
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_oob", 1)])]
+
+    [finding] = drift_findings_for(rows, snapshots).to_dict("records")
+
+    assert (finding["category"], finding["severity"]) == ("reversed_without_request", "critical")
+    assert finding["details"]["amount_reversed"] == 1
+    assert finding["details"]["reversal_count"] == 1
+
+
+def test_one_minor_unit_short_of_a_full_reversal_is_db_reversed_stripe_not() -> None:
+    rows = [reversed_row(1)]
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 999, seller_transfer_id=1)])]
+
+    [finding] = drift_findings_for(rows, snapshots).to_dict("records")
+
+    assert finding["category"] == "db_reversed_stripe_not"
+    assert finding["details"] == {
+        "status": "reversed",
+        "stripe_reversal_id": "trr_1",
+        "amount_reversed": 999,
+        "reversal_count": 1,
+    }
+
+
+def test_over_reversal_details_carry_every_number() -> None:
+    rows = [reversed_row(1)]
+    twice = [
+        reversal("trr_1", 1000, seller_transfer_id=1),
+        reversal("trr_2", 1, seller_transfer_id=1, created=DAY_START + timedelta(hours=7)),
+    ]
+
+    [finding] = drift_findings_for(rows, [snapshot("tr_1", 1000, reversals=twice)]).to_dict(
+        "records"
+    )
+
+    assert finding["category"] == "over_reversed"
+    assert finding["details"] == {
+        "stripe_amount": 1000,
+        "amount_reversed": 1001,
+        "reversal_count": 2,
+        "our_reversal_count_max": 2,
+        "seller_transfer_ids_in_metadata": "1",
+    }
+
+
+def test_stripe_only_finding_carries_stripes_amount_and_currency() -> None:
+    [finding] = drift_findings_for([], [snapshot("tr_9", 4321, currency="jpy")]).to_dict("records")
+
+    assert finding["category"] == "unknown_to_db"
+    assert (finding["amount"], finding["currency"]) == (4321, "jpy")
+    assert finding["details"]["amount_reversed"] == 0
+    assert finding["details"]["destination"] == "acct_seller"
+
+
+def test_stuck_severity_falls_back_to_next_retry_at_when_never_requested() -> None:
+    """No reversal_requested_at: how long it is pending is read from next_retry_at."""
+    old = pending_row(
+        1, reversal_requested_at=None, next_retry_at=NOW - timedelta(days=7, seconds=1)
+    )
+    recent = pending_row(2, reversal_requested_at=None, next_retry_at=NOW - timedelta(days=6))
+    rows = [old, recent]
+
+    drift_findings = drift_findings_for(rows, [matching_snapshot(r) for r in rows])
+
+    by_key = dict(
+        zip(drift_findings["finding_key"], drift_findings["severity"].astype(str), strict=True)
+    )
+    assert by_key == {"1": "high", "2": "medium"}
+
+
+def test_stuck_windows_are_strict_at_their_boundaries() -> None:
+    """Overdue by exactly the margin, or requested exactly max-age ago, is not stuck yet."""
+    at_margin = pending_row(1, next_retry_at=NOW - timedelta(hours=1))
+    past_margin = pending_row(2, next_retry_at=NOW - timedelta(hours=1, seconds=1))
+    at_age = pending_row(3, reversal_requested_at=NOW - timedelta(days=3))
+    past_age = pending_row(4, reversal_requested_at=NOW - timedelta(days=3, seconds=1))
+    rows = [at_margin, past_margin, at_age, past_age]
+
+    drift_findings = drift_findings_for(rows, [matching_snapshot(r) for r in rows])
+
+    assert drift_findings["finding_key"].tolist() == ["2", "4"]
+
+
+def test_grace_boundary_a_change_exactly_grace_ago_is_drift() -> None:
+    at_boundary = reversed_row(1, updated_at=NOW - timedelta(hours=1))
+    inside = reversed_row(2, updated_at=NOW - timedelta(hours=1) + timedelta(seconds=1))
+    rows = [at_boundary, inside]
+
+    drift_findings = drift_findings_for(rows, [snapshot("tr_1"), snapshot("tr_2")])
+
+    assert dict(zip(drift_findings["finding_key"], drift_findings["in_grace"], strict=True)) == {
+        "1": False,
+        "2": True,
+    }
+    ends = drift_findings["grace_ends_at"].tolist()
+    assert pd.isna(ends[0])
+    assert ends[1] == NOW + timedelta(seconds=1)
+
+
+def _margin_compare(rows: list[dict[str, Any]], snapshots: list[Any]) -> pd.DataFrame:
+    return compare(
+        db_frame(rows),
+        stripe_transfers_frame(snapshots),
+        now=NOW,
+        grace_period=timedelta(0),
+        day=(DAY_START, DAY_END),
+    )
+
+
+def test_midnight_skew_is_matched_across_the_day_boundary_on_both_days() -> None:
+    """23:59:59 in the DB and 00:00:01 at Stripe: no finding on either day."""
+    row = db_row(1, transferred_at=DAY_END - timedelta(seconds=1))
+    skewed = snapshot("tr_1", created=DAY_END + timedelta(seconds=1))
+
+    assert _margin_compare([row], [skewed]).empty  # the row's day
+    next_day = compare(
+        db_frame([row]),
+        stripe_transfers_frame([skewed]),
+        now=NOW,
+        grace_period=timedelta(0),
+        day=(DAY_END, DAY_END + timedelta(days=1)),
+    )
+    assert next_day.empty  # the transfer's day: the row is matched, and owned by DAY
+
+
+def test_day_owns_findings_by_the_rows_day_then_the_transfers() -> None:
+    """Start inclusive, end exclusive: a finding belongs to exactly one day."""
+    rows = [
+        db_row(1, transferred_at=DAY_START),  # owned
+        db_row(2, transferred_at=DAY_END),  # the next day's
+        db_row(3, transferred_at=DAY_START - timedelta(microseconds=1)),  # the previous day's
+    ]
+    snapshots = [
+        snapshot("tr_8", created=DAY_START),  # Stripe only, owned
+        snapshot("tr_9", created=DAY_END),  # Stripe only, the next day's
+    ]
+
+    drift_findings = _margin_compare(rows, snapshots)
+
+    assert sorted(drift_findings["finding_key"]) == ["1", "tr_8"]
+
+
+def test_row_without_transferred_at_is_matched_by_the_transfers_created_and_flagged() -> None:
+    row = reversed_row(1, transferred_at=None)
+
+    drift_findings = _margin_compare([row], [snapshot("tr_1")])  # nothing reversed at Stripe
+
+    assert sorted(drift_findings["category"].astype(str)) == [
+        "db_reversed_stripe_not",
+        "reversal_id_mismatch",
+        "transferred_at_missing",
+    ]
+    missing = drift_findings[drift_findings["category"] == "transferred_at_missing"]
+    assert missing["severity"].astype(str).tolist() == ["high"]
+    assert missing["details"].tolist() == [
+        {"status": "reversed", "stripe_created": "2026-11-20T01:00:00Z"}
+    ]

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reconciliation_drift, reconciliation_runs
 from reversal_pipeline.reconciliation.store import (
+    FindingScope,
     RunCounts,
     StoredRun,
     latest_findings_for_day,
@@ -17,7 +18,7 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
-from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
+from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, insert_rows, snapshot
 
 LATER = NOW + timedelta(days=1)
 COUNTS = RunCounts(db_rows=2, stripe_transfers=1, stripe_calls=1)
@@ -173,15 +174,117 @@ def test_day_whose_only_run_failed_is_not_clean_even_without_findings(engine: sa
     assert not never_run.is_clean
 
 
-def test_findings_in_grace_are_stored_but_do_not_make_the_day_dirty(engine: sa.Engine) -> None:
+def test_findings_in_grace_do_not_make_the_day_dirty_until_their_grace_ends(
+    engine: sa.Engine,
+) -> None:
     findings = drift_findings_for([db_row(1, updated_at=NOW - timedelta(minutes=5))], [])
 
     stored = store(engine, findings)
 
-    assert drift_rows(engine)[0]["in_grace"] is True
+    [row] = drift_rows(engine)
+    assert row["in_grace"] is True
+    assert row["grace_ends_at"] == NOW + timedelta(minutes=55)
     assert stored.open_findings == 0
     with engine.connect() as connection:
-        assert latest_findings_for_day(connection, DAY).is_clean
+        assert latest_findings_for_day(connection, DAY, as_of=NOW).is_clean
+        ends = NOW + timedelta(minutes=55)
+        assert latest_findings_for_day(connection, DAY, as_of=ends - timedelta(seconds=1)).is_clean
+        # Grace over: the finding is drift, though no run has looked again yet.
+        assert not latest_findings_for_day(connection, DAY, as_of=ends).is_clean
+
+
+def test_an_older_run_stored_last_never_overwrites_a_later_started_runs_findings(
+    engine: sa.Engine,
+) -> None:
+    """Run B started after run A but stored first; A's older snapshot must not resolve B's."""
+    run_a_started, run_b_started = NOW, NOW + timedelta(minutes=10)
+    newer = store_findings(
+        engine,
+        DAY,
+        two_findings(),
+        now=run_b_started + timedelta(minutes=1),
+        started_at=run_b_started,
+        run_id="run-b",
+        counts=COUNTS,
+    )
+    older = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([], []),
+        now=run_b_started + timedelta(minutes=2),
+        started_at=run_a_started,
+        run_id="run-a",
+        counts=COUNTS,
+    )
+
+    assert [r["resolved_at"] for r in drift_rows(engine)] == [None, None]
+    assert {r["last_run_id"] for r in drift_rows(engine)} == {"run-b"}
+    assert older.superseded_by == "run-b"
+    assert (older.upserted, older.resolved, older.open_findings) == (0, 0, 2)
+    runs = run_rows(engine)
+    assert [(r["run_id"], r["complete"]) for r in runs] == [("run-b", True), ("run-a", False)]
+    assert runs[1]["error_message"].startswith("superseded: run run-b")
+    assert newer.superseded_by is None
+
+
+def test_full_run_stored_after_a_later_incremental_run_keeps_what_that_run_saw(
+    engine: sa.Engine,
+) -> None:
+    """Row 1 changed between the two starts: only the later (incremental) run saw it."""
+    insert_rows(engine, [db_row(1, updated_at=NOW + timedelta(minutes=5)), db_row(2)])
+    incremental = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([db_row(1)], []),  # row 1's transfer missing at Stripe
+        now=NOW + timedelta(minutes=11),
+        started_at=NOW + timedelta(minutes=10),
+        run_id="incremental",
+        counts=COUNTS,
+        scope=FindingScope(seller_transfer_ids=(1,), stripe_transfer_ids=("tr_1",)),
+    )
+    full = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([db_row(1), db_row(2, amount=5)], [snapshot("tr_1"), snapshot("tr_2")]),
+        now=NOW + timedelta(minutes=15),
+        started_at=NOW,
+        run_id="full",
+        counts=COUNTS,
+    )
+
+    assert incremental.superseded_by is None
+    assert full.superseded_by is None  # it still stores what it alone checked
+    open_rows = {
+        (r["finding_key"], r["category"], r["last_run_id"])
+        for r in drift_rows(engine)
+        if r["resolved_at"] is None
+    }
+    assert open_rows == {
+        ("1", "missing_at_stripe", "incremental"),
+        ("2", "amount_or_currency_mismatch", "full"),
+    }
+
+
+def test_incremental_run_resolves_only_findings_of_the_rows_it_rechecked(
+    engine: sa.Engine,
+) -> None:
+    store(engine, two_findings())  # rows 1 and 2 both have a finding
+
+    stored = store_findings(
+        engine,
+        DAY,
+        drift_findings_for([], []),
+        now=LATER,
+        started_at=LATER,
+        run_id="incremental",
+        counts=COUNTS,
+        scope=FindingScope(seller_transfer_ids=(1,), stripe_transfer_ids=("tr_1",)),
+    )
+
+    assert stored.resolved == 1
+    open_keys = [r["finding_key"] for r in drift_rows(engine) if r["resolved_at"] is None]
+    assert open_keys == ["2"]
+    assert run_rows(engine)[-1]["kind"] == "incremental"
 
 
 def test_open_findings_lists_most_severe_then_largest_first(engine: sa.Engine) -> None:

@@ -1,15 +1,20 @@
 """``reversal_reconciliation``: one UTC day of the database compared with Stripe.
 
 The asset body only wires resources and metadata; the work is
-``reconciliation.run.reconcile_day``. Its checks are emitted by the asset
-itself, per partition, so each day's materialization carries its verdict.
+``reconciliation.run.reconcile_day`` (the full listing) or ``reconcile_rows``
+(the incremental re-check the backfill sensor asks for with the run tag
+``reconciliation/mode=auto``). Its checks are emitted by the asset itself,
+per partition, from every finding the day has open once the run is stored
+(not only what this run saw), so an incremental or superseded run cannot
+turn a day with open critical drift green.
 """
 
 import os
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import sqlalchemy as sa
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
@@ -18,13 +23,20 @@ from reversal_pipeline.reconciliation.report import count_metadata, markdown_rep
 from reversal_pipeline.reconciliation.run import (
     DayReconciliation,
     ReconciliationWindows,
+    day_bounds,
     reconcile_day,
+    reconcile_rows,
 )
+from reversal_pipeline.reconciliation.stale_days import recheck_plan
+from reversal_pipeline.reconciliation.store import counts_as_drift, open_findings
 from reversal_pipeline.stripe.resource import StripeResource
 
 REPORTS_DIR_ENV = "REVERSAL_REPORTS_DIR"
 DEFAULT_REPORTS_DIR = ".reversal_pipeline/reports"
 CHECKS = ("no_critical_drift", "no_high_drift", "reconciliation_complete")
+# Run tag: "full" (default: the schedule, a manual launch) lists the whole day;
+# "auto" (the backfill sensor) re-checks only the changed rows when that is cheaper.
+MODE_TAG = "reconciliation/mode"
 
 
 class ReconciliationConfig(dg.Config):
@@ -42,6 +54,12 @@ class ReconciliationConfig(dg.Config):
     stuck_high_after_days: float = Field(
         default=7, gt=0, description="A stuck row older than this is high severity."
     )
+    day_margin_minutes: float = Field(
+        default=15,
+        ge=0,
+        description="Both sides are read this far into the neighbouring days, so clock skew "
+        "at midnight matches instead of making findings on two days.",
+    )
 
     def windows(self) -> ReconciliationWindows:
         return ReconciliationWindows(
@@ -49,6 +67,7 @@ class ReconciliationConfig(dg.Config):
             stuck_margin=timedelta(minutes=self.stuck_margin_minutes),
             stuck_max_age=timedelta(days=self.stuck_max_age_days),
             high_after=timedelta(days=self.stuck_high_after_days),
+            day_margin=timedelta(minutes=self.day_margin_minutes),
         )
 
 
@@ -82,14 +101,26 @@ def reversal_reconciliation(
 ):
     """Drift between seller_transfers and Stripe's transfers for one UTC day of transferred_at."""
     day = date.fromisoformat(context.partition_key)
-    outcome = reconcile_day(
-        database.get_engine(),
-        stripe,
-        day,
-        run_id=context.run.run_id,
-        windows=config.windows(),
-        reports_dir=Path(os.environ.get(REPORTS_DIR_ENV) or DEFAULT_REPORTS_DIR).resolve(),
-    )
+    engine = database.get_engine()
+    scope, plan_reason = None, "full listing"
+    if context.run.tags.get(MODE_TAG) == "auto":
+        with engine.connect() as connection:
+            plan = recheck_plan(connection, day, *day_bounds(day), now=datetime.now(UTC))
+        scope, plan_reason = plan.scope, plan.reason
+    context.log.info(f"reconciling {day}: {plan_reason}")
+    if scope is not None:
+        outcome = reconcile_rows(
+            engine, stripe, day, scope, run_id=context.run.run_id, windows=config.windows()
+        )
+    else:
+        outcome = reconcile_day(
+            engine,
+            stripe,
+            day,
+            run_id=context.run.run_id,
+            windows=config.windows(),
+            reports_dir=Path(os.environ.get(REPORTS_DIR_ENV) or DEFAULT_REPORTS_DIR).resolve(),
+        )
     if not outcome.complete:
         yield dg.AssetCheckResult(
             check_name="reconciliation_complete",
@@ -103,15 +134,25 @@ def reversal_reconciliation(
             metadata={"stripe_transfers_listed": outcome.stripe_transfers},
         )
     counts = count_metadata(outcome.drift_findings)
-    yield dg.MaterializeResult(
-        metadata=_metadata(outcome, counts),
-        check_results=_check_results(counts),
-    )
+    day_counts = _open_drift_counts(engine, day)
+    metadata = _metadata(outcome, counts) | {"mode": plan_reason}
+    if outcome.stored is not None and outcome.stored.superseded_by is not None:
+        metadata["superseded_by_run"] = outcome.stored.superseded_by
+    yield dg.MaterializeResult(metadata=metadata, check_results=_check_results(day_counts))
+
+
+def _open_drift_counts(engine: sa.Engine, day: date) -> dict[str, int]:
+    """Counts of every finding of ``day`` open now, a finding past its grace as drift."""
+    with engine.connect() as connection:
+        findings = open_findings(connection, day)
+    drift_now = counts_as_drift(findings, datetime.now(UTC))
+    return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
 
 
 def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, object]:
     metadata: dict[str, object] = {
         "complete": True,
+        "incremental": outcome.incremental,
         "db_rows": outcome.db_rows,
         "stripe_transfers": outcome.stripe_transfers,
         "stripe_calls": outcome.stripe_calls,

@@ -11,5 +11,7 @@ reconciliation_schedule = dg.build_schedule_from_partitioned_job(
     hour_of_day=3,
     minute_of_hour=15,
     default_status=schedule_default_status(),
+    # The daily pass always lists the whole day (MODE_TAG "full"), whatever changed.
+    tags={"reconciliation/mode": "full"},
     description="Reconciles the previous UTC day at 03:15 UTC, after the night's reversals.",
 )

@@ -1,26 +1,71 @@
-"""``reconciliation_backfill_sensor``: re-reconcile past days whose rows changed.
+"""``reconciliation_backfill_sensor``: re-reconcile past days that changed, until they complete.
 
 One run per stale partition, with a run key that includes the day's latest
 change, so the same change is never requested twice and a new change always
-is. The cursor remembers the change each day was last requested for, so the
-next tick requests nothing until the data changes again.
+is. The cursor remembers, per day, the change last requested, when, and how
+many times.
+
+A day still stale after its run was requested (the run failed, or stopped
+part-way) is requested again once no run of it is queued or running and its
+backoff has passed (15 min, doubling, at most 6 h between attempts): it is
+retried until it completes, never given up on. Each failed attempt is a
+failed run of ``reconciliation_job`` (its ``reconciliation_complete`` ERROR
+check fails, for an incomplete listing); from the third attempt on the
+sensor also logs an error and tags the run ``reconciliation/repeated_failure``
+so the alerting can tell "keeps failing" from a one-off.
+
+Runs are tagged ``reconciliation/mode=auto``: the asset re-checks only the
+changed rows when that is cheaper than listing the whole day.
 """
 
 import json
 import os
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
 
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.automation import sensor_default_status
+from reversal_pipeline.defs.reconciliation.assets import MODE_TAG
 from reversal_pipeline.defs.reconciliation.jobs import reconciliation_job
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
-from reversal_pipeline.reconciliation.stale_days import stale_days
+from reversal_pipeline.reconciliation.stale_days import StaleDay, stale_days
 
 LOOKBACK_ENV = "RECONCILIATION_BACKFILL_LOOKBACK_DAYS"
 DEFAULT_LOOKBACK_DAYS = 35
 MAX_RUNS_PER_TICK = 31
+RETRY_BASE_DELAY = timedelta(minutes=15)
+RETRY_MAX_DELAY = timedelta(hours=6)
+ALERT_AFTER_ATTEMPTS = 3
+REPEATED_FAILURE_TAG = "reconciliation/repeated_failure"
+
+_ACTIVE = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def _clock() -> datetime:
+    """The sensor's notion of now (a seam for tests of the backoff)."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class _Requested:
+    """What the cursor keeps per day."""
+
+    changed: str
+    attempt: int
+    at: str
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Wait before attempt ``attempt + 1`` of the same change: doubling, capped."""
+    return min(RETRY_BASE_DELAY * 2 ** max(attempt - 1, 0), RETRY_MAX_DELAY)
 
 
 @dg.sensor(
@@ -28,35 +73,89 @@ MAX_RUNS_PER_TICK = 31
     job=reconciliation_job,
     minimum_interval_seconds=300,
     default_status=sensor_default_status(),
-    description="Requests reconciliation of past days whose rows changed since last reconciled.",
+    description="Requests reconciliation of past days whose rows changed since last reconciled, "
+    "and retries (with backoff) days whose reconciliation did not complete.",
 )
 def reconciliation_backfill_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult:
-    requested: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
-    today = datetime.combine(datetime.now(UTC).date(), time.min, tzinfo=UTC)
+    requested = _read_cursor(context.cursor)
+    now = _clock()
+    today = datetime.combine(now.date(), time.min, tzinfo=UTC)
     lookback = int(os.environ.get(LOOKBACK_ENV) or DEFAULT_LOOKBACK_DAYS)
     start = max(today - timedelta(days=lookback), _first_partition_start())
     with database.get_engine().connect() as connection:
-        candidates = stale_days(connection, since=start, until=today)
+        candidates = stale_days(connection, since=start, until=today, now=now)
     run_requests = []
     for stale in candidates:
-        day, changed = stale.day.isoformat(), stale.changed_at.isoformat()
-        if requested.get(day) == changed or len(run_requests) >= MAX_RUNS_PER_TICK:
-            continue
-        requested[day] = changed
-        run_requests.append(
-            dg.RunRequest(
-                run_key=f"reconcile-{day}-changed-{changed}",
-                partition_key=day,
-                tags={"trigger": "reconciliation_backfill_sensor", "reason": stale.reason},
-            )
-        )
+        if len(run_requests) >= MAX_RUNS_PER_TICK:
+            break
+        request = _request_for(context, stale, requested.get(stale.day.isoformat()), now)
+        if request is not None:
+            requested[stale.day.isoformat()] = request[0]
+            run_requests.append(request[1])
     if not run_requests:
         return dg.SensorResult(skip_reason="no day changed since its last reconciliation")
     # Forget days outside the look-back so the cursor stays small.
-    kept = {d: c for d, c in requested.items() if d >= start.date().isoformat()}
+    kept = {d: asdict(r) for d, r in requested.items() if d >= start.date().isoformat()}
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(kept, sort_keys=True))
+
+
+def _request_for(
+    context: dg.SensorEvaluationContext,
+    stale: StaleDay,
+    previous: _Requested | None,
+    now: datetime,
+) -> tuple[_Requested, dg.RunRequest] | None:
+    day, changed = stale.day.isoformat(), stale.changed_at.isoformat()
+    attempt = 1
+    if previous is not None and previous.changed == changed:
+        # Requested before and still stale: the run failed or has not finished.
+        if _has_active_run(context, day):
+            return None
+        if now < datetime.fromisoformat(previous.at) + retry_delay(previous.attempt):
+            return None
+        attempt = previous.attempt + 1
+    tags = {
+        "trigger": "reconciliation_backfill_sensor",
+        "reason": stale.reason,
+        MODE_TAG: "auto",
+        "reconciliation/attempt": str(attempt),
+    }
+    if attempt >= ALERT_AFTER_ATTEMPTS:
+        tags[REPEATED_FAILURE_TAG] = str(attempt - 1)
+        context.log.error(
+            f"reconciliation of {day} has not completed after {attempt - 1} attempt(s) "
+            f"for the change at {changed}; requesting attempt {attempt}"
+        )
+    suffix = "" if attempt == 1 else f"-attempt-{attempt}"
+    run_request = dg.RunRequest(
+        run_key=f"reconcile-{day}-changed-{changed}{suffix}", partition_key=day, tags=tags
+    )
+    return _Requested(changed, attempt, now.isoformat()), run_request
+
+
+def _has_active_run(context: dg.SensorEvaluationContext, day: str) -> bool:
+    records = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=reconciliation_job.name,
+            statuses=_ACTIVE,
+            tags={"dagster/partition": day},
+        ),
+        limit=1,
+    )
+    return bool(records)
+
+
+def _read_cursor(cursor: str | None) -> dict[str, _Requested]:
+    raw = json.loads(cursor) if cursor else {}
+    requested = {}
+    for day, value in raw.items():
+        if isinstance(value, str):  # the cursor before retries: {day: changed_at}
+            value = {"changed": value, "attempt": 1, "at": datetime.min.replace(tzinfo=UTC)}
+            value["at"] = value["at"].isoformat()
+        requested[day] = _Requested(**value)
+    return requested
 
 
 def _first_partition_start() -> datetime:

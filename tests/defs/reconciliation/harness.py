@@ -13,12 +13,19 @@ DAY = "2026-11-20"  # tests.plugins.marketplace.seed_rows puts transfers on this
 
 
 def run_reconciliation(
-    instance: dg.DagsterInstance, day: str = DAY, **config: Any
+    instance: dg.DagsterInstance,
+    day: str = DAY,
+    tags: dict[str, str] | None = None,
+    **config: Any,
 ) -> dg.ExecuteInProcessResult:
     job = load_defs().resolve_job_def("reconciliation_job")
     run_config = {"ops": {"reversal_reconciliation": {"config": {"grace_minutes": 0, **config}}}}
     return job.execute_in_process(
-        instance=instance, partition_key=day, run_config=run_config, raise_on_error=False
+        instance=instance,
+        partition_key=day,
+        run_config=run_config,
+        raise_on_error=False,
+        tags=tags,
     )
 
 

@@ -243,3 +243,51 @@ def test_a_key_for_another_account_raises_one_alarm_not_a_finding_per_row(
     assert run.complete is False
     assert "another account or mode" in run.error_message
     assert open_findings_by_category(engine) == {}
+
+
+def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    first, second = seed_rows(engine, stripe_emulator.control(), 2, status="completed")
+    _set(engine, first.id, stripe_account_id="acct_seller1")  # second's account
+    _set(engine, second.id, stripe_account_id="acct_seller0")
+
+    result = run_reconciliation(dagster_instance)
+
+    found = open_findings_by_category(engine)
+    assert sorted(f["seller_transfer_id"] for f in found["destination_mismatch"]) == [
+        first.id,
+        second.id,
+    ]
+    assert {f["severity"] for f in found["destination_mismatch"]} == {"critical"}
+    assert check_results(result)["no_critical_drift"] is False
+
+
+def test_sensor_mode_rechecks_only_the_changed_row_and_checks_count_the_whole_day(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    rows = seed_rows(engine, stripe_emulator.control(), 150, status="completed")  # 2 pages
+    _set(engine, rows[0].id, stripe_account_id="acct_other")  # critical, before the full run
+    assert run_reconciliation(dagster_instance).success
+    _set(engine, rows[1].id, status="permanently_failed", error_message="x")  # a real change
+
+    result = run_reconciliation(dagster_instance, tags={"reconciliation/mode": "auto"})
+
+    assert result.success
+    metadata = materialization_metadata(result, "reversal_reconciliation")
+    assert metadata["incremental"] is True
+    assert metadata["stripe_calls"] == 1  # one retrieve, not two list pages
+    # The incremental run saw no drift itself; the day still has its critical finding.
+    assert metadata["drift_findings"] == 0
+    assert check_results(result)["no_critical_drift"] is False
+    assert [
+        f["seller_transfer_id"] for f in open_findings_by_category(engine)["destination_mismatch"]
+    ] == [rows[0].id]
