@@ -20,7 +20,7 @@ from reversal_pipeline.db.tables import metadata
 from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.defs.reconciliation.harness import run_reconciliation
-from tests.plugins.dagster_job import run_reversal_job
+from tests.plugins.dagster_job import materialization_metadata, run_reversal_job
 from tests.plugins.marketplace import row_state, seed_rows
 
 PASSWORD = "role-test-password"
@@ -189,4 +189,9 @@ def test_job_and_reconciliation_run_as_a_user_with_only_reversal_job(
         runs = connection.execute(
             sa.text("SELECT complete, error_message FROM reconciliation_runs")
         ).all()
+        holders = connection.execute(sa.text("SELECT count(*) FROM stripe_budget_holders"))
+        assert holders.scalar() >= 1  # the shared budget was drawn on, as this user
     assert runs == [(True, None)]
+    outcome = materialization_metadata(reversal, "reversal_outcomes")
+    assert outcome["stripe_budget_mode"] == "shared"
+    assert outcome["stripe_budget_granted"] >= 3

@@ -104,7 +104,7 @@ def reversal_reconciliation(
         )
     counts = count_metadata(outcome.drift_findings)
     yield dg.MaterializeResult(
-        metadata=_metadata(outcome, counts),
+        metadata=_metadata(outcome, counts) | stripe.budget_usage(),
         check_results=_check_results(counts),
     )
 

@@ -84,6 +84,6 @@ def reversal_outcomes(
                 f"stopped sending and released {report.rows_released} claimed row(s) "
                 "without counting an attempt. Fix STRIPE_API_KEY and re-run."
             ),
-            metadata=outcome_metadata(report, calls),
+            metadata=outcome_metadata(report, calls) | stripe.budget_usage(),
         )
-    return dg.MaterializeResult(metadata=outcome_metadata(report, calls))
+    return dg.MaterializeResult(metadata=outcome_metadata(report, calls) | stripe.budget_usage())
