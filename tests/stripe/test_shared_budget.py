@@ -179,3 +179,22 @@ def test_unreadable_budget_paces_at_a_fraction_and_says_so(
     [warning] = [r for r in caplog.records if "unreadable" in r.getMessage()]
     assert "10.0 requests/s" in warning.getMessage()
     assert "secret-pw" not in warning.getMessage()
+
+
+def test_status_shows_the_processes_drawing_on_the_budget(
+    database_url: str, budgets: list[SharedBudget], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from reversal_pipeline.cli import main
+
+    drawing = _budget(database_url, budgets, "run 1234 (reversal_job)")
+    drawing.acquire()
+    monkeypatch.setenv("REVERSAL_DATABASE_URL", database_url)
+
+    result = CliRunner().invoke(main, ["status"])
+
+    assert result.exit_code == 0, result.output
+    section = result.output.split("drawing on the shared Stripe budget")[1]
+    assert "run 1234 (reversal_job)" in section
+    assert drawing.holder_id in section
