@@ -35,14 +35,14 @@ from _common import (
     Figure,
     copy_rows,
     database,
-    emulator_process,
     print_block,
     print_header,
     seed_due_rows,
 )
 
 from reversal_pipeline.db.engine import create_db_engine
-from reversal_pipeline.stripe_emulator import EmulatorClient
+from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
+from reversal_pipeline.stripe_emulator.faults import FaultConfig
 
 RECONCILED_DAYS = (date(2026, 11, 18), date(2026, 11, 19))
 CONCURRENCY = 16
@@ -61,6 +61,15 @@ def _stripe(args: argparse.Namespace) -> Any:
     )
 
 
+def _ready_then_go() -> float:
+    """Tell the parent we are set up (imports take seconds on a busy machine); wait for go."""
+    print("READY", flush=True)
+    line = sys.stdin.readline()
+    if not line.startswith("GO"):
+        raise SystemExit("parent went away")
+    return time.time()
+
+
 def child_reversal(args: argparse.Namespace) -> dict[str, Any]:
     import uuid
 
@@ -75,6 +84,7 @@ def child_reversal(args: argparse.Namespace) -> dict[str, Any]:
     engine = create_db_engine(args.url, pool_size=CONCURRENCY + 2)
     stripe = _stripe(args)
     claim_due_rows(engine, token=run_id, max_rows=args.max_rows, lease_seconds=600)
+    _ready_then_go()
     started = time.time()
     report = ReversalBatch(engine, stripe, token=run_id, run_id=run_id, settings=settings).run()
     ended = time.time()
@@ -95,9 +105,10 @@ def child_reconcile(args: argparse.Namespace) -> dict[str, Any]:
 
     engine = create_db_engine(args.url)
     stripe = _stripe(args)
+    until = _ready_then_go() + args.seconds
     started = time.time()
     runs = complete = 0
-    while time.time() < args.until:
+    while time.time() < until:
         result = reconcile_day(engine, stripe, date.fromisoformat(args.day), run_id="bench")
         runs += 1
         complete += int(result.complete)
@@ -140,13 +151,24 @@ def _spawn(kind: str, url: str, stripe_url: str, rps: float, shared: bool, **ext
     ]
     for name, value in extra.items():
         command += [f"--{name.replace('_', '-')}", str(value)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def _start_together(procs: list[Any]) -> None:
+    """Wait until every child is set up, then start them at the same moment."""
+    for proc in procs:
+        line = proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"child did not get ready (exit {proc.poll()}): {line!r}")
+    for proc in procs:
+        proc.stdin.write("GO\n")
+        proc.stdin.flush()
 
 
 def _collect(procs: list[Any]) -> list[dict[str, Any]]:
     results = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=600)
+        out, _ = proc.communicate(timeout=900)
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"child failed (exit {proc.returncode}): {out[-500:]}")
@@ -230,19 +252,25 @@ def run_scenario(
 ) -> dict[str, Any]:
     label = "shared budget" if shared else "per-process buckets"
     rows = int(rps * seconds * 0.97)
-    with database("bench_sb") as url, emulator_process(latency_ms, int(rps)) as stripe_url:
-        control = EmulatorClient(stripe_url)
+    # The emulator runs in this process: it only waits on the children, and a
+    # separate emulator process takes ~45 s to import on the busy shared machine.
+    faults = FaultConfig(latency_ms=latency_ms, rate_limit_per_second=int(rps))
+    with database("bench_sb") as url, EmulatorServer(faults=faults) as server:
+        stripe_url = server.url
+        control = server.control()
         seed_due_rows(url, control, rows)
         if reconcile_runs:
             seed_reconciled_days(url, control, per_day)
-        until = time.time() + seconds + 5  # children start in ~3-5 s (imports)
         procs = [
             _spawn("reversal", url, stripe_url, rps, shared, max_rows=-(-rows // reversal_runs))
             for _ in range(reversal_runs)
         ] + [
-            _spawn("reconcile", url, stripe_url, rps, shared, day=RECONCILED_DAYS[i], until=until)
+            _spawn(
+                "reconcile", url, stripe_url, rps, shared, day=RECONCILED_DAYS[i], seconds=seconds
+            )
             for i in range(reconcile_runs)
         ]
+        _start_together(procs)
         results = _collect(procs)
         entries = [e for e in _log(control) if e["path"].startswith("/v1/")]
         holders = _holders(url)
@@ -331,7 +359,6 @@ def main() -> None:
     parser.add_argument("--shared", type=int, default=1)
     parser.add_argument("--max-rows", type=int, default=0)
     parser.add_argument("--day")
-    parser.add_argument("--until", type=float, default=0.0)
     args = parser.parse_args()
     if args.child:
         child_main(args)

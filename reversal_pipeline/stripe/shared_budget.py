@@ -258,6 +258,9 @@ class SharedBudget:
         self._slots: deque[float] = deque()  # monotonic send times booked for reversals
         self._booking = False
         self._row_ready = False
+        # The in-process pacer behind the booked slots: at the full rate, with a
+        # burst of 2 so one late thread can catch up but a pile of them cannot.
+        self._spacer = TokenBucket(rate, burst=2)
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)
         self._fail_safe_until = 0.0
@@ -297,6 +300,9 @@ class SharedBudget:
             self._acquire_fail_safe()
             return
         self._wait_until(slot)
+        # Threads that wake late (a busy CPU, a slow write) would otherwise send
+        # their slots together; the in-process bucket spaces them out again.
+        self._spacer.acquire()
 
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""

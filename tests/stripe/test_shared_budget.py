@@ -66,6 +66,12 @@ def _draw(
         w.join()
 
 
+# The tests record when threads wake, not when a server saw the request: on a
+# busy shared machine a few wake late together. The benchmark measures at the
+# server (benchmarks/shared_budget.py); two separate buckets here would give ~2x.
+SLACK = 3
+
+
 def _max_in_any_second(times: list[float]) -> int:
     times = sorted(times)
     best, lo = 0, 0
@@ -101,7 +107,7 @@ def test_two_processes_share_one_budget_not_two(
 
     every = sent_one + sent_two
     steady = [t for t in every if min(every) + 0.5 <= t]  # after both booked once
-    assert _max_in_any_second(steady) <= RATE * 1.05 + 1
+    assert _max_in_any_second(steady) <= RATE * 1.05 + SLACK
     assert len(every) >= RATE * 2.5 * 0.9  # the two together still use the budget
     assert min(len(sent_one), len(sent_two)) >= len(every) * 0.3  # and both get a share
     with engine.connect() as connection:
@@ -131,7 +137,7 @@ def test_reversals_go_first_and_listing_keeps_its_floor(
     assert len(sent_reversal) >= RATE * 3.0 * 0.8
     # Never starved, never more than its floor (plus the booking in flight).
     assert RATE * 3.0 * 0.05 <= len(sent_listing) <= RATE * 3.0 * 0.1 + 3
-    assert _max_in_any_second(sent_reversal + sent_listing) <= RATE * 1.05 + 1
+    assert _max_in_any_second(sent_reversal + sent_listing) <= RATE * 1.05 + SLACK
 
 
 def test_listing_alone_uses_the_whole_budget(
