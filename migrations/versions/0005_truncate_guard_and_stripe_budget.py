@@ -51,6 +51,7 @@ CREATE TABLE stripe_budget (
     rate_factor_at     timestamptz NOT NULL,
     rate_limited_total bigint      NOT NULL DEFAULT 0,
     reversal_booked_at timestamptz NOT NULL,
+    listing_booked_at  timestamptz NOT NULL,
     updated_at         timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT chk_stripe_budget_rate_positive CHECK (requests_per_second > 0),
     CONSTRAINT chk_stripe_budget_factor CHECK (rate_factor > 0 AND rate_factor <= 1)

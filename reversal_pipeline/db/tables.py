@@ -134,6 +134,8 @@ stripe_budget = sa.Table(
     sa.Column("rate_limited_total", sa.BigInteger, nullable=False, server_default="0"),
     # When a reversal last booked: listing is held to its floor while this is recent.
     sa.Column("reversal_booked_at", TZ, nullable=False),
+    # When listing last booked: reversals leave listing its floor while this is recent.
+    sa.Column("listing_booked_at", TZ, nullable=False),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 

@@ -19,11 +19,12 @@ slots from one row of ``stripe_budget``:
   dropped, never sent late, so late slots cannot pile onto another process's.
 * **Priority.** Reversals (money owed back) book from the shared schedule as
   above. Listing (reconciliation bookkeeping) books one slot per page: while
-  reversals have booked within the last second, listing runs on its own slower
-  schedule (``listing_floor`` of the budget for all listing together; never
-  starved) and each listing slot pushes the shared schedule back by one slot,
-  so the total stays within the budget. When no reversal is drawing, listing
-  books from the shared schedule at the full rate: it uses what is left.
+  reversals have booked within the last second, listing runs on its own
+  schedule at ``listing_floor`` of the budget (for all listing together; never
+  starved), and while listing has booked within the last second, reversals
+  book at ``1 - listing_floor`` of it, so the two never overlap. When no
+  reversal is drawing, listing books from the shared schedule at the full
+  rate: it uses what is left.
 * **429s are account-wide.** A 429 seen by any process pauses the whole
   schedule (``paused_until``) and lowers ``rate_factor``, which climbs back
   linearly; every process sees it at its next booking (within one batch).
@@ -147,13 +148,20 @@ _BOOK_SQL = sa.text(
     WITH cur AS (
         SELECT account_key, clock_timestamp() AS now_at,
                {_effective_rate_sql("clock_timestamp()")} AS eff,
-               next_slot_at, listing_next_at, paused_until, reversal_booked_at
+               next_slot_at, listing_next_at, paused_until,
+               reversal_booked_at > clock_timestamp() - make_interval(secs => :active)
+                   AS reversals_active,
+               listing_booked_at > clock_timestamp() - make_interval(secs => :active)
+                   AS listing_active
         FROM stripe_budget WHERE account_key = :key FOR UPDATE
     ), plan AS (
-        SELECT account_key, now_at, eff,
+        SELECT account_key, now_at, eff, reversals_active,
+               -- Reversals leave the floor free while listing draws: no overlap.
+               eff * CASE WHEN listing_active OR :listing THEN 1.0 - :floor ELSE 1.0 END
+                   AS reversal_eff,
                greatest(next_slot_at, paused_until,
                         now_at - make_interval(secs => :tolerance)) AS global_start,
-               CASE WHEN :listing AND reversal_booked_at > now_at - make_interval(secs => :active)
+               CASE WHEN :listing AND reversals_active
                     THEN greatest(listing_next_at, paused_until,
                                   now_at - make_interval(secs => :tolerance))
                     ELSE greatest(next_slot_at, paused_until,
@@ -162,15 +170,23 @@ _BOOK_SQL = sa.text(
         FROM cur
     ), booked AS (
         UPDATE stripe_budget b SET
-            next_slot_at = plan.global_start + make_interval(secs => :k / plan.eff),
+            -- Listing on its floor schedule does not move the shared one: the
+            -- reversals' reduced rate is what leaves room for it.
+            next_slot_at = CASE
+                WHEN NOT :listing
+                    THEN plan.global_start + make_interval(secs => :k / plan.reversal_eff)
+                WHEN plan.reversals_active THEN b.next_slot_at
+                ELSE plan.global_start + make_interval(secs => :k / plan.eff) END,
             listing_next_at = CASE WHEN :listing
                 THEN plan.start_at + make_interval(secs => 1.0 / (plan.eff * :floor))
                 ELSE b.listing_next_at END,
             reversal_booked_at = CASE WHEN :listing THEN b.reversal_booked_at ELSE plan.now_at END,
+            listing_booked_at = CASE WHEN :listing THEN plan.now_at ELSE b.listing_booked_at END,
             requests_per_second = :rate,
             updated_at = plan.now_at
         FROM plan WHERE b.account_key = plan.account_key
-        RETURNING extract(epoch FROM plan.start_at - plan.now_at) AS start_in, plan.eff AS eff
+        RETURNING extract(epoch FROM plan.start_at - plan.now_at) AS start_in,
+                  CASE WHEN :listing THEN plan.eff ELSE plan.reversal_eff END AS eff
     ), seen AS (
         INSERT INTO stripe_budget_holders AS h
             (account_key, holder_id, description, granted_total, granted_listing, waited_seconds)
@@ -189,8 +205,9 @@ _BOOK_SQL = sa.text(
 _CREATE_ROW_SQL = sa.text(
     """
     INSERT INTO stripe_budget (account_key, requests_per_second, next_slot_at, listing_next_at,
-                               paused_until, rate_factor_at, reversal_booked_at)
-    VALUES (:key, :rate, now(), now(), now(), now(), '-infinity')
+                               paused_until, rate_factor_at, reversal_booked_at,
+                               listing_booked_at)
+    VALUES (:key, :rate, now(), now(), now(), now(), 'epoch', 'epoch')
     ON CONFLICT (account_key) DO NOTHING
     """
 )

@@ -34,7 +34,8 @@ from tests.plugins.database import _database_url, create_database, drop_database
 from tests.plugins.marketplace import seed_rows
 from tests.plugins.stripe_emulator import TEST_API_KEY
 
-pytestmark = pytest.mark.slow
+# Starts three Dagster processes and seven runs (a process each): minutes on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 REPO = Path(__file__).resolve().parents[2]
 BUDGET = 20  # requests/s: the emulator enforces it, every run is configured with it
