@@ -15,7 +15,7 @@ Both generations are kept by the database (triggers), so no writer can forget
 them and a hand edit is counted like the command.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-30
 """
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

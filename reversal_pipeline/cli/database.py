@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.cli.common import connected_engine
 from reversal_pipeline.db import constraints, migrate
+from reversal_pipeline.db.roles import RoleReport
 from reversal_pipeline.db.url import mask_url
 
 
@@ -18,8 +19,21 @@ def migrate_command(show_status: bool) -> None:
     """Upgrade the database schema to the latest revision (idempotent)."""
     engine = connected_engine()
     if not show_status:
-        migrate.upgrade(engine)
+        print_role_report(migrate.upgrade(engine))
     print_schema_status(engine)
+
+
+def print_role_report(report: RoleReport) -> None:
+    for role in report.created:
+        click.echo(f"created role {role} (NOLOGIN)")
+    for role in report.missing:
+        click.echo(
+            f"role {role} does not exist and this user may not create it: ask a"
+            f" superuser to run CREATE ROLE {role} NOLOGIN, then migrate again",
+            err=True,
+        )
+    if report.granted_tables:
+        click.echo("granted reversal_job/reversal_reader on: " + ", ".join(report.granted_tables))
 
 
 def print_schema_status(engine: sa.Engine) -> None:

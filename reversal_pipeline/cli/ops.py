@@ -24,6 +24,7 @@ from reversal_pipeline.ops.parse import (
     require_reason,
 )
 from reversal_pipeline.ops.views import RowDetail, row_detail, status_report, wrap_line
+from reversal_pipeline.stripe.shared_budget import ACTIVE_HOLDER_SECONDS, active_holders
 
 
 def _when(value: datetime | None) -> str:
@@ -33,8 +34,9 @@ def _when(value: datetime | None) -> str:
 @click.command("status")
 @one_line_errors
 def status_command() -> None:
-    """Counts per status, the oldest due row, expired claims, and the last runs' outcomes."""
-    report = status_report(connected_engine())
+    """Counts per status, due rows, expired claims, the last runs, who draws on the budget."""
+    engine = connected_engine()
+    report = status_report(engine)
     click.echo("rows per status:")
     for status, count in report.counts.items():
         click.echo(f"  {status:<20} {count}")
@@ -72,6 +74,20 @@ def status_command() -> None:
     for run in report.recent_runs:
         moved = ", ".join(f"{k} {v}" for k, v in sorted(run.rows_by_status.items())) or "no change"
         click.echo(f"  {run.run_id}  {_when(run.last_write_at)}  {moved}")
+    with engine.connect() as connection:
+        holders = active_holders(connection)
+    click.echo(
+        f"drawing on the shared Stripe budget (seen in the last {ACTIVE_HOLDER_SECONDS:.0f}s):"
+    )
+    if not holders:
+        click.echo("  none")
+    for holder in holders:
+        click.echo(
+            f"  {holder.description or holder.holder_id}  [{holder.holder_id}]  requests"
+            f" {holder.granted_total} (listing {holder.granted_listing}), waited"
+            f" {holder.waited_seconds:.1f}s, since {_when(holder.started_at)},"
+            f" last {_when(holder.last_seen_at)}"
+        )
 
 
 @click.command("requeue")

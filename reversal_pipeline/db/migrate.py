@@ -11,6 +11,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from reversal_pipeline.db.roles import RoleReport, grant_roles
 from reversal_pipeline.errors import ConfigurationError
 
 
@@ -59,10 +60,15 @@ def schema_status(engine: sa.Engine) -> SchemaStatus:
     return SchemaStatus(current=current, head=head, pending=pending)
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    """Upgrade to ``revision``; at head already, nothing happens."""
+def upgrade(engine: sa.Engine, revision: str = "head") -> RoleReport:
+    """Upgrade to ``revision`` and (re)grant the database roles; at head, only the grants.
+
+    The grants commit with the schema change, so a new table is never live
+    without the privileges the job needs (and no more).
+    """
     with engine.begin() as connection:
         command.upgrade(alembic_config(connection), revision)
+        return grant_roles(connection)
 
 
 def downgrade(engine: sa.Engine, revision: str) -> None:

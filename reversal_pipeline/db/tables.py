@@ -164,3 +164,35 @@ reconciliation_runs = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.Column("kind", sa.Text, nullable=False, server_default="full"),
 )
+
+# The shared Stripe request budget (migration 0005; reversal_pipeline/stripe/shared_budget.py).
+stripe_budget = sa.Table(
+    "stripe_budget",
+    metadata,
+    sa.Column("account_key", sa.Text, primary_key=True),
+    sa.Column("requests_per_second", sa.Float, nullable=False),
+    sa.Column("next_slot_at", TZ, nullable=False),
+    sa.Column("listing_next_at", TZ, nullable=False),
+    sa.Column("paused_until", TZ, nullable=False),
+    sa.Column("rate_factor", sa.Float, nullable=False, server_default="1"),
+    sa.Column("rate_factor_at", TZ, nullable=False),
+    sa.Column("rate_limited_total", sa.BigInteger, nullable=False, server_default="0"),
+    # When a reversal last booked: listing is held to its floor while this is recent.
+    sa.Column("reversal_booked_at", TZ, nullable=False),
+    # When listing last booked: reversals leave listing its floor while this is recent.
+    sa.Column("listing_booked_at", TZ, nullable=False),
+    sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
+)
+
+stripe_budget_holders = sa.Table(
+    "stripe_budget_holders",
+    metadata,
+    sa.Column("account_key", sa.Text, primary_key=True),
+    sa.Column("holder_id", sa.Text, primary_key=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("granted_total", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("granted_listing", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("waited_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("started_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("last_seen_at", TZ, nullable=False, server_default=sa.func.now()),
+)

@@ -30,6 +30,8 @@ def resources() -> dg.Definitions:
                 api_base=_optional_env("STRIPE_API_BASE"),
                 # Not a secret, and Dagster has no float EnvVar: read it directly.
                 requests_per_second=float(rps) if rps else None,
+                # One request budget per Stripe account, shared by every run and process.
+                shared_budget_database_url=dg.EnvVar("REVERSAL_DATABASE_URL"),
             ),
             "reversal_settings": ReversalSettings(),
         }

@@ -42,6 +42,7 @@ from reversal_pipeline.errors import (
 from reversal_pipeline.stripe.classify import classify_stripe_error
 from reversal_pipeline.stripe.models import ReversalRecord, TransferSnapshot, embedded_reversals
 from reversal_pipeline.stripe.rate_limit import TokenBucket
+from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget, open_shared_budget
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ class _PacedRequestsClient(stripe.RequestsClient):
     def __init__(
         self,
         *,
-        bucket: TokenBucket,
+        bucket: TokenBucket | SharedBudget,
         counter: CallCounter,
         timeout: float,
         session: requests.Session,
@@ -218,8 +219,14 @@ class _PacedRequestsClient(stripe.RequestsClient):
         headers: Mapping[str, str] | None,
         post_data: Any = None,
     ) -> tuple[bytes, int, Mapping[str, str]]:
-        self._bucket.acquire()
-        self._counter.add(_call_kind(method, url))
+        kind = _call_kind(method, url)
+        if isinstance(self._bucket, SharedBudget):
+            # Listing is bookkeeping: it takes what reversals leave (shared_budget.py).
+            listing = kind == "list_transfers"
+            self._bucket.acquire(Priority.LISTING if listing else Priority.REVERSAL)
+        else:
+            self._bucket.acquire()
+        self._counter.add(kind)
         content, status, rheaders = super().request(method, url, headers, post_data)
         if status == 429:
             self._bucket.penalize()
@@ -297,10 +304,18 @@ class StripeResource(dg.ConfigurableResource):
         default=30,
         description="How long a 429'd request keeps being re-sent before StripeRateLimited.",
     )
+    shared_budget_database_url: str | None = Field(
+        default=None,
+        description=(
+            "Database holding the account's shared request budget (REVERSAL_DATABASE_URL);"
+            " unset: this process paces alone."
+        ),
+    )
 
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _client: stripe.StripeClient | None = PrivateAttr(default=None)
-    _bucket: TokenBucket | None = PrivateAttr(default=None)
+    _bucket: TokenBucket | SharedBudget | None = PrivateAttr(default=None)
+    _budget_description: str = PrivateAttr(default="")
     _session: requests.Session | None = PrivateAttr(default=None)
     _counter: CallCounter = PrivateAttr(default_factory=CallCounter)
 
@@ -351,6 +366,8 @@ class StripeResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.validate_config()
+        run = context.run
+        self._budget_description = f"run {run.run_id} ({run.job_name})" if run else ""
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         self.close()
@@ -361,14 +378,21 @@ class StripeResource(dg.ConfigurableResource):
             session, self._session, self._client = self._session, None, None
         if session is not None:
             session.close()
+        if isinstance(self._bucket, SharedBudget):
+            self._bucket.close()  # its pool only; the budget stays usable
 
     @property
     def calls_made(self) -> dict[str, int]:
         """Stripe HTTP attempts by kind (SDK retries included) and 429 re-sends."""
         return self._counter.snapshot()
 
+    def budget_usage(self) -> dict[str, float | int | str]:
+        """This process's draw on the shared budget, for run metadata ({} if pacing alone)."""
+        bucket = self._bucket
+        return bucket.usage().as_metadata() if isinstance(bucket, SharedBudget) else {}
+
     @property
-    def rate_limiter(self) -> TokenBucket:
+    def rate_limiter(self) -> TokenBucket | SharedBudget:
         """The bucket shared by every thread using this instance."""
         self._stripe()
         assert self._bucket is not None
@@ -387,6 +411,16 @@ class StripeResource(dg.ConfigurableResource):
     def _build_client(self) -> None:
         self.validate_config()
         _STRIPE_LOG_FILTER.add(self.api_key)
+        if self._bucket is None and self.shared_budget_database_url:
+            self._bucket = open_shared_budget(
+                self.shared_budget_database_url,
+                self.api_key,
+                self.effective_requests_per_second * _PACING_HEADROOM,
+                description=self._budget_description,
+                pause_seconds=_PENALTY_PAUSE_SECONDS,
+                decrease_factor=_PENALTY_DECREASE_FACTOR,
+                recovery_per_second=_PENALTY_RECOVERY_PER_SECOND,
+            )
         if self._bucket is None:
             self._bucket = TokenBucket(
                 self.effective_requests_per_second * _PACING_HEADROOM,

@@ -18,6 +18,8 @@ EXPECTED_TABLES = {
     "reconciliation_drift",
     "reconciliation_runs",
     "seller_transfer_day_moves",
+    "stripe_budget",
+    "stripe_budget_holders",
 }
 
 

@@ -135,7 +135,7 @@ def reversal_reconciliation(
         )
     counts = count_metadata(outcome.drift_findings)
     day_counts = _open_drift_counts(engine, day)
-    metadata = _metadata(outcome, counts) | {"mode": plan_reason}
+    metadata = _metadata(outcome, counts) | {"mode": plan_reason} | stripe.budget_usage()
     if outcome.stored is not None and outcome.stored.superseded_by is not None:
         metadata["superseded_by_run"] = outcome.stored.superseded_by
     yield dg.MaterializeResult(metadata=metadata, check_results=_check_results(day_counts))

@@ -119,7 +119,7 @@ def reversal_outcomes(
         settings=reversal_settings,
     ).run()
     calls = {k: v - calls_before.get(k, 0) for k, v in stripe.calls_made.items()}
-    metadata = outcome_metadata(report, calls)
+    metadata = outcome_metadata(report, calls) | stripe.budget_usage()
     written_check = outcomes_written_check(report)
     problems: list[str] = []
     if report.systemic_error is not None:

@@ -1,0 +1,522 @@
+"""One Stripe request budget per account, shared by every process, kept in PostgreSQL.
+
+Stripe limits requests per *account*; a reversal run and two reconciliation
+backfills are three processes (in production, three pods) on one account. A
+``TokenBucket`` per process cannot see the others, so together they overshoot
+(benchmarks/RESULTS.md, "Shared budget"). Here every process books its send
+slots from one row of ``stripe_budget``:
+
+* **A GCRA schedule in one row.** ``next_slot_at`` is the account's next free
+  send time. A booking of ``k`` slots moves it ``k / rate`` seconds on and
+  returns the start, so slots handed to different processes never overlap in
+  time, whatever machine they run on (times are the database's, sent back as
+  offsets from its own clock, so machines' clocks need not agree).
+* **Batches.** A reversal process books ``batch_seconds`` worth of slots at a
+  time (29 at 58/s), and books the next batch while half of the current one is
+  left: the database sees ~2 statements per second per process, not one per
+  request, and a booking that is slow to come back (a busy database) does not
+  leave the process without slots. A slot not used within ``SLOT_EXPIRY_SECONDS`` of its time is
+  dropped, never sent late, so late slots cannot pile onto another process's.
+* **Priority.** Reversals (money owed back) book from the shared schedule as
+  above. Listing (reconciliation bookkeeping) books one slot per page: while
+  reversals have booked within the last second, listing runs on its own
+  schedule at ``listing_floor`` of the budget (for all listing together; never
+  starved), and while listing has booked within the last second, reversals
+  book at ``1 - listing_floor`` of it, so the two never overlap. When no
+  reversal is drawing, listing books from the shared schedule at the full
+  rate: it uses what is left.
+* **429s are account-wide.** A 429 seen by any process pauses the whole
+  schedule (``paused_until``) and lowers ``rate_factor``, which climbs back
+  linearly; every process sees it at its next booking (within one batch).
+* **Fail safe.** If the database cannot be read, this process paces itself
+  with a local ``TokenBucket`` at ``fail_safe_fraction`` of its rate, logs a
+  warning, counts the time for the run's metadata, and tries the database
+  again after ``fail_safe_retry_seconds``. It never sends faster because the
+  budget is unreadable.
+
+The account key is a SHA-256 of the API key (with a fixed prefix): processes
+with the same key share a row, and the key itself is never stored. Two
+different keys of one account (a restricted key and the secret key) get two
+budgets: give every process of one account the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+import sqlalchemy as sa
+
+from reversal_pipeline.stripe.rate_limit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+#: A booked slot not used within this long of its time is dropped, not sent late.
+SLOT_EXPIRY_SECONDS = 0.15
+#: How far behind "now" a booking may start: recovers the time a booking's own
+#: round trip costs, at the price of at most this much of a burst.
+BOOKING_TOLERANCE_SECONDS = 0.02
+#: Listing counts as contended while a reversal booked within this long.
+REVERSAL_ACTIVE_SECONDS = 1.0
+#: A holder seen within this long is "currently drawing" for ``status``.
+ACTIVE_HOLDER_SECONDS = 30.0
+#: Holder rows idle this long are pruned when a process starts.
+HOLDER_RETENTION = timedelta(days=1)
+
+
+class Priority(StrEnum):
+    """Who is asking: reversals go first, listing takes what they leave."""
+
+    REVERSAL = "reversal"
+    LISTING = "listing"
+
+
+class BudgetMode(StrEnum):
+    SHARED = "shared"
+    FAIL_SAFE = "fail_safe"
+
+
+def account_key(api_key: str) -> str:
+    """A stable, non-reversible name for the account's budget row; never the key."""
+    digest = hashlib.sha256(f"reversal_pipeline/stripe_budget/{api_key}".encode()).hexdigest()
+    return f"sha256:{digest[:32]}"
+
+
+@dataclass(frozen=True)
+class BudgetUsage:
+    """What this process drew from the shared budget, for the run's metadata."""
+
+    mode: BudgetMode
+    requests_per_second: float
+    granted: int
+    granted_listing: int
+    waited_seconds: float
+    fail_safe_seconds: float
+    fail_safe_entries: int
+    bookings: int
+    elapsed_seconds: float
+
+    @property
+    def share_of_budget(self) -> float:
+        """Fraction of the account's budget this process used while it was running."""
+        if self.elapsed_seconds <= 0:
+            return 0.0
+        return self.granted / (self.elapsed_seconds * self.requests_per_second)
+
+    def as_metadata(self) -> dict[str, float | int | str]:
+        return {
+            "stripe_budget_mode": self.mode.value,
+            "stripe_budget_requests_per_second": round(self.requests_per_second, 2),
+            "stripe_budget_share": round(self.share_of_budget, 3),
+            "stripe_budget_granted": self.granted,
+            "stripe_budget_granted_listing": self.granted_listing,
+            "stripe_budget_wait_seconds": round(self.waited_seconds, 3),
+            "stripe_budget_fail_safe_seconds": round(self.fail_safe_seconds, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ActiveHolder:
+    holder_id: str
+    description: str
+    granted_total: int
+    granted_listing: int
+    waited_seconds: float
+    started_at: datetime
+    last_seen_at: datetime
+
+
+def _effective_rate_sql(now: str) -> str:
+    # The rate after a 429: rate_factor, climbing back linearly once the pause ends.
+    return (
+        f"(:rate * least(1.0, rate_factor + :recovery * greatest(0.0,"
+        f" extract(epoch FROM {now} - greatest(rate_factor_at, paused_until)))))"
+    )
+
+
+_BOOK_SQL = sa.text(
+    f"""
+    WITH cur AS (
+        SELECT account_key, clock_timestamp() AS now_at,
+               {_effective_rate_sql("clock_timestamp()")} AS eff,
+               next_slot_at, listing_next_at, paused_until,
+               reversal_booked_at > clock_timestamp() - make_interval(secs => :active)
+                   AS reversals_active,
+               listing_booked_at > clock_timestamp() - make_interval(secs => :active)
+                   AS listing_active
+        FROM stripe_budget WHERE account_key = :key FOR UPDATE
+    ), plan AS (
+        SELECT account_key, now_at, eff, reversals_active,
+               -- Reversals leave the floor free while listing draws: no overlap.
+               eff * CASE WHEN listing_active OR :listing THEN 1.0 - :floor ELSE 1.0 END
+                   AS reversal_eff,
+               greatest(next_slot_at, paused_until,
+                        now_at - make_interval(secs => :tolerance)) AS global_start,
+               CASE WHEN :listing AND reversals_active
+                    THEN greatest(listing_next_at, paused_until,
+                                  now_at - make_interval(secs => :tolerance))
+                    ELSE greatest(next_slot_at, paused_until,
+                                  now_at - make_interval(secs => :tolerance))
+               END AS start_at
+        FROM cur
+    ), booked AS (
+        UPDATE stripe_budget b SET
+            -- Listing on its floor schedule does not move the shared one: the
+            -- reversals' reduced rate is what leaves room for it.
+            next_slot_at = CASE
+                WHEN NOT :listing
+                    THEN plan.global_start + make_interval(secs => :k / plan.reversal_eff)
+                WHEN plan.reversals_active THEN b.next_slot_at
+                ELSE plan.global_start + make_interval(secs => :k / plan.eff) END,
+            listing_next_at = CASE WHEN :listing
+                THEN plan.start_at + make_interval(secs => 1.0 / (plan.eff * :floor))
+                ELSE b.listing_next_at END,
+            reversal_booked_at = CASE WHEN :listing THEN b.reversal_booked_at ELSE plan.now_at END,
+            listing_booked_at = CASE WHEN :listing THEN plan.now_at ELSE b.listing_booked_at END,
+            requests_per_second = :rate,
+            updated_at = plan.now_at
+        FROM plan WHERE b.account_key = plan.account_key
+        RETURNING extract(epoch FROM plan.start_at - plan.now_at) AS start_in,
+                  CASE WHEN :listing THEN plan.eff ELSE plan.reversal_eff END AS eff
+    ), seen AS (
+        INSERT INTO stripe_budget_holders AS h
+            (account_key, holder_id, description, granted_total, granted_listing, waited_seconds)
+        SELECT :key, :holder, :description, :k, CASE WHEN :listing THEN :k ELSE 0 END, :waited
+        FROM booked
+        ON CONFLICT (account_key, holder_id) DO UPDATE SET
+            granted_total = h.granted_total + excluded.granted_total,
+            granted_listing = h.granted_listing + excluded.granted_listing,
+            waited_seconds = h.waited_seconds + excluded.waited_seconds,
+            last_seen_at = clock_timestamp()
+    )
+    SELECT start_in, eff FROM booked
+    """
+)
+
+_CREATE_ROW_SQL = sa.text(
+    """
+    INSERT INTO stripe_budget (account_key, requests_per_second, next_slot_at, listing_next_at,
+                               paused_until, rate_factor_at, reversal_booked_at,
+                               listing_booked_at)
+    VALUES (:key, :rate, now(), now(), now(), now(), 'epoch', 'epoch')
+    ON CONFLICT (account_key) DO NOTHING
+    """
+)
+
+_PENALIZE_SQL = sa.text(
+    f"""
+    UPDATE stripe_budget SET
+        rate_factor = CASE WHEN paused_until > clock_timestamp() THEN rate_factor
+            ELSE greatest(:min_factor,
+                          {_effective_rate_sql("clock_timestamp()")} / :rate * :decrease) END,
+        rate_factor_at = CASE WHEN paused_until > clock_timestamp() THEN rate_factor_at
+            ELSE clock_timestamp() END,
+        paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs => :pause)),
+        rate_limited_total = rate_limited_total + 1,
+        updated_at = clock_timestamp()
+    WHERE account_key = :key
+    """
+)
+
+
+class SharedBudget:
+    """Paces this process's Stripe requests from the account's shared budget.
+
+    Thread-safe; one per ``StripeResource``. ``acquire()`` blocks until a send
+    slot is ours; ``penalize()`` reports a 429 to every process.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        key: str,
+        rate: float,
+        *,
+        description: str,
+        batch_seconds: float = 0.5,
+        listing_floor: float = 0.1,
+        fail_safe_fraction: float = 0.25,
+        fail_safe_retry_seconds: float = 5.0,
+        pause_seconds: float = 0.05,
+        decrease_factor: float = 0.9,
+        recovery_per_second: float = 0.1,
+        min_rate_factor: float = 0.1,
+    ) -> None:
+        if not rate > 0:
+            raise ValueError(f"rate must be > 0, got {rate!r}")
+        if not 0 < listing_floor <= 1:
+            raise ValueError(f"listing_floor must be in (0, 1], got {listing_floor!r}")
+        if not 0 < fail_safe_fraction <= 1:
+            raise ValueError(f"fail_safe_fraction must be in (0, 1], got {fail_safe_fraction!r}")
+        self._engine = engine
+        self._key = key
+        self._rate = float(rate)
+        self._batch = max(1, round(rate * batch_seconds))
+        self._floor = listing_floor
+        self._fail_safe_fraction = fail_safe_fraction
+        self._fail_safe_retry = fail_safe_retry_seconds
+        self._penalty = {
+            "pause": pause_seconds,
+            "decrease": decrease_factor,
+            "recovery": recovery_per_second,
+            "min_factor": min_rate_factor,
+        }
+        self.holder_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._description = description
+        self._cond = threading.Condition(threading.Lock())
+        self._slots: deque[float] = deque()  # monotonic send times booked for reversals
+        self._booking = False
+        self._row_ready = False
+        # The in-process pacer behind the booked slots, at the same rate and
+        # burst 1 (like a process alone): threads that wake late do not send
+        # together. Measured on the busy 2-core machine (benchmarks/shared_budget.py,
+        # one run alone): burst 2 gave 0.70 of the budget and 1.08x in the worst
+        # second, burst 1 0.78 and 1.05x.
+        self._spacer = TokenBucket(rate, burst=1)
+        # Fail-safe pacer: the in-process bucket at a fraction of the rate.
+        self._fallback = TokenBucket(rate * fail_safe_fraction)
+        self._fail_safe_until = 0.0
+        self._fail_safe_seconds = 0.0
+        self._fail_safe_entries = 0
+        self._started = time.monotonic()
+        self._granted = 0
+        self._granted_listing = 0
+        self._waited = 0.0
+        self._waited_unreported = 0.0
+        self._bookings = 0
+        self._paused_until = 0.0
+
+    # -- the pacer interface (like TokenBucket) ----------------------------------
+
+    @property
+    def rate(self) -> float:
+        return self._rate
+
+    def acquire(self, priority: Priority = Priority.REVERSAL) -> None:
+        """Block until this process may send one request of ``priority``."""
+        if self._in_fail_safe():
+            self._acquire_fail_safe()
+            return
+        if priority is Priority.LISTING:
+            start = self._book(Priority.LISTING, 1)
+            if start is None:
+                self._acquire_fail_safe()
+                return
+            self._wait_until(start)
+            with self._cond:
+                self._granted += 1
+                self._granted_listing += 1
+            return
+        slot = self._next_reversal_slot()
+        if slot is None:
+            self._acquire_fail_safe()
+            return
+        self._wait_until(slot)
+        # Threads that wake late (a busy CPU, a slow write) would otherwise send
+        # their slots together; the in-process bucket spaces them out again.
+        self._spacer.acquire()
+
+    def penalize(self) -> None:
+        """A 429: pause and slow every process on this account, this one at once."""
+        with self._cond:
+            self._slots.clear()
+            self._paused_until = time.monotonic() + self._penalty["pause"]
+        self._fallback.penalize()
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    _PENALIZE_SQL, {"key": self._key, "rate": self._rate, **self._penalty}
+                )
+        except sa.exc.SQLAlchemyError as err:
+            self._enter_fail_safe(err)
+
+    slow_down = penalize
+
+    def expected_delay(self) -> float:
+        """Seconds a new request would wait now (a hint for the 429 re-send deadline)."""
+        now = time.monotonic()
+        with self._cond:
+            pending = self._slots[-1] if self._slots else now
+            return max(0.0, self._paused_until - now, pending - now)
+
+    def usage(self) -> BudgetUsage:
+        with self._cond:
+            fail_safe = self._in_fail_safe_locked()
+            return BudgetUsage(
+                mode=BudgetMode.FAIL_SAFE if fail_safe else BudgetMode.SHARED,
+                requests_per_second=self._rate,
+                granted=self._granted,
+                granted_listing=self._granted_listing,
+                waited_seconds=self._waited,
+                fail_safe_seconds=self._fail_safe_seconds,
+                fail_safe_entries=self._fail_safe_entries,
+                bookings=self._bookings,
+                elapsed_seconds=time.monotonic() - self._started,
+            )
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # -- internals ------------------------------------------------------------------
+
+    def _next_reversal_slot(self) -> float | None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                while self._slots and self._slots[0] < now - SLOT_EXPIRY_SECONDS:
+                    self._slots.popleft()  # too late to send on time: never sent late
+                if not self._booking and len(self._slots) <= self._batch // 2:
+                    self._booking = True  # refill ahead, while slots remain
+                elif self._slots:
+                    self._granted += 1
+                    return self._slots.popleft()
+                else:
+                    self._cond.wait()
+                    if self._in_fail_safe_locked():
+                        return None
+                    continue
+            # Outside the lock: other threads keep drawing on what is left.
+            try:
+                start = self._book(Priority.REVERSAL, self._batch)
+            finally:
+                with self._cond:
+                    self._booking = False
+                    self._cond.notify_all()
+            if start is None:
+                return None
+
+    def _book(self, priority: Priority, k: int) -> float | None:
+        """Book ``k`` slots; returns the first one's monotonic time, None in fail safe."""
+        listing = priority is Priority.LISTING
+        with self._cond:
+            waited, self._waited_unreported = self._waited_unreported, 0.0
+        params = {
+            "key": self._key,
+            "rate": self._rate,
+            "recovery": self._penalty["recovery"],
+            "tolerance": BOOKING_TOLERANCE_SECONDS,
+            "active": REVERSAL_ACTIVE_SECONDS,
+            "listing": listing,
+            "floor": self._floor,
+            "k": float(k),
+            "holder": self.holder_id,
+            "description": self._description,
+            "waited": waited,
+        }
+        try:
+            if not self._row_ready:
+                self._prepare()
+            with self._engine.begin() as connection:
+                row = connection.execute(_BOOK_SQL, params).one_or_none()
+            if row is None:  # the row vanished (restored database?): make it again
+                self._row_ready = False
+                return self._book(priority, k)
+        except sa.exc.SQLAlchemyError as err:
+            self._enter_fail_safe(err)
+            return None
+        received = time.monotonic()
+        start = received + float(row.start_in)
+        with self._cond:
+            self._bookings += 1
+            if not listing:
+                interval = 1.0 / float(row.eff)
+                self._slots.extend(start + i * interval for i in range(k))
+        return start
+
+    def _prepare(self) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(_CREATE_ROW_SQL, {"key": self._key, "rate": self._rate})
+            connection.execute(
+                sa.text(
+                    "DELETE FROM stripe_budget_holders"
+                    " WHERE account_key = :key AND last_seen_at < :cutoff"
+                ),
+                {"key": self._key, "cutoff": datetime.now(UTC) - HOLDER_RETENTION},
+            )
+        self._row_ready = True
+
+    def _wait_until(self, when: float) -> None:
+        # Pacing to a booked time, not synchronisation: a plain sleep is the point.
+        delay = when - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+            with self._cond:
+                self._waited += delay
+                self._waited_unreported += delay
+
+    def _acquire_fail_safe(self) -> None:
+        started = time.monotonic()
+        self._fallback.acquire()
+        with self._cond:
+            self._granted += 1
+            self._fail_safe_seconds += time.monotonic() - started
+
+    def _enter_fail_safe(self, err: BaseException) -> None:
+        with self._cond:
+            already = self._in_fail_safe_locked()
+            self._fail_safe_until = time.monotonic() + self._fail_safe_retry
+            self._slots.clear()
+            if not already:
+                self._fail_safe_entries += 1
+            self._cond.notify_all()
+        if not already:
+            reason = str(getattr(err, "orig", err)).strip().splitlines()
+            log.warning(
+                "shared Stripe budget unreadable (%s); pacing this process at %.0f%% of its"
+                " rate (%.1f requests/s) and retrying in %.0fs",
+                (reason[0] if reason else type(err).__name__)[:200],
+                self._fail_safe_fraction * 100,
+                self._rate * self._fail_safe_fraction,
+                self._fail_safe_retry,
+            )
+
+    def _in_fail_safe(self) -> bool:
+        with self._cond:
+            return self._in_fail_safe_locked()
+
+    def _in_fail_safe_locked(self) -> bool:
+        return time.monotonic() < self._fail_safe_until
+
+
+def active_holders(connection: sa.Connection) -> list[ActiveHolder]:
+    """Processes that drew on any budget recently, newest first (for ``status``)."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT holder_id, description, granted_total, granted_listing, waited_seconds,"
+            " started_at, last_seen_at FROM stripe_budget_holders"
+            " WHERE last_seen_at > now() - make_interval(secs => :seen)"
+            " ORDER BY last_seen_at DESC"
+        ),
+        {"seen": ACTIVE_HOLDER_SECONDS},
+    ).all()
+    return [ActiveHolder(*row) for row in rows]
+
+
+def open_shared_budget(
+    database_url: str,
+    api_key: str,
+    rate: float,
+    *,
+    description: str = "",
+    **options: float,
+) -> SharedBudget:
+    """A ``SharedBudget`` on its own small pool (booking is one short statement at a time)."""
+    from reversal_pipeline.db.engine import create_db_engine
+
+    engine = create_db_engine(database_url, pool_size=2, connect_timeout=5)
+    return SharedBudget(
+        engine,
+        account_key(api_key),
+        rate,
+        description=description or f"pid {os.getpid()} on {socket.gethostname()}",
+        **options,
+    )
