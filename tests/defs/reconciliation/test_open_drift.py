@@ -8,9 +8,11 @@ from pathlib import Path
 import dagster as dg
 import sqlalchemy as sa
 
-from reversal_pipeline.defs.reconciliation.open_drift import open_drift_refresh_sensor
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.reconciliation.open_drift import open_drift_refresh_sensor
+from reversal_pipeline.ops.actions import resolve
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
+from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.defs.reconciliation.harness import check_results, run_reconciliation
 from tests.plugins.dagster_job import load_defs, materialization_metadata
@@ -128,3 +130,71 @@ def test_refresh_sensor_requests_a_run_only_when_findings_or_runs_changed(
     with engine.begin() as connection:
         resolve_fixed_findings(connection, row_id, ["db_reversed_stripe_not"])
     assert len(tick(before_fix.cursor).run_requests) == 1  # a fix by hand refreshes too
+
+
+def plant_failed_row_stripe_reversed(
+    engine: sa.Engine, emulator: EmulatorServer
+) -> tuple[int, str]:
+    """permanently_failed in the DB, reversed at Stripe: stripe_reversed_db_failed (high)."""
+    control = emulator.control()
+    [row] = seed_rows(engine, control, 1, status="completed")
+    reversal_id = control.reverse_transfer(row.stripe_transfer_id)["id"]
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE seller_transfers SET status = 'permanently_failed',"
+                " reversal_requested_at = now() WHERE id = :id"
+            ),
+            {"id": row.id},
+        )
+    return row.id, reversal_id
+
+
+def open_categories(engine: sa.Engine, row_id: int) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT category FROM reconciliation_drift"
+                    " WHERE seller_transfer_id = :id AND resolved_at IS NULL"
+                ),
+                {"id": row_id},
+            ).scalars()
+        )
+
+
+def test_the_repair_job_resolves_the_finding_it_repaired(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    row_id, _ = plant_failed_row_stripe_reversed(engine, stripe_emulator)
+    assert run_reconciliation(dagster_instance).success
+    assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]
+    job = load_defs().resolve_job_def("reconciliation_repair_job")
+    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": True}}}}
+    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
+    assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]  # dry run: unchanged
+
+    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": False}}}}
+    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
+
+    assert open_categories(engine, row_id) == []
+
+
+def test_resolve_resolves_the_finding_of_the_row(
+    job_env: dict,
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    reports_dir: Path,
+) -> None:
+    row_id, reversal_id = plant_failed_row_stripe_reversed(engine, stripe_emulator)
+    assert run_reconciliation(dagster_instance).success
+    stripe = StripeResource(api_key=job_env["STRIPE_API_KEY"], api_base=stripe_emulator.url)
+
+    resolve(engine, stripe, row_id, reversal_id, "seen in the Dashboard")
+
+    assert open_categories(engine, row_id) == []
