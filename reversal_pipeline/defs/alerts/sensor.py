@@ -12,11 +12,17 @@ each alert is logged as a warning on the tick, and nothing is sent.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+
+# Not re-exported by dagster; the statuses of an evaluation that has finished.
+from dagster._core.storage.asset_check_execution_record import (
+    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+)
 
 from reversal_pipeline.alerts.delivery import (
     WEBHOOK_URL_ENV,
@@ -32,6 +38,8 @@ from reversal_pipeline.alerts.problems import (
     check_failed,
     run_failed,
 )
+
+log = logging.getLogger(__name__)
 
 WATCHED_JOBS = ("reversal_job", "reconciliation_job")
 #: A failed run stays a problem this long (then it drops out, already alerted).
@@ -56,7 +64,9 @@ def reversal_alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResu
     def send(problem: Problem) -> None:
         text = scrub(problem.text(webserver_url), secrets)
         if webhook_url is None:
-            context.log.warning(f"alert (not sent: {WEBHOOK_URL_ENV} is unset): {text}")
+            message = f"alert (not sent: {WEBHOOK_URL_ENV} is unset): {text}"
+            context.log.warning(message)  # on the sensor's tick in the UI
+            log.warning(message)  # and in the daemon's own log, where log shippers read
         else:
             post_webhook(webhook_url, text)
 
@@ -86,13 +96,21 @@ def _failed_runs(instance: dg.DagsterInstance) -> Iterator[Problem]:
 
 
 def _failing_error_checks(context: dg.SensorEvaluationContext) -> Iterator[Problem]:
-    check_keys = list(context.repository_def.asset_graph.asset_check_keys)
-    latest = context.instance.event_log_storage.get_latest_asset_check_execution_by_key(check_keys)
-    for key, record in latest.items():
-        event = record.event.dagster_event if record.event is not None else None
-        evaluation = event.asset_check_evaluation_data if event is not None else None
-        if evaluation is None or evaluation.passed:
+    """Checks whose latest *completed* evaluation failed with ERROR severity.
+
+    Completed, not latest: while a check is being re-evaluated its latest record
+    is only "planned", and reading that as "no longer failing" would forget the
+    problem and alert it again when the evaluation fails once more.
+    """
+    storage = context.instance.event_log_storage
+    for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
+        records = storage.get_asset_check_execution_history(
+            key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+        )
+        event = records[0].event.dagster_event if records and records[0].event else None
+        if event is None or event.event_type_value != "ASSET_CHECK_EVALUATION":
             continue
-        if evaluation.severity != dg.AssetCheckSeverity.ERROR:
+        evaluation = event.asset_check_evaluation_data
+        if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue
         yield check_failed(key.asset_key.path, key.name, evaluation.description)
