@@ -19,7 +19,6 @@ import pytest
 
 from tests.ui.conftest import MISSING_TRANSFER_ID, RECONCILED_DAY, ReconciliationRun, Webserver
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -33,13 +32,6 @@ CHROMIUM_ARGS = [
 PAGE_TIMEOUT_MS = 60_000
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def chromium_path() -> Path:
-    if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium)")
-    return CHROMIUM
 
 
 def visible_text(page: Any, text: str) -> Any:
