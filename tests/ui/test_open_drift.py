@@ -73,7 +73,9 @@ def test_open_critical_drift_shows_failing_after_an_empty_day_is_reconciled(
             expect(page.get_by_text("no_open_critical_drift", exact=True).first).to_be_visible()
             # The detail of the selected check: its latest evaluation failed, and says why.
             expect(body).to_contain_text(re.compile(r"Evaluation result\s*Failed"))
-            expect(body).to_contain_text("1 open critical finding(s) on 1 day(s), oldest 2026-11-18")
+            expect(body).to_contain_text(
+                f"1 open critical finding(s) on 1 day(s), oldest {CRITICAL_DAY}"
+            )
             expect(page.get_by_text("open_critical_findings", exact=True)).to_be_visible()
             page.screenshot(path=tmp_path / "open_drift_checks.png", full_page=True)
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import pytest
 from dagster._core.test_utils import freeze_time  # Dagster's own clock fake: no public one
 
 from reversal_pipeline.defs.freshness.checks import FRESHNESS_CHECKS
 from tests.plugins.dagster_job import load_defs
+
+pytestmark = pytest.mark.slow  # several in-process runs, each loading the definitions
 
 
 def evaluate_freshness(instance: dg.DagsterInstance, asset: str) -> dg.AssetCheckEvaluation:
