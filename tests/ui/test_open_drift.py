@@ -76,7 +76,7 @@ def test_open_critical_drift_shows_failing_after_an_empty_day_is_reconciled(
             expect(body).to_contain_text(
                 f"1 open critical finding(s) on 1 day(s), oldest {CRITICAL_DAY}"
             )
-            expect(page.get_by_text("open_critical_findings", exact=True)).to_be_visible()
+            expect(page.get_by_text("open_critical_findings", exact=True).first).to_be_visible()
             page.screenshot(path=tmp_path / "open_drift_checks.png", full_page=True)
 
             # The trap this closes: the daily asset's own check shows the empty day, passed.
