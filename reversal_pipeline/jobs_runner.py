@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 
 from reversal_pipeline.errors import ConfigurationError
+from reversal_pipeline.event_log import PYTHON_LOGS_SETTINGS
 from reversal_pipeline.reversals.settings import ReversalSettings
 
 
@@ -31,7 +32,8 @@ def instance_from_env(stack: ExitStack) -> dg.DagsterInstance:
     """The DAGSTER_HOME instance when set, else an ephemeral one."""
     if os.environ.get("DAGSTER_HOME"):
         return stack.enter_context(dg.DagsterInstance.get())
-    return stack.enter_context(dg.DagsterInstance.ephemeral())
+    # With the package's Python logs captured, as the instance template does.
+    return stack.enter_context(dg.DagsterInstance.ephemeral(settings=PYTHON_LOGS_SETTINGS))
 
 
 def run_job_once(

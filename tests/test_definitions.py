@@ -27,6 +27,26 @@ def test_contract_names_are_defined() -> None:
     assert dg.AssetKey("due_reversals") in graph.get(dg.AssetKey("reversal_outcomes")).parent_keys
 
 
+def test_open_drift_alerts_and_freshness_are_defined() -> None:
+    repository = load_defs().get_repository_def()
+    graph = repository.asset_graph
+    open_drift = graph.get(dg.AssetKey("open_drift"))
+    assert dg.AssetKey("reversal_reconciliation") in open_drift.parent_keys
+    assert not open_drift.is_partitioned
+    check_keys = {k.to_user_string() for k in graph.asset_check_keys}
+    assert {
+        "open_drift:no_open_critical_drift",
+        "open_drift:no_open_high_drift",
+        "reversal_reconciliation:freshness_check",
+        "reversal_outcomes:freshness_check",
+    } <= check_keys
+    assert {
+        "open_drift_refresh_sensor",
+        "reversal_alerts_sensor",
+        "freshness_checks_sensor",
+    } <= {s.name for s in repository.sensor_defs}
+
+
 def test_dg_check_defs_passes(tmp_path: Path) -> None:
     # Next to the interpreter, not on PATH: `pytest` run from the venv without activating it.
     dg_cli = str(Path(sys.executable).parent / "dg")

@@ -19,6 +19,8 @@ from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
 from reversal_pipeline.errors import StripeSentinel
 from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.reconciliation.categories import Category
+from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 from reversal_pipeline.reversals.reverse import TRANSFER_ID_PATTERN
 
 ACTOR = "operator"
@@ -203,6 +205,8 @@ def resolve(
         )
         audit["stripe_reversal_id"] = reversal_id
         connection.execute(sa.insert(reversal_attempts), [audit])
+        # Shown at once in open_drift; the day's next reconciliation re-verifies it.
+        resolve_fixed_findings(connection, row_id, [Category.STRIPE_REVERSED_DB_FAILED])
     return ResolveResult(
         row_id, row.stripe_transfer_id, reversal_id, reversal.amount, reversal.currency
     )

@@ -29,6 +29,7 @@ from reversal_pipeline.reconciliation.frames import (
     db_transfers_frame,
     stripe_transfers_frame,
 )
+from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 
 ACTOR = "reconciliation_repair"
 OUTCOME = "repaired"
@@ -258,6 +259,8 @@ def _apply_one(
             reason = _refusal(_locked_row(connection, repair, lock=not dry_run), repair)
             if reason is None and not dry_run:
                 _write_repair(connection, repair, run_id=run_id)
+                # Shown at once in open_drift; the day's next reconciliation re-verifies it.
+                resolve_fixed_findings(connection, repair.seller_transfer_id, [repair.category])
             return reason
     except sa.exc.IntegrityError as exc:
         # e.g. the audit trail already records this row reaching 'reversed' once.

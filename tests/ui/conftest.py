@@ -30,7 +30,8 @@ from tests.plugins.marketplace import SeededRow, seed_rows
 from tests.plugins.stripe_emulator import TEST_API_KEY
 
 REPO = Path(__file__).resolve().parents[2]
-START_TIMEOUT = 120.0
+CHROMIUM = Path("/usr/bin/chromium")
+START_TIMEOUT = 300.0  # a loaded shared machine starts the code server slowly
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Webserver:
     url: str
     engine: sa.Engine
     row: SeededRow
+    emulator: EmulatorServer
 
     def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = requests.post(
@@ -47,6 +49,13 @@ class Webserver:
         body = response.json()
         assert "errors" not in body, body["errors"]
         return body["data"]
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> Path:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (apt-get install chromium)")
+    return CHROMIUM
 
 
 def free_port() -> int:
@@ -107,7 +116,7 @@ def webserver(
             try:
                 url = f"http://127.0.0.1:{port}"
                 wait_until_serving(url, process, log)
-                yield Webserver(url, engine, row)
+                yield Webserver(url, engine, row, emulator)
             finally:
                 process.terminate()
                 try:

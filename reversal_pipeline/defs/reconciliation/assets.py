@@ -19,6 +19,7 @@ from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
+from reversal_pipeline.defs.reconciliation.tables import findings_table
 from reversal_pipeline.reconciliation.report import count_metadata, markdown_report
 from reversal_pipeline.reconciliation.run import (
     DayReconciliation,
@@ -161,6 +162,7 @@ def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, o
         "report": dg.MetadataValue.md(
             markdown_report(outcome.drift_findings, full_report_path=outcome.report_path)
         ),
+        "findings": findings_table(outcome.drift_findings),
         **{key.replace("/", "_"): value for key, value in counts.items()},
         **{f"seconds_{phase}": value for phase, value in outcome.seconds.items()},
     }

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
-from reversal_pipeline.defs.reversals.metadata import markdown_table
+from reversal_pipeline.defs.reconciliation.tables import records_table
 from reversal_pipeline.reconciliation.repair import RepairResult, apply_repairs, plan_repairs
 from reversal_pipeline.reconciliation.store import open_findings
 
@@ -49,10 +49,8 @@ def repair_proven_drift(
             "dry_run": config.dry_run,
             "rows_repaired" if not config.dry_run else "rows_would_repair": len(repaired),
             "rows_refused": len(refused),
-            "repairs": dg.MetadataValue.md(markdown_table(repaired, list(_REPAIR_COLUMNS))),
-            "refused": dg.MetadataValue.md(
-                markdown_table(refused, ["seller_transfer_id", "category", "reason"])
-            ),
+            "repairs": records_table(repaired, _REPAIR_COLUMNS),
+            "refused": records_table(refused, ["seller_transfer_id", "category", "reason"]),
         },
     )
 

@@ -1,0 +1,1 @@
+"""Freshness: is the work being done on time? Checks that fail (ERROR) when it is not."""
