@@ -1,7 +1,47 @@
-"""Shared fixtures live in ``tests/plugins/``, one module per real part the tests run against."""
+"""Shared fixtures live in ``tests/plugins/``, one module per real part the tests run against.
+
+This file also gives every pytest session its own base temp directory (see
+``pytest_configure``): the tests may run in parallel (``-n 2`` in
+``pyproject.toml``) and several sessions may run at once on one machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
 
 pytest_plugins = [
     "tests.plugins.database",
     "tests.plugins.stripe_emulator",
     "tests.plugins.dagster_job",
 ]
+
+_OWN_BASETEMP = "_reversal_pipeline_own_basetemp"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads the option
+def pytest_configure(config: pytest.Config) -> None:
+    """Give this session a fresh base temp directory unless ``--basetemp`` was given.
+
+    Pytest's default, numbered directories under ``/tmp/pytest-of-<user>``, are
+    shared by every session of the user: a starting session resets that folder to
+    mode 0700 and prunes old numbered folders, while the embedded PostgreSQL of a
+    running session (which runs as its own system user when we are root) needs to
+    traverse it to reach its data and socket. Concurrent sessions (two developers'
+    commands, mutation testing) then broke each other's servers. A folder of our
+    own, made here once by the controlling process, avoids both; xdist hands each
+    worker a subfolder of it (``popen-gwN``), so each worker starts its own server.
+    """
+    if hasattr(config, "workerinput") or config.option.basetemp is not None:
+        return
+    config.option.basetemp = tempfile.mkdtemp(prefix="reversal-pipeline-pytest-")
+    setattr(config, _OWN_BASETEMP, config.option.basetemp)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the base temp directory this session made (nothing else cleans it up)."""
+    own = getattr(config, _OWN_BASETEMP, None)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
