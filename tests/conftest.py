@@ -7,8 +7,10 @@ This file also gives every pytest session its own base temp directory (see
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
+from collections import Counter
 
 import pytest
 
@@ -45,3 +47,21 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     own = getattr(config, _OWN_BASETEMP, None)
     if own is not None:
         shutil.rmtree(own, ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Sum the simulation's ``path_counts`` (tests/reliability/simulation.py) over its tests.
+
+    Here, not in tests/reliability/: under xdist only this conftest is loaded by the
+    controlling process, which is the one that prints the summary.
+    """
+    totals: Counter[str] = Counter()
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            for name, value in getattr(report, "user_properties", ()):
+                if name == "path_counts" and getattr(report, "when", None) == "teardown":
+                    totals.update(json.loads(value))
+    if totals:
+        terminalreporter.write_sep("-", "reversal batch simulation: paths taken")
+        for name, count in sorted(totals.items()):
+            terminalreporter.write_line(f"{name:45} {count}")
