@@ -184,11 +184,19 @@ class Simulation:
                 ).mappings()
             ]
 
-    def due_row(self, *, attempted: bool = False) -> dict[str, Any] | None:
+    def due_row(self, *, attempted: bool = False, fresh: bool = False) -> dict[str, Any] | None:
+        """A random due, unclaimed row; ``attempted``: one with a create behind it;
+        ``fresh``: one never sent (so its next create is sure to be sent).
+        """
+        now = datetime.now(UTC)
         candidates = [
             r
             for r in self.rows(status="reversal_pending")
-            if r["claimed_by"] is None and (not attempted or r["stripe_attempts"] > 0)
+            if r["claimed_by"] is None
+            and r["next_retry_at"] is not None
+            and r["next_retry_at"] <= now
+            and (not attempted or r["stripe_attempts"] > 0)
+            and (not fresh or r["stripe_attempts"] == 0)
         ]
         return self.rng.choice(candidates) if candidates else None
 
@@ -397,40 +405,31 @@ class Simulation:
         return thread, box
 
     def _drive_termination(self) -> RunResult | None:
-        """Stop the run while its creates are in flight: nothing may be sent after the stop."""
-        if self.due_row() is None:
+        """Stop the run while a create is in flight: no create may arrive after the stop."""
+        row = self.due_row(fresh=True)
+        if row is None:
             return self.run()
         self.counts[Path.TERMINATION] += 1
-        in_flight = min(SETTINGS.concurrency, len(self.rows(status="reversal_pending")))
-        self.script(respond="hold", method="POST", times=in_flight)
-        creates_before = self._creates()
-        token = self.new_token()
-        claimed = self.claim(token)
-        stripe = self.resource()
-        batch = self.batch(token, stripe)
-        box: dict[str, Any] = {}
-
-        def work() -> None:
-            try:
-                box["report"] = batch.run()
-            finally:
-                stripe.close()
-
-        thread = threading.Thread(target=work, name=f"sim-{token}")
-        thread.start()
-        assert self.server.faults.wait_for_held(in_flight, HOLD_TIMEOUT), "creates never came"
+        thread, box = self._in_flight(self.new_token(), row)
+        batch = box["batch"]
         stop = getattr(batch, "stop", None) or batch._stop.set
         stop()
+        stopped_at = self.server.state.clock()
         self.server.faults.release_holds()
         thread.join()
-        sent = self._creates() - creates_before
-        if sent != in_flight:
-            self.violations.append(f"termination: {sent - in_flight} create(s) sent after the stop")
-        return RunResult(claimed, box.get("report"), stopped=True)
+        late = [
+            r
+            for r in self.server.state.requests.entries()
+            if r.endpoint == "POST /v1/transfers/{id}/reversals"
+            and r.time - r.duration_ms / 1000 > stopped_at
+        ]
+        if late:
+            self.violations.append(f"termination: {len(late)} create(s) sent after the stop")
+        return RunResult(box["claimed"], box.get("report"), stopped=True)
 
     def _drive_reexecution_while_original_sends(self) -> RunResult | None:
         """The original run's create is in flight; a re-execution (same root run id) runs."""
-        row = self.due_row()
+        row = self.due_row(fresh=True)
         if row is None:
             return self.run()
         self.counts[Path.REEXECUTION_WHILE_SENDING] += 1
@@ -449,7 +448,7 @@ class Simulation:
 
     def _drive_lease_expiry_mid_call(self) -> RunResult | None:
         """The lease runs out while a create is in flight; its late reply must not clobber."""
-        row = self.due_row()
+        row = self.due_row(fresh=True)
         if row is None:
             return self.run()
         self.counts[Path.LEASE_EXPIRY_MID_CALL] += 1
