@@ -15,6 +15,7 @@ from reversal_pipeline.cli.dev import dev_command
 from reversal_pipeline.cli.emulator import stripe_emulator_command
 from reversal_pipeline.cli.job import run_job_command
 from reversal_pipeline.cli.ops import (
+    reopen_command,
     requeue_command,
     resolve_command,
     show_command,
@@ -37,6 +38,7 @@ for command in (
     status_command,
     requeue_command,
     resolve_command,
+    reopen_command,
     show_command,
     reconcile_command,
     report_command,

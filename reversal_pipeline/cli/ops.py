@@ -1,4 +1,4 @@
-"""Operator commands: ``status``, ``requeue``, ``resolve``, ``show``.
+"""Operator commands: ``status``, ``requeue``, ``resolve``, ``reopen``, ``show``.
 
 Thin shells over ``reversal_pipeline.ops``: they parse, call, and print. Ids
 and dates are parsed here rather than by click types so that bad input ends
@@ -16,7 +16,7 @@ import click
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.ops import OperatorInputError
-from reversal_pipeline.ops.actions import failed_since_ids, requeue, resolve
+from reversal_pipeline.ops.actions import failed_since_ids, reopen, requeue, resolve
 from reversal_pipeline.ops.parse import (
     parse_one_row_id,
     parse_row_ids,
@@ -106,6 +106,24 @@ def resolve_command(row_id: str | None, reversal_id: str | None, reason: str | N
     )
 
 
+@click.command("reopen")
+@click.option("--id", "row_id", metavar="N", help="Row id.")
+@click.option("--reason", metavar="TEXT", help="Why (kept in the audit row). Required.")
+@one_line_errors
+def reopen_command(row_id: str | None, reason: str | None) -> None:
+    """reversed -> reversal_pending now, audited; refused if Stripe shows the money back."""
+    why = require_reason(reason)
+    parsed_id = parse_one_row_id(row_id)
+    result = reopen(connected_engine(), stripe_from_env(), parsed_id, why)
+    click.echo(
+        f"row {result.row_id} reopened (was reversed with {result.previous_reversal_id}); "
+        f"{result.shown} on {result.stripe_transfer_id}"
+    )
+    click.echo(
+        "it is due now: the next reversal_job run (or `reversal-pipeline run-job`) reverses it"
+    )
+
+
 def stripe_from_env() -> Any:
     """The same Stripe resource the job uses, configured from the same variables."""
     from reversal_pipeline.stripe.resource import StripeResource
@@ -113,7 +131,7 @@ def stripe_from_env() -> Any:
     key = os.environ.get("STRIPE_API_KEY", "")
     if not key:
         raise ConfigurationError(
-            "STRIPE_API_KEY is unset: resolve must check the reversal at Stripe"
+            "STRIPE_API_KEY is unset: this command must check the transfer at Stripe"
         )
     resource = StripeResource(api_key=key, api_base=os.environ.get("STRIPE_API_BASE") or None)
     resource.validate_config()

@@ -28,6 +28,7 @@ class AttemptAction(StrEnum):
     REQUEUE = "requeue"
     RESOLVE = "resolve"
     REPAIR = "repair"
+    REOPEN = "reopen"
 
 
 class RefundOutcome(StrEnum):

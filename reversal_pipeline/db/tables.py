@@ -42,6 +42,8 @@ seller_transfers = sa.Table(
     # call still tells the next run to look for a reversal first.
     sa.Column("stripe_attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Kept by a trigger (migration 0006): times the row left 'reversed'.
+    sa.Column("reversal_generation", sa.Integer, nullable=False, server_default="0"),
     sa.Column("updated_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 
@@ -78,6 +80,8 @@ reversal_attempts = sa.Table(
     sa.Column("run_id", sa.Text),
     sa.Column("actor", sa.Text, nullable=False),
     sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+    # Set by a trigger on a reversed outcome (migration 0006): one per reopening.
+    sa.Column("reversal_generation", sa.Integer, nullable=False, server_default="0"),
 )
 
 reconciliation_drift = sa.Table(

@@ -1,4 +1,4 @@
-"""``requeue`` and ``resolve``: the two state changes an operator may make.
+"""``requeue``, ``resolve`` and ``reopen``: the state changes an operator may make.
 
 Both lock the rows (``SELECT ... FOR UPDATE``) and re-check their status in
 the transaction that writes, so a run that changed a row since the operator
@@ -19,6 +19,7 @@ from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
 from reversal_pipeline.errors import StripeSentinel
 from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.reversals.reverse import TRANSFER_ID_PATTERN
 
 ACTOR = "operator"
 FAILED = TransferStatus.PERMANENTLY_FAILED.value
@@ -35,6 +36,14 @@ class TransferLookup(Protocol):
 @dataclass(frozen=True)
 class RequeueResult:
     row_ids: list[int]
+
+
+@dataclass(frozen=True)
+class ReopenResult:
+    row_id: int
+    stripe_transfer_id: str
+    previous_reversal_id: str | None
+    shown: str
 
 
 @dataclass(frozen=True)
@@ -162,6 +171,11 @@ def resolve(
                 f"(its reversals: {shown}); nothing changed"
             )
         reversal = found[0]
+        if reversal.currency.lower() != row.currency.lower():
+            raise OperatorInputError(
+                f"reversal {reversal_id} is in {reversal.currency.upper()}, not row {row_id}'s "
+                f"{row.currency.upper()}: its amount says nothing about this row; nothing changed"
+            )
         if reversal.amount < row.amount:
             raise OperatorInputError(
                 f"reversal {reversal_id} is {reversal.amount} {reversal.currency}, less than "
@@ -192,6 +206,106 @@ def resolve(
     return ResolveResult(
         row_id, row.stripe_transfer_id, reversal_id, reversal.amount, reversal.currency
     )
+
+
+def reopen(engine: sa.Engine, stripe: TransferLookup, row_id: int, reason: str) -> ReopenResult:
+    """``reversed`` -> ``reversal_pending`` due now, audited, if Stripe shows the money is not back.
+
+    For ``db_reversed_stripe_not``: the row says reversed, Stripe does not. The
+    check runs at Stripe while the row is locked, and refuses when any reversal
+    on the transfer covers the row's amount in its currency (the money is back:
+    nothing to do), or when a reversal made for this row exists at all (a partial
+    one: the job would not add the difference on its own, and neither does
+    this). The database counts the reopening (``reversal_generation``, migration
+    0006), which lets the job record the row ``reversed`` once more.
+    """
+    with engine.begin() as connection:
+        row = connection.execute(
+            sa.select(
+                st.c.id,
+                st.c.status,
+                st.c.stripe_transfer_id,
+                st.c.amount,
+                st.c.currency,
+                st.c.stripe_reversal_id,
+            )
+            .where(st.c.id == row_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+        if row.status != REVERSED:
+            raise OperatorInputError(
+                f"row {row_id} is {row.status}; only reversed rows can be reopened "
+                "(a permanently_failed row is requeued)"
+            )
+        if not row.stripe_transfer_id or not TRANSFER_ID_PATTERN.fullmatch(row.stripe_transfer_id):
+            raise OperatorInputError(
+                f"row {row_id} has no usable stripe_transfer_id ({row.stripe_transfer_id!r}); "
+                "fix the row first"
+            )
+        try:
+            transfer = stripe.get_transfer(row.stripe_transfer_id)
+        except StripeSentinel as error:
+            raise OperatorInputError(
+                f"cannot read transfer {row.stripe_transfer_id} at Stripe "
+                f"({type(error).__name__}: {error.message}); nothing changed"
+            ) from None
+        shown = (
+            f"Stripe shows {transfer.amount_reversed} of {transfer.amount} "
+            f"{transfer.currency.upper()} reversed in {len(transfer.reversals)} reversal(s)"
+        )
+        refusal = _reopen_refusal(row, transfer)
+        if refusal is not None:
+            raise OperatorInputError(f"row {row_id} not reopened: {refusal} ({shown})")
+        connection.execute(
+            sa.update(st)
+            .where(st.c.id == row_id)
+            .values(
+                status=PENDING,
+                next_retry_at=sa.func.now(),
+                retry_count=0,
+                stripe_reversal_id=None,
+                reversed_at=None,
+                error_message=f"reopened by an operator: {reason}",
+                claimed_by=None,
+                claim_expires_at=None,
+            )
+        )
+        audit = _audit(
+            row_id,
+            AttemptAction.REOPEN.value,
+            REVERSED,
+            PENDING,
+            f"reopened (was reversed with {row.stripe_reversal_id}); {shown}: {reason}",
+        )
+        audit["outcome"] = "reopened"
+        audit["stripe_reversal_id"] = row.stripe_reversal_id
+        connection.execute(sa.insert(reversal_attempts), [audit])
+    return ReopenResult(row_id, row.stripe_transfer_id, row.stripe_reversal_id, shown)
+
+
+def _reopen_refusal(row: sa.Row, transfer: Any) -> str | None:
+    if transfer.currency.lower() != row.currency.lower():
+        return (
+            f"transfer {transfer.id} is in {transfer.currency.upper()}, not the row's "
+            f"{row.currency.upper()}: correct the row first"
+        )
+    covering = [
+        r.id
+        for r in transfer.reversals
+        if r.currency.lower() == row.currency.lower() and r.amount >= row.amount
+    ]
+    if covering or transfer.amount_reversed >= transfer.amount:
+        which = ", ".join(covering) or "the transfer is fully reversed"
+        return f"Stripe shows the money back ({which}); nothing to reverse again"
+    ours = [r.id for r in transfer.reversals if r.metadata.get("seller_transfer_id") == str(row.id)]
+    if ours:
+        return (
+            f"a partial reversal made for this row exists ({', '.join(ours)}); the rest "
+            "needs a person, not the job"
+        )
+    return None
 
 
 def _ids(ids: list[int]) -> str:

@@ -56,7 +56,8 @@ _DEFINITIONS: tuple[DriftCategory, ...] = (
         Severity.CRITICAL,
         "DB says reversed but Stripe shows no reversal, or less than the row's amount: the "
         "seller kept money we believe we recovered. Check the transfer in the Dashboard; if "
-        "it is really not reversed, requeue the row (reversal_pending) so the job reverses it.",
+        "it is really not reversed, reopen the row (`reversal-pipeline reopen --id N --reason "
+        "TEXT`, refused if Stripe shows the money back) so the job reverses it.",
     ),
     DriftCategory(
         Category.OVER_REVERSED,

@@ -56,7 +56,13 @@ _NOT_REQUESTED = tuple(
 # Statuses in which a row without a transfer id is expected: no payout was made (yet).
 _NO_TRANSFER_EXPECTED = (TransferStatus.PENDING.value, TransferStatus.FAILED.value)
 
-_REPAIR_DETAILS = ("status", "amount_reversed", "repair_reversal_id", "repair_reversed_at")
+_REPAIR_DETAILS = (
+    "status",
+    "amount_reversed",
+    "stripe_currency",
+    "repair_reversal_id",
+    "repair_reversed_at",
+)
 
 # What each finding's ``details`` holds, beyond the finding's own columns.
 DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {

@@ -54,6 +54,8 @@ class PlannedRepair:
     reversed_at: datetime
     amount: int
     amount_reversed: int
+    #: The transfer's currency at Stripe: an amount in another currency proves nothing.
+    currency: str = ""
 
     @property
     def finding_label(self) -> str:
@@ -160,7 +162,9 @@ def _current_rows(
 ) -> dict[int, Mapping[str, Any]]:
     ids = [int(i) for i in candidates["seller_transfer_id"].dropna()]
     t = seller_transfers.c
-    query = sa.select(t.id, t.status, t.stripe_transfer_id, t.amount).where(t.id.in_(ids))
+    query = sa.select(t.id, t.status, t.stripe_transfer_id, t.amount, t.currency).where(
+        t.id.in_(ids)
+    )
     return {row["id"]: row for row in connection.execute(query).mappings()}
 
 
@@ -189,6 +193,7 @@ def _plan_one(
         reversed_at=pd.Timestamp(details["repair_reversed_at"]).to_pydatetime(),
         amount=int(row["amount"]),
         amount_reversed=int(details["amount_reversed"]),
+        currency=str(details["stripe_currency"]).lower(),
     )
 
 
@@ -208,6 +213,14 @@ def _skip_reason(
         return "row's stripe_transfer_id changed since the finding"
     if not details.get("repair_reversal_id") or not details.get("repair_reversed_at"):
         return "finding carries no Stripe reversal to record"
+    stripe_currency = str(details.get("stripe_currency") or "").lower()
+    if not stripe_currency:
+        return "finding carries no Stripe currency; re-run reconciliation for the day"
+    if stripe_currency != str(row["currency"]).lower():
+        return (
+            f"Stripe's transfer is in {stripe_currency.upper()}, not the row's "
+            f"{str(row['currency']).upper()}: its amount proves nothing; needs a person"
+        )
     if int(details.get("amount_reversed") or 0) < int(row["amount"]):
         return "Stripe reversed less than the row's current amount"
     return None
@@ -259,6 +272,7 @@ def _locked_row(
         t.status,
         t.stripe_transfer_id,
         t.amount,
+        t.currency,
         t.claimed_by,
         (t.claim_expires_at > sa.func.now()).label("claim_live"),
     ).where(t.id == repair.seller_transfer_id)
@@ -274,6 +288,8 @@ def _refusal(row: Mapping[str, Any] | None, repair: PlannedRepair) -> str | None
         return f"status changed to {row['status']} since the plan (was {repair.status_before})"
     if row["stripe_transfer_id"] != repair.stripe_transfer_id:
         return "stripe_transfer_id changed since the plan"
+    if str(row["currency"]).lower() != repair.currency:
+        return f"currency is {row['currency']}, not the {repair.currency} Stripe reversed in"
     if int(row["amount"]) > repair.amount_reversed:
         return "amount changed since the plan and exceeds what Stripe reversed"
     if row["claim_live"]:

@@ -3,15 +3,28 @@
 Rows are read a page at a time and handed to a bounded thread pool; the
 Stripe resource's shared token bucket keeps all threads together under the
 request budget. A 401/403 stops the batch: nothing more is sent, the rows not
-yet finished are released without counting an attempt, and the caller fails
-the run. A row rate-limited beyond the resource's own patience is sent again
-later in the same run with the same idempotency key (Stripe does not store
-429s), and counts as an attempt only if it still cannot be sent.
+yet finished are released without counting an attempt (an answer that still
+arrives is audited; only one that moved money is written), and the caller
+fails the run. So does termination: queued rows are dropped, not sent.
+
+A row rate-limited beyond the resource's own patience is a transient failure
+like a 5xx: its one call is audited once, the attempt counts toward
+``max_attempts`` and the row backs off (DESIGN.md: 429 is transient). It used
+to be re-sent later in the same run with the same idempotency key, which
+wrote a second audit row with that key, broke
+``uq_reversal_attempts_idempotency_key`` and lost the outcome (issue 12).
+
+Before giving up on a row the job looks on Stripe for a reversal a lost reply
+hid. If that look-up has no answer (429, 5xx, network) nothing is known: the
+row stays ``reversal_pending`` with ``retry_count`` at ``max_attempts``, and
+later runs only look, never send, until the look-up answers.
 
 Database writes are kept off the rows' critical path: a page's attempts are
 counted in one statement before any of its rows is sent (``start_attempts``),
 and outcomes go through a group-commit writer (``writer.GroupCommitWriter``).
 Both keep the crash guarantee: an attempt is always committed before its call.
+An outcome that cannot be written is listed in ``outcomes_not_written`` and
+the caller fails the run.
 """
 
 from __future__ import annotations
@@ -22,7 +35,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent import futures
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -31,7 +45,7 @@ from reversal_pipeline.errors import StripeSystemicError
 from reversal_pipeline.reversals import claim, record
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.lease import LeaseKeeper
-from reversal_pipeline.reversals.outcome import change_for
+from reversal_pipeline.reversals.outcome import change_for, describe
 from reversal_pipeline.reversals.record import RowChange
 from reversal_pipeline.reversals.reverse import (
     ReversalGateway,
@@ -41,10 +55,11 @@ from reversal_pipeline.reversals.reverse import (
     send_reversal,
 )
 from reversal_pipeline.reversals.settings import ReversalSettings
-from reversal_pipeline.reversals.writer import GroupCommitWriter
+from reversal_pipeline.reversals.writer import GroupCommitWriter, WriteResult
 
-RATE_LIMIT_EXTRA_PASSES = 5
 FAILURE_LIST_LIMIT = 50
+#: Decisions that record money Stripe moved: written even after the batch stopped.
+MONEY_MOVED = frozenset({"reversed", "already_reversed", "found_existing"})
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +73,7 @@ class BatchReport:
     reversed_amount_by_currency: Counter[str] = field(default_factory=Counter)
     failures: list[dict[str, object]] = field(default_factory=list)
     rows_released: int = 0
-    rate_limit_resends: int = 0
+    outcomes_not_written: list[int] = field(default_factory=list)
     elapsed_seconds: float = 0.0
     systemic_error: StripeSystemicError | None = None
 
@@ -97,10 +112,35 @@ class _Window:
                 self._cond.wait_for(lambda: self._out <= self._low)
 
 
-@dataclass
-class _Deferred:
-    row: ClaimedRow
-    decision: RowDecision
+class _Queued:
+    """The rows handed to the pool and not finished: what must settle before release."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._futures: set[Future[None]] = set()
+
+    def add(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._discard)
+
+    def _discard(self, future: Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def _snapshot(self) -> list[Future[None]]:
+        with self._lock:
+            return list(self._futures)
+
+    def wait(self) -> None:
+        futures.wait(self._snapshot())
+
+    def cancel_and_wait(self) -> None:
+        """Drop what has not started; wait for what has (its call may be on the wire)."""
+        pending = self._snapshot()
+        for future in pending:
+            future.cancel()
+        futures.wait(pending)
 
 
 class ReversalBatch:
@@ -126,11 +166,19 @@ class ReversalBatch:
         self.report = BatchReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._deferred: list[_Deferred] = []
         self._writer: GroupCommitWriter
         self._lease = LeaseKeeper(
             engine, token=token, lease_seconds=settings.lease_seconds, clock=clock
         )
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set once nothing more may be sent (a 401/403, or ``stop()``)."""
+        return self._stop
+
+    def stop(self) -> None:
+        """Send nothing more: rows not yet sent are released uncounted at the end."""
+        self._stop.set()
 
     def run(self) -> BatchReport:
         started = time.monotonic()
@@ -141,13 +189,9 @@ class ReversalBatch:
             ):
                 self._writer = writer
                 self._process_pages()
-                for _ in range(RATE_LIMIT_EXTRA_PASSES):
-                    if not self._deferred or self._stop.is_set():
-                        break
-                    self._resend_deferred()
-                self._give_up_on_deferred()
         finally:
-            # After the writer has flushed: only rows with no written outcome are released.
+            # After the writer has flushed and every in-flight call has returned: only
+            # rows with no written outcome are released, and none of them is on the wire.
             self.report.rows_released = claim.release_claims(self.engine, token=self.token)
             self.report.elapsed_seconds = time.monotonic() - started
         return self.report
@@ -161,9 +205,11 @@ class ReversalBatch:
         # boundary. A page of queued rows is still bounded memory, and a queued row
         # checks the stop flag and its lease (reversals/lease.py) before it sends.
         window = _Window(max(self.settings.concurrency * 2, self.settings.page_size))
-        with ThreadPoolExecutor(
+        pool = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
-        ) as pool:
+        )
+        queued = _Queued()
+        try:
             for page in claim.iter_claimed_pages(
                 self.engine, token=self.token, page_size=self.settings.page_size
             ):
@@ -175,11 +221,25 @@ class ReversalBatch:
                     if self._stop.is_set():
                         break
                     window.add()
-                    pool.submit(self._handle_row, row, attempts, window)
+                    queued.add(pool.submit(self._handle_row, row, attempts, window))
+            queued.wait()
+        except BaseException:
+            # Termination (Dagster raises its interrupt here) or a database error: a
+            # pool left to drain would go on sending queued rows after the run ended,
+            # while a re-execution may take them. Stop, drop the queue, and wait only
+            # for the calls already on the wire, so none is in flight after release.
+            self._stop.set()
+            queued.cancel_and_wait()
+            raise
+        finally:
+            # Not shutdown(wait=True): on Python 3.11 a join interrupted by a signal
+            # marks the live thread stopped (bpo-45274 handling), so a second join
+            # returns at once. The futures above are what we wait on; idle workers exit.
+            pool.shutdown(wait=False)
 
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""
-        sendable = [row.id for row in page if row_problem(row) is None]
+        sendable = [row.id for row in page if row_problem(row) is None and not self._exhausted(row)]
         return record.start_attempts(self.engine, row_ids=sendable, token=self.token)
 
     def _handle_row(self, row: ClaimedRow, attempts: dict[int, int], window: _Window) -> None:
@@ -200,6 +260,9 @@ class ReversalBatch:
         if problem is not None:
             self._finish(row, RowDecision(kind="invalid", message=problem))
             return
+        if self._exhausted(row):
+            self._finish(row, self._last_look(row))
+            return
         if attempt is None:  # the claim was lost before this page was counted
             self._count("lease_lost")
             return
@@ -219,52 +282,25 @@ class ReversalBatch:
                 self._count("lease_at_risk")
             return
         decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
-        if decision.kind == "rate_limited":
-            with self._lock:
-                self._deferred.append(_Deferred(row, decision))
-            return
         self._finish(row, decision)
 
-    # -- rows rate-limited beyond the resource's patience ---------------------------------------
+    def _exhausted(self, row: ClaimedRow) -> bool:
+        """Out of attempts, kept only because the look-up before giving up had no answer."""
+        return row.retry_count >= self.settings.max_attempts
 
-    def _resend_deferred(self) -> None:
-        with self._lock:
-            batch, self._deferred = self._deferred, []
-        self.report.rate_limit_resends += len(batch)
-        with ThreadPoolExecutor(
-            max_workers=self.settings.concurrency, thread_name_prefix="reversal-429"
-        ) as pool:
-            for item in batch:
-                pool.submit(self._resend_one, item)
-
-    def _resend_one(self, item: _Deferred) -> None:
-        if self._stop.is_set():
-            return
-        if not self._lease.may_send():
-            # Kept deferred, never sent: written as a transient attempt at the end.
-            with self._lock:
-                self._deferred.append(item)
-            return
-        assert item.decision.attempt_number is not None
-        decision = send_reversal(
-            item.row,
-            self.stripe,
-            attempt=item.decision.attempt_number,
-            key=item.decision.idempotency_key,
-            earlier_calls=item.decision.calls,
-        )
-        if decision.kind == "rate_limited":
-            with self._lock:
-                self._deferred.append(_Deferred(item.row, decision))
-            return
-        self._finish(item.row, decision)
-
-    def _give_up_on_deferred(self) -> None:
-        """Rows never sent past the rate limit: now they count as a transient attempt."""
-        for item in self._deferred:
-            item.decision.kind = "transient"
-            self._finish(item.row, item.decision)
-        self._deferred = []
+    def _last_look(self, row: ClaimedRow) -> RowDecision:
+        """An exhausted row: look on Stripe once more; never send it again."""
+        lookup = look_for_earlier_reversal(row, self.stripe)
+        assert lookup is not None
+        if lookup.kind == "continue":
+            return RowDecision(
+                kind="exhausted",
+                calls=lookup.calls,
+                message="no reversal from an earlier attempt at Stripe",
+            )
+        if lookup.kind == "transient":
+            lookup.kind = "lookup_failed"
+        return lookup
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -280,18 +316,34 @@ class ReversalBatch:
             )
             self._count("systemic")
             return
+        if self._stop.is_set() and decision.kind not in MONEY_MOVED:
+            # Stopped (a 401/403 elsewhere, or termination): touch no more rows. The
+            # call that answered is still audited; the row is released uncounted.
+            record.record_calls(
+                self.engine, row_id=row.id, run_id=self.run_id, calls=decision.calls
+            )
+            self._count("stopped")
+            return
         if decision.kind == "transient" and row.retry_count + 1 >= self.settings.max_attempts:
             decision = self._look_before_giving_up(row, decision)
+            if decision.kind == "systemic":
+                self._finish(row, decision)
+                return
         change = change_for(row, decision, self.settings, self.rng)
         self._writer.submit(
             row.id, change, lambda written: self._account(row, decision, change, written)
         )
 
     def _account(
-        self, row: ClaimedRow, decision: RowDecision, change: RowChange, written: bool
+        self, row: ClaimedRow, decision: RowDecision, change: RowChange, result: WriteResult
     ) -> None:
         """Count a row once its outcome is committed (called by the writer thread)."""
-        if not written:
+        if result is WriteResult.FAILED:
+            with self._lock:
+                self.report.outcomes_not_written.append(row.id)
+            self._count("outcome_not_written")
+            return
+        if result is WriteResult.CLAIM_LOST:
             self._count("lease_lost")
             return
         with self._lock:
@@ -316,13 +368,14 @@ class ReversalBatch:
         Without this, a lost reply on the last allowed attempt left the row
         ``permanently_failed`` while Stripe had reversed it (found by the
         fault-injection suite, tests/reliability/). No look-up when no create was
-        ever sent for the row: nothing can have committed.
+        ever sent for the row: nothing can have committed. A look-up refused with
+        401/403 stops the run; one with no answer means "unknown", so the row is
+        looked at again later (``lookup_failed``), never given up blind.
         """
         if decision.attempt_number is None and row.stripe_attempts == 0:
             return decision
         lookup = look_for_earlier_reversal(row, self.stripe)
-        if lookup is None:
-            return decision
+        assert lookup is not None
         calls = [*decision.calls, *lookup.calls]
         if lookup.kind == "found_existing":
             return RowDecision(
@@ -331,6 +384,16 @@ class ReversalBatch:
                 reversal_id=lookup.reversal_id,
                 idempotency_key=decision.idempotency_key,
                 attempt_number=decision.attempt_number,
+            )
+        if lookup.kind in ("systemic", "not_confirmed", "not_found"):
+            lookup.calls = calls
+            return lookup
+        if lookup.kind == "transient":
+            return RowDecision(
+                kind="lookup_failed",
+                calls=calls,
+                error=lookup.error,
+                message=f"the last attempt's error: {describe(decision)}",
             )
         decision.calls = calls
         return decision

@@ -1,10 +1,20 @@
 """Claim: take the rows that are due, so no other run sends them too.
 
-A claim is a token (the Dagster run's root run id) plus a lease expiry on the
+A claim is a token (the Dagster run's own run id) plus a lease expiry on the
 row. Rows are taken with ``FOR UPDATE SKIP LOCKED`` so overlapping runs split
 the backlog instead of waiting on each other, and a claim whose lease has
-expired (its run died) is taken over. A run re-executed from the UI has the
-same root run id, so it picks up the rows its original run claimed.
+expired (its run died) is taken over.
+
+The token is the run's own id, never the root run id it shares with its
+re-executions, and a row held by a live lease is never taken, not even by the
+same token (issue 12): a terminated run whose thread pool was still draining
+kept sending while its re-execution took the same rows under the same token,
+and a 500 row on a 1,000 transfer was reversed twice. A re-execution takes
+the rows of its failed original once they are released (a run releases
+everything it did not finish) or their lease has expired (the run died), so a
+claim is fenced to the one process that holds it: every write is guarded by
+the token, and a row is sent only while its lease is sure to outlast the call
+(``lease.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ CLAIM_SQL = sa.text(
         SELECT id FROM seller_transfers
         WHERE status = 'reversal_pending'
           AND next_retry_at <= now()
-          AND (claimed_by IS NULL OR claim_expires_at < now() OR claimed_by = :token)
+          AND (claimed_by IS NULL OR claim_expires_at < now())
         ORDER BY next_retry_at, id
         LIMIT :max_rows
         FOR UPDATE SKIP LOCKED
@@ -101,6 +111,18 @@ def claim_due_rows(
         amount_by_currency=dict(sorted(amounts.items())),
         preview=[dict(row) for row in preview],
     )
+
+
+def count_held(engine: sa.Engine, *, token: str) -> int:
+    """How many due rows ``token`` holds now."""
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                sa.select(sa.func.count())
+                .select_from(st)
+                .where(st.c.claimed_by == token, st.c.status == PENDING)
+            ).scalar_one()
+        )
 
 
 def iter_claimed_pages(

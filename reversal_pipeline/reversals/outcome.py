@@ -31,7 +31,47 @@ def change_for(
         )
     if status == FAILED:
         return _give_up(decision, decision.message or "failed")
+    if decision.kind == "exhausted":
+        message = (
+            f"gave up after {row.retry_count} attempt(s) (max_attempts={settings.max_attempts}); "
+            f"looked once more: {decision.message}"
+        )
+        return RowChange(
+            status_after=FAILED, error_message=message, calls=decision.calls, message=message
+        )
+    if decision.kind == "lookup_failed":
+        return _look_again_later(row, decision, settings, rng)
     return _transient(row, decision, settings, rng)
+
+
+def _look_again_later(
+    row: ClaimedRow, decision: RowDecision, settings: ReversalSettings, rng: random.Random
+) -> RowChange:
+    """Out of attempts, but Stripe did not answer the look-up: unknown, so not given up.
+
+    ``retry_count`` stays at ``max_attempts``, which makes later runs only look,
+    never send (``ReversalBatch._exhausted``); the longest backoff spaces the looks.
+    """
+    delay = retry_delay(
+        settings.max_attempts,
+        settings.backoff_base_seconds,
+        settings.backoff_cap_seconds,
+        settings.backoff_jitter,
+        rng,
+    )
+    message = (
+        f"out of attempts ({settings.max_attempts}), but the look-up for an earlier reversal "
+        f"had no answer ({describe(decision)}): looking again in "
+        f"{int(delay.total_seconds())}s before giving up; {decision.message or ''}"
+    ).rstrip("; ")
+    return RowChange(
+        status_after=PENDING,
+        error_message=message[:1000],
+        retry_count=settings.max_attempts,
+        retry_delay_seconds=delay.total_seconds(),
+        calls=decision.calls,
+        message=message[:1000],
+    )
 
 
 def _give_up(decision: RowDecision, message: str) -> RowChange:
@@ -44,7 +84,7 @@ def _transient(
     row: ClaimedRow, decision: RowDecision, settings: ReversalSettings, rng: random.Random
 ) -> RowChange:
     attempts = row.retry_count + 1
-    last_error = _describe(decision)
+    last_error = describe(decision)
     if attempts >= settings.max_attempts:
         message = (
             f"gave up after {attempts} attempt(s) (max_attempts={settings.max_attempts}); "
@@ -75,7 +115,8 @@ def _transient(
     )
 
 
-def _describe(decision: RowDecision) -> str:
+def describe(decision: RowDecision) -> str:
+    """The decision's error as an operator reads it: class, HTTP status, code, request id."""
     error = decision.error
     if error is None:
         return decision.message or decision.kind

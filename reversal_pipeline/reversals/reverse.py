@@ -24,7 +24,9 @@ from reversal_pipeline.errors import (
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.record import StripeCallRecord
 
-TRANSFER_ID_PATTERN = re.compile(r"^tr_[A-Za-z0-9]{1,250}$")
+# Used with fullmatch(): with match() and a trailing "$", "tr_abc\n" passed ("$" also
+# matches before a final newline) and reached Stripe as a malformed id.
+TRANSFER_ID_PATTERN = re.compile(r"tr_[A-Za-z0-9]{1,250}")
 
 
 class ReversalGateway(Protocol):
@@ -46,8 +48,9 @@ class RowDecision:
     """What happened to a row, before it is written.
 
     ``kind`` is one of: reversed, already_reversed, found_existing, not_found,
-    not_confirmed, transient, invalid, rate_limited (send again later in this
-    run), systemic (stop the run), lease_lost.
+    not_confirmed, transient (a 429 beyond the resource's patience included),
+    lookup_failed (the look-up before giving up had no answer: look again later),
+    invalid, systemic (stop the run), lease_lost, continue (look-up found nothing).
     """
 
     kind: str
@@ -72,7 +75,7 @@ def row_problem(row: ClaimedRow) -> str | None:
         return f"{label} has no stripe_transfer_id: nothing to reverse; fix the row and requeue"
     if not transfer_id.strip():
         return f"{label} has an empty stripe_transfer_id; fix the row and requeue"
-    if not TRANSFER_ID_PATTERN.match(transfer_id):
+    if not TRANSFER_ID_PATTERN.fullmatch(transfer_id):
         return (
             f"{label} has stripe_transfer_id {transfer_id[:64]!r}, not shaped like tr_...; "
             "fix the row and requeue"
@@ -92,7 +95,13 @@ def call_record(
 
 
 def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDecision | None:
-    """Find a reversal an earlier attempt made but never recorded (a lost reply)."""
+    """Find a reversal an earlier attempt made but never recorded (a lost reply).
+
+    A reversal of ours counts as this row's only if it covers the row's amount in
+    the row's currency: after an operator corrects a row's amount and requeues it,
+    an earlier, smaller reversal must not turn the row ``reversed``. Nor may the
+    job add the difference on its own; that is a person's decision (``not_confirmed``).
+    """
     assert row.stripe_transfer_id is not None
     try:
         found = stripe.find_reversal_for_seller_transfer(row.stripe_transfer_id, str(row.id))
@@ -111,6 +120,25 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
                 )
             ],
         )
+    mismatch = _coverage_problem(row, found.amount, found.currency)
+    if mismatch is not None:
+        shown = f"reversal {found.id} of {found.amount} {found.currency.upper()}"
+        return RowDecision(
+            kind="not_confirmed",
+            reversal_id=None,
+            calls=[
+                call_record(
+                    AttemptAction.LOOKUP_REVERSAL,
+                    "not_confirmed",
+                    stripe_reversal_id=found.id,
+                    message=f"{shown} from an earlier attempt found by its metadata; {mismatch}",
+                )
+            ],
+            message=(
+                f"an earlier attempt made {shown} for seller transfer {row.id}, but {mismatch}: "
+                "not sent again, needs a person (resolve, or correct the row)"
+            ),
+        )
     return RowDecision(
         kind="found_existing",
         reversal_id=found.id,
@@ -123,6 +151,15 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
             )
         ],
     )
+
+
+def _coverage_problem(row: ClaimedRow, amount: int, currency: str) -> str | None:
+    """Why a reversal of ``amount`` ``currency`` does not cover the row, or None."""
+    if currency.lower() != row.currency.lower():
+        return f"it is in {currency.upper()}, not the row's {row.currency.upper()}"
+    if amount < row.amount:
+        return f"it is less than the row's {row.amount} {row.currency.upper()}"
+    return None
 
 
 def send_reversal(
@@ -214,8 +251,10 @@ def _route_error(
         return confirm_already_reversed(row, stripe, error, calls)
     if isinstance(error, StripeSystemicError):
         return RowDecision(kind="systemic", calls=calls, error=error)
-    if isinstance(error, StripeRateLimited):
-        return RowDecision(kind="rate_limited", calls=calls, error=error)
+    # Everything else, a 429 beyond the resource's patience included, is transient:
+    # the call is audited once, the attempt counts and the row backs off. Re-sending a
+    # 429'd create later in the same run reused its key and so its audit row's key
+    # (uq_reversal_attempts_idempotency_key), and the outcome could never be written.
     return RowDecision(kind="transient", calls=calls, error=error)
 
 
@@ -236,12 +275,26 @@ def confirm_already_reversed(
             return decision
         return RowDecision(kind=decision.kind, calls=calls, error=confirm_error)
     ours = [r for r in transfer.reversals if r.metadata.get("seller_transfer_id") == str(row.id)]
+    # Our own reversal (the earliest, if an incident made several) names the row best;
+    # otherwise the newest one, most likely the out-of-band reversal that answered us.
+    earliest_ours = min(ours, key=lambda r: (r.created, r.id), default=None)
     newest = max(transfer.reversals, key=lambda r: (r.created, r.id), default=None)
-    chosen = ours[0] if ours else newest
+    chosen = earliest_ours or newest
     shown = (
         f"Stripe shows {transfer.amount_reversed} of {transfer.amount} {transfer.currency} "
         f"reversed in {len(transfer.reversals)} reversal(s)"
     )
+    if transfer.currency.lower() != row.currency.lower():
+        calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "not_confirmed", message=shown))
+        return RowDecision(
+            kind="not_confirmed",
+            calls=calls,
+            error=error,
+            message=(
+                f"Stripe said the transfer is already reversed, but {shown}, not in the row's "
+                f"{row.currency.upper()}: needs a person"
+            ),
+        )
     if transfer.amount_reversed >= row.amount and chosen is not None:
         source = "by an earlier attempt of ours" if ours else "out-of-band (not by this job)"
         calls.append(

@@ -13,7 +13,9 @@ by the next run's look-up, exactly as one lost between the call and a
 per-row write. Each row's state change and its audit rows still commit
 together, and only while this run holds the row's claim. If a group fails
 (a constraint, a bug), its rows are written one by one, so one bad row never
-holds back the others.
+holds back the others; a row that still cannot be written is reported
+``FAILED`` (the batch lists it and the run fails) after its Stripe calls are
+audited on their own if the database takes them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from reversal_pipeline.db.tables import reversal_attempts
-from reversal_pipeline.reversals.record import RowChange, audit_rows_for, write_change
+from reversal_pipeline.reversals.record import (
+    RowChange,
+    audit_rows_for,
+    record_calls,
+    write_change,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +92,21 @@ GROUP_AUDIT_INSERT = sa.text(
 )
 
 
+class WriteResult(StrEnum):
+    """What became of a row's outcome write."""
+
+    WRITTEN = "written"
+    #: Another run holds the row now: the calls were audited, the state left alone.
+    CLAIM_LOST = "claim_lost"
+    #: The write failed (a constraint, the connection): nothing of the outcome committed.
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class _Pending:
     row_id: int
     change: RowChange
-    on_written: Callable[[bool], None]
+    on_written: Callable[[WriteResult], None]
 
 
 _CLOSE = object()
@@ -123,8 +141,10 @@ class GroupCommitWriter:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def submit(self, row_id: int, change: RowChange, on_written: Callable[[bool], None]) -> None:
-        """Queue a row's change; ``on_written(written)`` is called once it is committed."""
+    def submit(
+        self, row_id: int, change: RowChange, on_written: Callable[[WriteResult], None]
+    ) -> None:
+        """Queue a row's change; ``on_written(result)`` is called once it is settled."""
         self._queue.put(_Pending(row_id, change, on_written))
 
     def close(self) -> None:
@@ -167,7 +187,7 @@ class GroupCommitWriter:
             return
         self.groups_written += 1
         for pending in group:
-            self._notify(pending, pending.row_id in written_ids)
+            self._notify(pending, _result(pending.row_id in written_ids))
 
     def _write_group(self, group: list[_Pending]) -> set[int]:
         changes = [p.change for p in group]
@@ -207,15 +227,30 @@ class GroupCommitWriter:
                     change=pending.change,
                 )
             except Exception:
-                # Left claimed: the lease expires and a later run takes the row again
-                # (its attempt was counted, so that run looks on Stripe first).
+                # Released at the end of the run; its attempt was counted, so the next
+                # run looks on Stripe first. Loud: the batch lists it, the run fails.
                 log.exception("seller transfer %s: outcome not written", pending.row_id)
+                self._audit_calls_alone(pending)
+                self._notify(pending, WriteResult.FAILED)
                 continue
-            self._notify(pending, written)
+            self._notify(pending, _result(written))
+
+    def _audit_calls_alone(self, pending: _Pending) -> None:
+        """Keep the record of the Stripe calls even when the state change cannot commit."""
+        try:
+            record_calls(
+                self.engine, row_id=pending.row_id, run_id=self.run_id, calls=pending.change.calls
+            )
+        except Exception:
+            log.exception("seller transfer %s: its Stripe calls not audited", pending.row_id)
 
     @staticmethod
-    def _notify(pending: _Pending, written: bool) -> None:
+    def _notify(pending: _Pending, result: WriteResult) -> None:
         try:
-            pending.on_written(written)
+            pending.on_written(result)
         except Exception:  # a reporting bug must not stop the writes of other rows
             log.exception("seller transfer %s: outcome callback failed", pending.row_id)
+
+
+def _result(written: bool) -> WriteResult:
+    return WriteResult.WRITTEN if written else WriteResult.CLAIM_LOST

@@ -54,7 +54,7 @@ def test_each_downgrade_works_and_upgrades_again(engine: sa.Engine) -> None:
     head = migrate.schema_status(engine).head
     migrate.downgrade(engine, "0001")
     assert migrate.schema_status(engine).current == "0001"
-    assert migrate.schema_status(engine).pending == (head,)
+    assert migrate.schema_status(engine).pending[-1] == head
     migrate.downgrade(engine, "base")
     assert migrate.schema_status(engine).current is None
     assert _tables(engine) == set()

@@ -273,3 +273,35 @@ def test_repair_refuses_when_the_row_amount_grew_beyond_the_reversal(
 
     assert [r.seller_transfer_id for r in result.refused] == [2]
     assert row_state(engine, 2)["status"] == "permanently_failed"
+
+
+def test_repair_skips_a_row_whose_transfer_is_in_another_currency(engine: sa.Engine) -> None:
+    """Issue 12: 1,000 JPY reversed says nothing about a 1,000 EUR row."""
+    insert_rows(engine, [failed_row(2)])
+    snapshots = [
+        snapshot("tr_2", currency="jpy", reversals=[reversal("trr_2", seller_transfer_id=2)])
+    ]
+
+    repair_plan = plan(engine, snapshots)
+
+    assert repair_plan.repairs == ()
+    [skipped] = repair_plan.skipped
+    assert "JPY" in skipped.reason
+    assert "EUR" in skipped.reason
+    assert row_state(engine, 2)["status"] == "permanently_failed"
+
+
+def test_repair_refuses_a_row_whose_currency_changed_since_the_plan(
+    engine: sa.Engine, drifted_day: list[TransferSnapshot]
+) -> None:
+    repair_plan = plan(engine, drifted_day)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(seller_transfers).where(seller_transfers.c.id == 2).values(currency="usd")
+        )
+
+    result = apply_repairs(engine, repair_plan, run_id="r", dry_run=False)
+
+    assert [r.seller_transfer_id for r in result.refused] == [2]
+    assert "currency" in result.refused[0].reason
+    assert row_state(engine, 2)["status"] == "permanently_failed"

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.reversals.claim import claim_due_rows
 from reversal_pipeline.reversals.record import RowChange, StripeCallRecord, audit_rows_for
-from reversal_pipeline.reversals.writer import AUDIT_COLUMNS, GroupCommitWriter
+from reversal_pipeline.reversals.writer import AUDIT_COLUMNS, GroupCommitWriter, WriteResult
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
 
@@ -30,7 +30,7 @@ def _reversed(reversal_id: str, key: str) -> RowChange:
 def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa.Engine) -> None:
     rows = seed_rows(engine, None, 3, stripe_transfer_id=None)
     claim_due_rows(engine, token="run-a", max_rows=2, lease_seconds=60)  # the third stays free
-    results: dict[int, bool] = {}
+    results: dict[int, WriteResult] = {}
     retry = RowChange(
         status_after="reversal_pending",
         error_message="attempt 1 failed",
@@ -42,7 +42,11 @@ def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa
         writer.submit(rows[1].id, retry, lambda w: results.update({1: w}))
         writer.submit(rows[2].id, _reversed("trr_3", "k3"), lambda w: results.update({2: w}))
 
-    assert results == {0: True, 1: True, 2: False}
+    assert results == {
+        0: WriteResult.WRITTEN,
+        1: WriteResult.WRITTEN,
+        2: WriteResult.CLAIM_LOST,
+    }
     first, second, third = (row_state(engine, r.id) for r in rows)
     assert (first["status"], first["stripe_reversal_id"]) == ("reversed", "trr_1")
     assert first["reversed_at"] is not None
@@ -69,12 +73,13 @@ def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
             ),
             {"id": rows[0].id},
         )
-    results: dict[int, bool] = {}
+    results: dict[int, WriteResult] = {}
     with GroupCommitWriter(engine, token="run-b", run_id="run-b") as writer:
         writer.submit(rows[0].id, _reversed("trr_a", "used-key"), lambda w: results.update({0: w}))
         writer.submit(rows[1].id, _reversed("trr_b", "fresh-key"), lambda w: results.update({1: w}))
 
-    assert results == {1: True}
+    # The row that cannot be written is reported, not passed over in silence (issue 12).
+    assert results == {0: WriteResult.FAILED, 1: WriteResult.WRITTEN}
     assert row_state(engine, rows[1].id)["status"] == "reversed"
     bad = row_state(engine, rows[0].id)
     assert bad["status"] == "reversal_pending"
@@ -83,7 +88,7 @@ def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
 
 def test_every_audit_row_carries_exactly_the_columns_the_group_insert_binds() -> None:
     """A column added to the table but not to the audit rows fails here, not at run time."""
-    written_by_the_database = {"id", "created_at"}
+    written_by_the_database = {"id", "created_at", "reversal_generation"}
     bound = {name for name, _ in AUDIT_COLUMNS}
     assert bound == {c.name for c in reversal_attempts.columns} - written_by_the_database
     with_calls = audit_rows_for(7, "run-x", _reversed("trr_x", "k-x"), written=True)

@@ -1,28 +1,34 @@
 """The reversal assets: refund intake -> due rows (claimed) -> outcomes.
 
 The database is the store between them: ``due_reversals`` claims rows under
-the run's root run id, and ``reversal_outcomes`` reads that claim back in
-pages. Nothing is pickled between steps, and re-executing a failed run from
-the UI (same root run id) picks up exactly what the original run claimed.
+the run's own run id, and ``reversal_outcomes`` reads that claim back in
+pages. Nothing is pickled between steps. A re-execution from the UI has a run
+id of its own: its ``reversal_outcomes`` claims what is due then, which
+includes its failed original's rows once that run released them or their
+lease expired, never rows a live process still holds (issue 12).
 """
+
+from collections.abc import Iterator
 
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reversals.metadata import claim_metadata, outcome_metadata
-from reversal_pipeline.reversals.batch import ReversalBatch
-from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.batch import BatchReport, ReversalBatch
+from reversal_pipeline.reversals.claim import claim_due_rows, count_held
 from reversal_pipeline.reversals.intake import process_refund_events
 from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe.resource import StripeResource
 
 GROUP = "reversals"
 STRIPE_POOL = "stripe_reversals"
+OUTCOMES_WRITTEN_CHECK = "all_outcomes_written"
+LIST_LIMIT = 50
 
 
 def claim_token(context: dg.AssetExecutionContext) -> str:
-    """The run's root run id: shared by a run and its re-executions."""
-    return context.run.root_run_id or context.run.run_id
+    """The run's own id: never shared with a re-execution, so claims stay fenced."""
+    return context.run.run_id
 
 
 @dg.asset(group_name=GROUP, kinds={"postgres"})
@@ -60,14 +66,28 @@ def due_reversals(
     return dg.MaterializeResult(metadata=claim_metadata(summary, token))
 
 
-@dg.asset(group_name=GROUP, deps=[due_reversals], kinds={"stripe", "postgres"}, pool=STRIPE_POOL)
+@dg.asset(
+    group_name=GROUP,
+    deps=[due_reversals],
+    kinds={"stripe", "postgres"},
+    pool=STRIPE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            OUTCOMES_WRITTEN_CHECK,
+            asset="reversal_outcomes",
+            description="Every row sent to Stripe by the run had its outcome written.",
+        )
+    ],
+)
 def reversal_outcomes(
     context: dg.AssetExecutionContext,
     database: DatabaseResource,
     stripe: StripeResource,
     reversal_settings: ReversalSettings,
-) -> dg.MaterializeResult:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Each claimed row reversed at Stripe (or failed, or rescheduled), with its audit rows."""
+    if context.run.parent_run_id is not None:
+        _claim_for_reexecution(context, database, reversal_settings)
     calls_before = stripe.calls_made
     report = ReversalBatch(
         database.get_engine(),
@@ -77,13 +97,66 @@ def reversal_outcomes(
         settings=reversal_settings,
     ).run()
     calls = {k: v - calls_before.get(k, 0) for k, v in stripe.calls_made.items()}
+    metadata = outcome_metadata(report, calls)
+    written_check = outcomes_written_check(report)
+    problems: list[str] = []
     if report.systemic_error is not None:
-        raise dg.Failure(
-            description=(
-                f"Stripe refused our credentials ({report.systemic_error.message}); "
-                f"stopped sending and released {report.rows_released} claimed row(s) "
-                "without counting an attempt. Fix STRIPE_API_KEY and re-run."
-            ),
-            metadata=outcome_metadata(report, calls),
+        problems.append(
+            f"Stripe refused our credentials ({report.systemic_error.message}); "
+            f"stopped sending and released {report.rows_released} claimed row(s) "
+            "without counting an attempt. Fix STRIPE_API_KEY and re-run."
         )
-    return dg.MaterializeResult(metadata=outcome_metadata(report, calls))
+    if report.outcomes_not_written:
+        problems.append(
+            f"{len(report.outcomes_not_written)} row(s) had their Stripe answer but the "
+            f"outcome could not be written (ids {_ids(report.outcomes_not_written)}); "
+            "they were released and the next run looks on Stripe before sending. "
+            "Read the step log for the database error."
+        )
+    if problems:
+        # The check result goes out before the failure, so the UI shows the rows on
+        # the check even though the asset does not materialize.
+        yield written_check
+        raise dg.Failure(description=" ".join(problems), metadata=metadata)
+    yield dg.MaterializeResult(metadata=metadata, check_results=[written_check])
+
+
+def _claim_for_reexecution(
+    context: dg.AssetExecutionContext, database: DatabaseResource, settings: ReversalSettings
+) -> None:
+    """A re-execution may skip ``due_reversals``: claim what is due under this run's token.
+
+    Only rows that are free or whose lease expired are taken (claim.py), so rows a
+    still-live original holds are left to it.
+    """
+    engine = database.get_engine()
+    token = claim_token(context)
+    room = settings.max_rows_per_run - count_held(engine, token=token)
+    if room <= 0:
+        return
+    summary = claim_due_rows(
+        engine, token=token, max_rows=room, lease_seconds=settings.lease_seconds
+    )
+    context.log.info(f"re-execution: claimed {summary.rows_claimed} due row(s) under {token}")
+
+
+def outcomes_written_check(report: BatchReport) -> dg.AssetCheckResult:
+    """ERROR when any outcome was not written: Stripe may have moved money the rows do not show."""
+    missing = report.outcomes_not_written
+    return dg.AssetCheckResult(
+        check_name=OUTCOMES_WRITTEN_CHECK,
+        passed=not missing,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "outcomes_not_written": len(missing),
+            "seller_transfer_ids": dg.MetadataValue.json(missing[:LIST_LIMIT]),
+        },
+        description=None
+        if not missing
+        else f"outcome not written for seller transfer(s) {_ids(missing[:LIST_LIMIT])}",
+    )
+
+
+def _ids(ids: list[int]) -> str:
+    shown = ", ".join(map(str, ids[:LIST_LIMIT]))
+    return shown + (f" and {len(ids) - LIST_LIMIT} more" if len(ids) > LIST_LIMIT else "")

@@ -63,26 +63,33 @@ def no_long_expired_claims(database: DatabaseResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=reversal_outcomes, blocking=False)
-def no_new_permanent_failures(
-    context: dg.AssetCheckExecutionContext, database: DatabaseResource
-) -> dg.AssetCheckResult:
-    """Rows this run gave up on: each needs a person (requeue or resolve)."""
+def no_new_permanent_failures(database: DatabaseResource) -> dg.AssetCheckResult:
+    """Rows the job gave up on and no person has dealt with yet (requeue or resolve).
+
+    Read from the rows' state, not from this run's audit rows: it used to filter on
+    its own run id, so run alone from the UI it saw nothing and passed while rows
+    waited for a person. Now it answers the same wherever it is evaluated.
+    """
     rows = _rows(
         database,
-        "SELECT a.seller_transfer_id AS id, s.stripe_transfer_id, s.error_message"
-        " FROM reversal_attempts a"
-        " JOIN seller_transfers s ON s.id = a.seller_transfer_id"
-        " WHERE a.run_id = :run_id AND a.status_after = 'permanently_failed'"
-        " ORDER BY a.seller_transfer_id",
-        run_id=context.run.run_id,
+        "SELECT id, stripe_transfer_id, error_message, updated_at FROM seller_transfers"
+        " WHERE status = 'permanently_failed' ORDER BY updated_at DESC, id LIMIT :n",
+        n=LIST_LIMIT,
     )
+    [total] = [
+        r["n"]
+        for r in _rows(
+            database,
+            "SELECT count(*) AS n FROM seller_transfers WHERE status = 'permanently_failed'",
+        )
+    ]
     return dg.AssetCheckResult(
-        passed=not rows,
+        passed=total == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
-            "new_permanently_failed": len(rows),
+            "new_permanently_failed": total,
             "rows": dg.MetadataValue.md(
-                markdown_table(rows[:LIST_LIMIT], ["id", "stripe_transfer_id", "error_message"])
+                markdown_table(rows, ["id", "stripe_transfer_id", "error_message", "updated_at"])
             ),
         },
     )

@@ -58,6 +58,7 @@ def outcome_metadata(report: BatchReport, stripe_calls: Mapping[str, int]) -> di
         "rows_permanently_failed": report.statuses.get("permanently_failed", 0),
         "rows_retry_scheduled": report.statuses.get("reversal_pending", 0),
         "rows_released": report.rows_released,
+        "outcomes_not_written": len(report.outcomes_not_written),
         "stripe_calls": sum(v for k, v in stripe_calls.items() if k != "rate_limited_retries"),
         "stripe_rate_limited_retries": stripe_calls.get("rate_limited_retries", 0),
         "elapsed_seconds": round(report.elapsed_seconds, 3),

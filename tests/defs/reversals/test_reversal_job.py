@@ -244,7 +244,7 @@ def test_revoked_key_fails_the_run_and_releases_claims(
     assert stripe_api_key not in str(failure[0].event_specific_data)
 
 
-def test_reexecution_picks_up_rows_claimed_by_the_failed_run(
+def test_reexecution_takes_the_failed_runs_rows_only_once_their_lease_is_free(
     job_env: dict,
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
@@ -256,7 +256,8 @@ def test_reexecution_picks_up_rows_claimed_by_the_failed_run(
     def worker_died(self: ReversalBatch) -> None:
         raise RuntimeError("worker died after the claim")
 
-    # The original run claims the rows, then its reversal step dies before sending anything.
+    # The original run claims the rows, then its reversal step dies before sending anything
+    # (and before it could release them: as if its process were killed).
     with monkeypatch.context() as patch:
         patch.setattr(ReversalBatch, "run", worker_died)
         original = run_reversal_job(dagster_instance)
@@ -275,12 +276,23 @@ def test_reexecution_picks_up_rows_claimed_by_the_failed_run(
         == 0
     )
 
-    reexecution = dg.execute_job(
-        dg.reconstructable(_reversal_job_for_reexecution),
-        instance=dagster_instance,
-        reexecution_options=dg.ReexecutionOptions.from_failure(original.run_id, dagster_instance),
-    )
-    assert reexecution.success
+    def reexecute() -> dg.DagsterRunResult:
+        return dg.execute_job(
+            dg.reconstructable(_reversal_job_for_reexecution),
+            instance=dagster_instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(
+                original.run_id, dagster_instance
+            ),
+        )
+
+    # Nor does a re-execution while the lease lives: the original may still be sending
+    # (issue 12: a draining original and its re-execution reversed one row twice).
+    assert reexecute().success
+    assert stripe_emulator.control().counters()["calls_total"] == 0
+    assert all(row_state(engine, row.id)["status"] == "reversal_pending" for row in rows)
+
+    advance_clock(engine, 601)  # the dead original's lease has run out
+    assert reexecute().success
     for row in rows:
         assert row_state(engine, row.id)["status"] == "reversed"
     assert stripe_emulator.control().counters()["calls_total"] == len(rows)

@@ -1,0 +1,183 @@
+"""Issue 12, defect 2: a reversed row can be reopened (audited, checked at Stripe)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner, Result
+
+from reversal_pipeline.cli import main
+from reversal_pipeline.db.tables import reversal_attempts
+from reversal_pipeline.reversals.batch import ReversalBatch
+from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.settings import ReversalSettings
+from reversal_pipeline.stripe import StripeResource
+from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.plugins.marketplace import attempts_of, row_state, seed_rows
+
+
+@pytest.fixture
+def stripe_resource(
+    stripe_emulator: EmulatorServer, stripe_api_key: str
+) -> Iterator[StripeResource]:
+    resource = StripeResource(
+        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
+    )
+    yield resource
+    resource.close()
+
+
+def run(env: dict[str, str], *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def _run_job(engine: sa.Engine, stripe: StripeResource, token: str) -> None:
+    claim_due_rows(engine, token=token, max_rows=10, lease_seconds=600)
+    ReversalBatch(engine, stripe, token=token, run_id=token, settings=ReversalSettings()).run()
+
+
+def _snapshot(engine: sa.Engine) -> list[tuple]:
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT * FROM seller_transfers ORDER BY id")).all()
+        audit = connection.execute(sa.text("SELECT count(*) FROM reversal_attempts")).scalar()
+    return [*map(tuple, rows), ("audit", audit)]
+
+
+def test_a_reversed_row_set_back_to_pending_is_written_again(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    _run_job(engine, stripe_resource, "run-1")
+    first = row_state(engine, row.id)
+    assert first["status"] == "reversed"
+    # What the runbook used to advise for db_reversed_stripe_not: set it back by hand.
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE seller_transfers SET status = 'reversal_pending', next_retry_at = now()"
+                " WHERE id = :id"
+            ),
+            {"id": row.id},
+        )
+
+    _run_job(engine, stripe_resource, "run-2")
+
+    state = row_state(engine, row.id)
+    assert (state["status"], state["stripe_reversal_id"]) == (
+        "reversed",
+        first["stripe_reversal_id"],
+    )
+    assert state["claimed_by"] is None
+    outcomes = [a for a in attempts_of(engine, row.id) if a["status_after"] == "reversed"]
+    assert [a["reversal_generation"] for a in outcomes] == [0, 1]
+    assert len(stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]) == 1
+
+
+def test_two_reversed_outcomes_without_a_reopening_are_still_refused(engine: sa.Engine) -> None:
+    [row] = seed_rows(engine, None, 1, stripe_transfer_id="tr_only")
+    audit = {
+        "seller_transfer_id": row.id,
+        "action": "resolve",
+        "outcome": "resolved",
+        "status_after": "reversed",
+        "actor": "test",
+    }
+    with engine.begin() as connection:
+        connection.execute(sa.insert(reversal_attempts).values(**audit))
+    with pytest.raises(sa.exc.IntegrityError, match="uq_reversal_attempts_one_reversed"):
+        with engine.begin() as connection:
+            connection.execute(sa.insert(reversal_attempts).values(**audit))
+
+
+def test_reopen_sends_a_row_stripe_shows_unreversed_back_to_the_job(
+    job_env: dict[str, str],
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe_resource: StripeResource,
+) -> None:
+    [row] = seed_rows(
+        engine,
+        stripe_emulator.control(),
+        1,
+        status="reversed",
+        stripe_reversal_id="trr_NeverAtStripe",
+        reversed_at=datetime(2026, 11, 21, tzinfo=UTC),
+    )
+
+    result = run(
+        job_env, "reopen", "--id", str(row.id), "--reason", "INC-12 db_reversed_stripe_not"
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "reopened" in result.output
+    state = row_state(engine, row.id)
+    assert (state["status"], state["retry_count"]) == ("reversal_pending", 0)
+    assert state["next_retry_at"] is not None
+    assert state["stripe_reversal_id"] is None
+    [audit] = attempts_of(engine, row.id)
+    assert (audit["action"], audit["actor"]) == ("reopen", "operator")
+    assert (audit["status_before"], audit["status_after"]) == ("reversed", "reversal_pending")
+    assert "INC-12" in audit["message"]
+    assert audit["stripe_reversal_id"] == "trr_NeverAtStripe"
+
+    _run_job(engine, stripe_resource, "run-after-reopen")
+
+    [reversal] = stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]
+    state = row_state(engine, row.id)
+    assert (state["status"], state["stripe_reversal_id"]) == ("reversed", reversal["id"])
+
+
+def test_reopen_refuses_when_stripe_shows_the_money_back(
+    job_env: dict[str, str],
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe_resource: StripeResource,
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    _run_job(engine, stripe_resource, "run-1")
+    before = _snapshot(engine)
+
+    result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
+
+    assert result.exit_code != 0
+    assert "money back" in result.stderr
+    assert _snapshot(engine) == before
+
+
+def test_reopen_refuses_a_partial_reversal_of_ours(
+    job_env: dict[str, str], engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    [row] = seed_rows(
+        engine,
+        stripe_emulator.control(),
+        1,
+        status="reversed",
+        stripe_reversal_id="trr_x",
+        reversed_at=datetime(2026, 11, 21, tzinfo=UTC),
+    )
+    partial = stripe_emulator.control().reverse_transfer(
+        row.stripe_transfer_id, amount=400, metadata={"seller_transfer_id": str(row.id)}
+    )
+    before = _snapshot(engine)
+
+    result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
+
+    assert result.exit_code != 0
+    assert partial["id"] in result.stderr
+    assert _snapshot(engine) == before
+
+
+def test_reopen_refuses_a_row_that_is_not_reversed(
+    job_env: dict[str, str], engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1, status="permanently_failed")
+    before = _snapshot(engine)
+
+    result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
+
+    assert result.exit_code != 0
+    assert "only reversed rows" in result.stderr
+    assert _snapshot(engine) == before
