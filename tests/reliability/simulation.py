@@ -60,7 +60,11 @@ STRIPE_CALL_ENDPOINTS = frozenset(
         "GET /v1/transfers/{id}/reversals",
     }
 )
-STRIPE_CALL_ACTIONS = frozenset({"create_reversal", "lookup_reversal", "confirm_reversed"})
+#: Audit actions that record a Stripe call: the job's three, and the operator commands
+#: that check Stripe before they change a row (their one audit row records that call).
+STRIPE_CALL_ACTIONS = frozenset(
+    {"create_reversal", "lookup_reversal", "confirm_reversed", "reopen", "resolve"}
+)
 ALREADY_REVERSED = "The transfer {tid} is already fully reversed."
 
 
@@ -114,6 +118,7 @@ class RunResult:
     report: BatchReport | None
     stopped: bool = False  # told to stop (termination): unsent rows are allowed
     lost_reply: bool = False
+    first_seq: int = 0  # the emulator's request log position when the run began
 
 
 @dataclass
@@ -255,15 +260,20 @@ class Simulation:
             rng=random.Random(self.rng.random()),
         )
 
+    def seq(self) -> int:
+        entries = self.server.state.requests.entries()
+        return entries[-1].seq if entries else 0
+
     def run(self, *, lost_reply: bool = False) -> RunResult:
         token = self.new_token()
+        first_seq = self.seq()
         claimed = self.claim(token)
         stripe = self.resource()
         try:
             report = self.batch(token, stripe).run()
         finally:
             stripe.close()
-        return RunResult(claimed, report, lost_reply=lost_reply)
+        return RunResult(claimed, report, lost_reply=lost_reply, first_seq=first_seq)
 
     # -- one step per path ------------------------------------------------------------------------
 
@@ -364,14 +374,40 @@ class Simulation:
         return self._write_fault("connection", Path.WRITE_CONNECTION_ERROR)
 
     def _drive_reopen(self) -> RunResult:
-        """What the runbook advises for ``db_reversed_stripe_not``: back to pending, due now.
+        """A reversed row back to ``reversal_pending``, one of two ways (chosen at random).
 
-        Here Stripe does hold the reversal, so the job must find it and record the
-        row ``reversed`` again, without a second reversal.
+        * The audited command (``ops.actions.reopen``) on a row the database calls
+          reversed but Stripe does not (``db_reversed_stripe_not``, made here by
+          recording a reversal id Stripe never issued): the job must reverse it, once.
+        * A direct update of a row Stripe did reverse (an operator bypassing the
+          command): the job must find that reversal and record it, not send a second.
         """
+        from reversal_pipeline.ops import actions
+
+        if self.rng.random() < 0.5 and (row := self.due_row(fresh=True)) is not None:
+            self.counts[f"{Path.REOPEN.value}:command"] += 1
+            self.counts[Path.REOPEN] += 1
+            with self.engine.begin() as connection:
+                connection.execute(
+                    sa.update(seller_transfers)
+                    .where(seller_transfers.c.id == row["id"])
+                    .values(
+                        status="reversed",
+                        stripe_reversal_id="trr_never_issued",
+                        reversed_at=sa.func.now(),
+                        next_retry_at=None,
+                    )
+                )
+            stripe = self.resource()
+            try:
+                actions.reopen(self.engine, stripe, row["id"], "simulation: not at Stripe")
+            finally:
+                stripe.close()
+            return self.run()
         reversed_rows = self.rows(status="reversed")
         if reversed_rows:
             row = self.rng.choice(reversed_rows)
+            self.counts[f"{Path.REOPEN.value}:direct_update"] += 1
             self.counts[Path.REOPEN] += 1
             with self.engine.begin() as connection:
                 connection.execute(
@@ -405,27 +441,46 @@ class Simulation:
         return thread, box
 
     def _drive_termination(self) -> RunResult | None:
-        """Stop the run while a create is in flight: no create may arrive after the stop."""
-        row = self.due_row(fresh=True)
-        if row is None:
-            return self.run()
+        """Stop the run while its creates are in flight: at most one per worker goes out.
+
+        Every create is parked at the emulator, so before the stop at most
+        ``concurrency`` are on the wire; the stop comes once one is parked. A run
+        that kept draining its queued rows after the stop would send more than that
+        (there are more fresh rows than workers). "Sent after the stop" cannot be
+        timed exactly (a worker may be between its check and the wire), so this
+        counts instead.
+        """
+        self.seed(2 * SETTINGS.concurrency + 1)
         self.counts[Path.TERMINATION] += 1
-        thread, box = self._in_flight(self.new_token(), row)
-        batch = box["batch"]
+        self.script(respond="hold", method="POST", times=1_000)
+        creates_before = self._creates()
+        token = self.new_token()
+        claimed = self.claim(token)
+        stripe = self.resource()
+        batch = self.batch(token, stripe)
+        box: dict[str, Any] = {}
+
+        def work() -> None:
+            try:
+                box["report"] = batch.run()
+            finally:
+                stripe.close()
+
+        thread = threading.Thread(target=work, name=f"sim-{token}")
+        thread.start()
+        assert self.server.faults.wait_for_held(1, HOLD_TIMEOUT), "no create came"
         stop = getattr(batch, "stop", None) or batch._stop.set
         stop()
-        stopped_at = self.server.state.clock()
-        self.server.faults.release_holds()
-        thread.join()
-        late = [
-            r
-            for r in self.server.state.requests.entries()
-            if r.endpoint == "POST /v1/transfers/{id}/reversals"
-            and r.time - r.duration_ms / 1000 > stopped_at
-        ]
-        if late:
-            self.violations.append(f"termination: {len(late)} create(s) sent after the stop")
-        return RunResult(box["claimed"], box.get("report"), stopped=True)
+        while thread.is_alive():  # let each parked call finish, as the network would
+            self.server.faults.release_holds()
+            thread.join(0.05)
+        sent = self._creates() - creates_before
+        if sent > SETTINGS.concurrency:
+            self.violations.append(
+                f"termination: {sent} creates sent by {SETTINGS.concurrency} workers: "
+                "queued rows were sent after the stop"
+            )
+        return RunResult(claimed, box.get("report"), stopped=True)
 
     def _drive_reexecution_while_original_sends(self) -> RunResult | None:
         """The original run's create is in flight; a re-execution (same root run id) runs."""
@@ -436,9 +491,10 @@ class Simulation:
         token = self.new_token()
         thread, box = self._in_flight(token, row)
         stripe = self.resource()
+        again = self.new_token()  # a re-execution is a new run with its own id
         try:
-            reclaimed = self.claim(token)  # the re-execution claims with the same root run id
-            report = self.batch(token, stripe).run()
+            reclaimed = self.claim(again)  # must not take what the original still holds
+            report = self.batch(again, stripe).run()
         finally:
             stripe.close()
             self.server.faults.release_holds()
@@ -520,35 +576,46 @@ class Simulation:
         run_failed = (
             run_failed or bool(getattr(report, "outcomes_not_written", 0)) or result.stopped
         )
+        called_in_run = {
+            r.transfer_id
+            for r in self.server.state.requests.entries()
+            if r.seq > result.first_seq and r.endpoint in STRIPE_CALL_ENDPOINTS
+        }
         for row_id, before in result.claimed.items():
             after = rows[row_id]
-            progressed = (
-                after["status"] != before["status"] or after["retry_count"] > before["retry_count"]
-            )
-            if (
-                report is not None
-                and report.systemic_error is not None
+            retry_later = (
+                after["status"] == "reversal_pending"
+                and after["next_retry_at"] is not None
                 and (
-                    after["retry_count"] > before["retry_count"]
-                    and not self._systemic_row(by_row.get(row_id, []), result)
+                    before["next_retry_at"] is None
+                    or after["next_retry_at"] > before["next_retry_at"]
                 )
-            ):
-                found.append(
-                    f"(d) after {path.value}: row {row_id} got an attempt counted after a "
-                    f"401/403 stopped the run ({before['retry_count']} -> {after['retry_count']})"
-                )
+            )
+            progressed = (
+                after["status"] != before["status"]
+                or after["retry_count"] > before["retry_count"]
+                or retry_later
+            )
             if not progressed and not run_failed:
                 found.append(
                     f"(d) after {path.value}: claimed row {row_id} left {after['status']} with "
                     f"retry_count {after['retry_count']} and nothing written, yet the run passed"
                 )
+            # After a 401/403 no row is touched: an attempt is counted only for a row
+            # whose own call went out in this run (before the stop).
+            if (
+                report is not None
+                and report.systemic_error is not None
+                and after["retry_count"] > before["retry_count"]
+                and after["stripe_transfer_id"] not in called_in_run
+            ):
+                found.append(
+                    f"(d) after {path.value}: row {row_id} got an attempt counted after a "
+                    f"401/403 stopped the run, with no call of its own "
+                    f"({before['retry_count']} -> {after['retry_count']})"
+                )
         self.violations.extend(found)
         self.counts["runs_checked"] += 1
-
-    @staticmethod
-    def _systemic_row(entries: list[dict[str, Any]], result: RunResult) -> bool:
-        """Whether this row's own call got the 401/403 (its backoff is the contract's call)."""
-        return any(e["http_status"] in (401, 403) for e in entries)
 
     # -- whole schedules ---------------------------------------------------------------------------
 

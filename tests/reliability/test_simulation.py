@@ -28,23 +28,7 @@ from tests.reliability.simulation import Path, Simulation
 #: Paths that break an invariant on the code as it stands, with the issue-12 defect
 #: that does it. Strict xfail: when the fix lands the test passes, pytest reports
 #: XPASS as a failure, and the entry must be removed here.
-KNOWN_DEFECTS: dict[Path, str] = {
-    Path.CREATE_429: "issue 12 defect 1: a 429 past patience is re-sent, its audit row breaks"
-    " uq_reversal_attempts_idempotency_key and nothing is written (retry_count stays 0)",
-    Path.CONFIRM_429: "issue 12 defect 1: a 429 on the confirming GET is deferred the same way",
-    Path.LOOKUP_429: "issue 12 defect 6: a 429 on the look-up before giving up ends the row"
-    " permanently_failed though Stripe holds its reversal",
-    Path.AUTH_401_WITH_DEFERRED: "issue 12 defect 5: after a 401 the deferred row still gets"
-    " an attempt counted and a backoff",
-    Path.WRITE_CONSTRAINT_ERROR: "issue 12 defect 3: an outcome that cannot be written leaves"
-    " the run green",
-    Path.WRITE_CONNECTION_ERROR: "issue 12 defect 3: an outcome that cannot be written leaves"
-    " the run green",
-    Path.REOPEN: "issue 12 defect 2: a reopened row's new 'reversed' audit row breaks"
-    " uq_reversal_attempts_one_reversed, in every run",
-    Path.REEXECUTION_WHILE_SENDING: "issue 12 defect 4: a re-execution takes the rows the"
-    " original still sends and reverses a partial amount twice",
-}
+KNOWN_DEFECTS: dict[Path, str] = {}
 
 FAULT_PATHS = [p for p in Path if p is not Path.CLEAN]
 MIXED_SEEDS = range(3)
