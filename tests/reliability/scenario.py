@@ -43,6 +43,21 @@ SETTINGS: dict[str, Any] = {
 TICK_SECONDS = max(LEASE, SETTINGS["backoff_cap_seconds"]) + 1
 MAX_TICKS = SETTINGS["max_attempts"] + 4
 SLOW_MS = 100.0  # a request slower than this counts as a latency spike
+#: Refuses a share (RATE) of outcome writes (a status or retry change) with a
+#: constraint error, as a violated constraint or a failing disk would.
+WRITE_FAULT_DDL = """
+CREATE FUNCTION fault_outcome_write() RETURNS trigger AS $$
+BEGIN
+    IF (NEW.status IS DISTINCT FROM OLD.status OR NEW.retry_count <> OLD.retry_count)
+            AND random() < RATE THEN
+        RAISE EXCEPTION 'injected write fault on seller transfer %%', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER fault_outcome_write BEFORE UPDATE ON seller_transfers
+    FOR EACH ROW EXECUTE FUNCTION fault_outcome_write();
+"""
 
 
 @dataclass
@@ -57,6 +72,8 @@ class ScenarioResult:
     overlapping_claims: list[tuple[int, int]] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
+    paths: Counter[str] = field(default_factory=Counter)  # outcomes the runs reported, by kind
+    runs_failed_loudly: int = 0  # failed on an unwritten outcome, as they must (write faults)
     violations: list[str] = field(default_factory=list)
     reconciliation: str = ""
 
@@ -152,12 +169,21 @@ def run_scenario(
     launcher: JobLauncher,
     core: bool = False,
     kill: bool = True,
+    write_fault_rate: float = 0.0,
 ) -> ScenarioResult:
-    """Run one seed to the end (nothing pending) and check the invariants."""
+    """Run one seed to the end (nothing pending) and check the invariants.
+
+    ``write_fault_rate``: the share of outcome writes PostgreSQL refuses (a trigger
+    raising a constraint error, ``WRITE_FAULT_DDL``). PostgreSQL's ``random()`` draws
+    it, so which writes fail is not replayed by the seed; how often is.
+    """
     rng = random.Random(seed)
     result = ScenarioResult(seed=seed, rows=rows)
     emulator.reset()
     seed_due_rows(engine, emulator, rng, rows)
+    if write_fault_rate:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(WRITE_FAULT_DDL.replace("RATE", repr(write_fault_rate)))
     emulator.faults.configure(fault_config(rng, seed, spike=False))
     # One of each fault for certain (the first create calls), the seeded random mix on top.
     emulator.faults.add_scripts(
@@ -173,7 +199,15 @@ def run_scenario(
     def finish(jobs: list[JobProcess]) -> list[int]:
         outcomes = [job.wait(timeout=300) for job in jobs]
         for outcome in outcomes:
-            if not outcome["success"]:
+            reported = outcome["metadata"].get("reversal_outcomes", {})
+            for name, count in reported.items():
+                if name.startswith("outcome_") and isinstance(count, int | str):
+                    result.paths[name.removeprefix("outcome_")] += int(count)
+            not_written = int(reported.get("outcomes_not_written", 0) or 0)
+            result.paths["outcome_not_written(rows)"] += not_written
+            if not outcome["success"] and write_fault_rate and not_written:
+                result.runs_failed_loudly += 1
+            elif not outcome["success"]:
                 result.violations.append(f"seed {seed}: a run failed: {outcome['error']}")
         return [
             int(o["metadata"].get("due_reversals", {}).get("rows_claimed", 0)) for o in outcomes
@@ -227,6 +261,8 @@ def run_scenario(
         result.ticks += 1
 
     emulator.faults.configure(FaultConfig())
+    if write_fault_rate and _pending(engine):
+        result.violations.append(f"seed {seed}: rows still pending after {result.ticks} ticks")
     log = emulator.control().request_log()
     result.faults = count_faults(log)
     result.violations += check_invariants(engine, emulator, env, killed_rows, log)

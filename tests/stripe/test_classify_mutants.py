@@ -148,3 +148,54 @@ def test_an_idempotency_error_type_on_a_plain_error_is_transient_not_not_found()
         {"type": "idempotency_error", "code": "resource_missing"}, "sk_test"
     )
     assert type(classify_stripe_error(err)) is TransientStripeError
+
+
+def test_the_code_on_the_error_object_alone_is_found() -> None:
+    # stripe 16 leaves err.code None on several classes; the parsed error object has it.
+    err = stripe.APIError(
+        "gone",
+        http_status=404,
+        json_body={"error": {"code": "resource_missing", "message": "gone"}},
+    )
+    assert err.error is not None
+    err.code = None
+    err.json_body = None  # only the error object still carries the code
+    sentinel = classify_stripe_error(err)
+    assert type(sentinel) is TransferNotFound
+    assert sentinel.stripe_code == "resource_missing"
+
+
+def test_systemic_and_rate_limited_sentinels_carry_stripe_wording() -> None:
+    revoked = stripe.AuthenticationError("Invalid API Key provided: sk_test_***", http_status=401)
+    assert classify_stripe_error(revoked).message == "Invalid API Key provided: sk_test_***"
+    limited = stripe.RateLimitError("Too many requests, slow down", http_status=429)
+    assert classify_stripe_error(limited).message == "Too many requests, slow down"
+
+
+class _Unreadable(Exception):
+    """An exception whose attributes raise when read: the classifier itself fails on it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    @property
+    def http_status(self) -> int:
+        raise RuntimeError("broken attribute")
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def test_a_classifier_failure_is_transient_and_keeps_the_original() -> None:
+    err = _Unreadable("the SDK broke")
+    sentinel = classify_stripe_error(err)
+    assert type(sentinel) is TransientStripeError
+    assert sentinel.original is err
+    assert sentinel.message == "the SDK broke"
+
+
+def test_a_classifier_failure_with_no_text_says_so() -> None:
+    sentinel = classify_stripe_error(_Unreadable(""))
+    assert type(sentinel) is TransientStripeError
+    assert sentinel.message == "unclassifiable error from Stripe call"
