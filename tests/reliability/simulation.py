@@ -82,6 +82,7 @@ class Path(StrEnum):
     WRITE_CONNECTION_ERROR = "write_connection_error"
     REOPEN = "reopen"
     REEXECUTION_WHILE_SENDING = "reexecution_while_original_sends"
+    SAME_TOKEN_WHILE_SENDING = "second_batch_same_token_while_original_sends"
     TERMINATION = "termination"
     LEASE_EXPIRY_MID_CALL = "lease_expiry_mid_call"
 
@@ -500,6 +501,26 @@ class Simulation:
             self.server.faults.release_holds()
             thread.join()
         self.check(Path.REEXECUTION_WHILE_SENDING, RunResult(reclaimed, report))
+        return RunResult(box["claimed"], box.get("report"))
+
+    def _drive_second_batch_same_token_while_original_sends(self) -> RunResult | None:
+        """A second batch under the original's own token while the original still sends."""
+        row = self.due_row(fresh=True)
+        if row is None:
+            return self.run()
+        self.counts[Path.SAME_TOKEN_WHILE_SENDING] += 1
+        token = self.new_token()
+        thread, box = self._in_flight(token, row)
+        stripe = self.resource()
+        again = token  # the same claim token: what a step retried inside one run would use
+        try:
+            reclaimed = self.claim(again)  # must not take what the original still holds
+            report = self.batch(again, stripe).run()
+        finally:
+            stripe.close()
+            self.server.faults.release_holds()
+            thread.join()
+        self.check(Path.SAME_TOKEN_WHILE_SENDING, RunResult(reclaimed, report))
         return RunResult(box["claimed"], box.get("report"))
 
     def _drive_lease_expiry_mid_call(self) -> RunResult | None:
