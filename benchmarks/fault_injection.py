@@ -11,7 +11,7 @@ make), and every ``--job-every``-th seed runs reversal_job itself.
     uv run python benchmarks/fault_injection.py --seeds 200 --rows 200
     uv run python benchmarks/fault_injection.py --seeds 20 --rows 60 --job-every 5
     uv run python benchmarks/fault_injection.py --seeds 8 --rows 60 --job-every 0 \
-        --rate-limit-patience 0 --write-fault-rate 0.05   # reach the 429 and write paths
+        --rate-limit-patience 0 --emulator-rate-limit 15 --write-fault-rate 0.05
 
 Prints seeds run, rows, faults injected by kind (from the emulator's request
 log), runs and kills, final statuses, and every violation found (goal: zero).
@@ -72,7 +72,13 @@ def main() -> int:
         "--write-fault-rate",
         type=float,
         default=0.0,
-        help="share of outcome writes PostgreSQL refuses (a runs that meets one must fail)",
+        help="share of (run, row) outcome writes PostgreSQL refuses (that run must fail)",
+    )
+    parser.add_argument(
+        "--emulator-rate-limit",
+        type=int,
+        default=None,
+        help="the emulator's requests per second (default: 40-80 by seed; lower: more 429s)",
     )
     args = parser.parse_args()
 
@@ -127,6 +133,7 @@ def main() -> int:
                         launcher=launcher,
                         core=not job,
                         write_fault_rate=args.write_fault_rate,
+                        rate_limit_per_second=args.emulator_rate_limit,
                     )
                 except Exception as exc:  # a scenario that cannot finish is a finding too
                     result = ScenarioResult(seed=seed, rows=args.rows)
@@ -167,6 +174,7 @@ def main() -> int:
         print(f"  faults: {kind:<16} {faults.get(kind, 0)}")
     print(f"  rate-limit patience      {args.rate_limit_patience} s (core runs)")
     print(f"  write fault rate         {args.write_fault_rate}")
+    print(f"  emulator rate limit      {args.emulator_rate_limit or '40-80 by seed'} /s")
     print(f"  runs failed loudly       {sum(r.runs_failed_loudly for r in results)}")
     print("  paths taken (outcomes the runs reported, by kind):")
     for name, count in sorted(paths.items()):

@@ -151,14 +151,13 @@ def _measure(
         text=True,
         check=False,
     ).stdout
-    statuses: Counter[str] = Counter()
-    survivors: list[str] = []
+    by_mutant: dict[str, str] = {}  # mutmut may list a mutant twice; count each once
     for line in results.splitlines():
         match = RESULT_LINE.match(line)
         if match:
-            statuses[match.group(2)] += 1
-            if match.group(2) == "survived":
-                survivors.append(match.group(1))
+            by_mutant[match.group(1)] = match.group(2)
+    statuses: Counter[str] = Counter(by_mutant.values())
+    survivors = sorted(name for name, status in by_mutant.items() if status == "survived")
     killed = statuses["killed"] + statuses["timeout"]
     checked = killed + statuses["survived"]
     rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"

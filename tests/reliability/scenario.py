@@ -48,8 +48,11 @@ SLOW_MS = 100.0  # a request slower than this counts as a latency spike
 WRITE_FAULT_DDL = """
 CREATE FUNCTION fault_outcome_write() RETURNS trigger AS $$
 BEGIN
+    -- Decided per (run, row), so the group write and the one-by-one retry of the
+    -- writer both fail for that row in that run, and a later run may succeed.
     IF (NEW.status IS DISTINCT FROM OLD.status OR NEW.retry_count <> OLD.retry_count)
-            AND random() < RATE THEN
+            AND abs(hashtext(coalesce(OLD.claimed_by, '') || ':' || NEW.id)) % 10000
+                < RATE * 10000 THEN
         RAISE EXCEPTION 'injected write fault on seller transfer %%', NEW.id
             USING ERRCODE = 'check_violation';
     END IF;
@@ -78,7 +81,9 @@ class ScenarioResult:
     reconciliation: str = ""
 
 
-def fault_config(rng: random.Random, seed: int, *, spike: bool) -> FaultConfig:
+def fault_config(
+    rng: random.Random, seed: int, *, spike: bool, rate_limit: int | None = None
+) -> FaultConfig:
     """This seed's fault mix; a spike tick answers every request 100-250 ms late.
 
     The emulator's rate limit (40-80 requests in any second) is below the
@@ -92,7 +97,7 @@ def fault_config(rng: random.Random, seed: int, *, spike: bool) -> FaultConfig:
         error_rate=rng.uniform(0.02, 0.08),
         lost_response_rate=rng.uniform(0.02, 0.08),
         reset_rate=rng.uniform(0.01, 0.05),
-        rate_limit_per_second=rng.choice([40, 60, 80]),
+        rate_limit_per_second=rate_limit or rng.choice([40, 60, 80]),
         seed=seed * 1_000 + rng.randrange(1_000),
     )
 
@@ -170,12 +175,15 @@ def run_scenario(
     core: bool = False,
     kill: bool = True,
     write_fault_rate: float = 0.0,
+    rate_limit_per_second: int | None = None,
 ) -> ScenarioResult:
     """Run one seed to the end (nothing pending) and check the invariants.
 
-    ``write_fault_rate``: the share of outcome writes PostgreSQL refuses (a trigger
-    raising a constraint error, ``WRITE_FAULT_DDL``). PostgreSQL's ``random()`` draws
-    it, so which writes fail is not replayed by the seed; how often is.
+    ``write_fault_rate``: the share of (run, row) pairs whose outcome write PostgreSQL
+    refuses (a trigger raising a constraint error, ``WRITE_FAULT_DDL``), decided by a
+    hash of the run's token and the row id (tokens are fresh ids, so which rows fail
+    is not replayed by the seed; how many is). ``rate_limit_per_second`` overrides
+    the emulator's seeded rate limit (lower: more 429s).
     """
     rng = random.Random(seed)
     result = ScenarioResult(seed=seed, rows=rows)
@@ -184,7 +192,9 @@ def run_scenario(
     if write_fault_rate:
         with engine.begin() as connection:
             connection.exec_driver_sql(WRITE_FAULT_DDL.replace("RATE", repr(write_fault_rate)))
-    emulator.faults.configure(fault_config(rng, seed, spike=False))
+    emulator.faults.configure(
+        fault_config(rng, seed, spike=False, rate_limit=rate_limit_per_second)
+    )
     # One of each fault for certain (the first create calls), the seeded random mix on top.
     emulator.faults.add_scripts(
         {"respond": kind, "method": "POST", "path_prefix": "/v1/transfers/"}
@@ -244,14 +254,16 @@ def run_scenario(
             )
         result.killed_mid_batch += bool(killed_rows)
     # The overlapping pair meets a latency spike: slow answers widen their overlap.
-    emulator.faults.configure(fault_config(rng, seed, spike=True))
+    emulator.faults.configure(fault_config(rng, seed, spike=True, rate_limit=rate_limit_per_second))
     claims = finish([start({"max_rows_per_run": share}), start({"max_rows_per_run": share})])
     result.overlapping_claims.append((claims[0], claims[1]))
     result.ticks = 1
 
     while _pending(engine) and result.ticks < MAX_TICKS:
         advance_clock(engine, TICK_SECONDS)
-        emulator.faults.configure(fault_config(rng, seed, spike=rng.random() < 0.25))
+        emulator.faults.configure(
+            fault_config(rng, seed, spike=rng.random() < 0.25, rate_limit=rate_limit_per_second)
+        )
         due = _due(engine)
         if not due:
             continue

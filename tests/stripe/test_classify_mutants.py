@@ -199,3 +199,22 @@ def test_a_classifier_failure_with_no_text_says_so() -> None:
     sentinel = classify_stripe_error(_Unreadable(""))
     assert type(sentinel) is TransientStripeError
     assert sentinel.message == "unclassifiable error from Stripe call"
+
+
+def test_an_idempotency_error_keeps_stripe_wording_and_the_original() -> None:
+    err = stripe.IdempotencyError(
+        "Keys for idempotent requests can only be used once", http_status=400
+    )
+    sentinel = classify_stripe_error(err)
+    assert type(sentinel) is TransientStripeError
+    assert sentinel.message == "Keys for idempotent requests can only be used once"
+    assert sentinel.original is err
+
+
+def test_an_error_object_without_a_code_falls_back_to_the_exception_code() -> None:
+    err = stripe.APIError(
+        "gone", http_status=404, json_body={"error": {"message": "gone", "type": "api_error"}}
+    )
+    assert err.error is not None
+    err.code = "resource_missing"
+    assert type(classify_stripe_error(err)) is TransferNotFound
