@@ -108,6 +108,8 @@ def configure(copy: Path, target: Target) -> None:
         + f"pytest_add_cli_args = [{quoted}]\n"
         + f"pytest_add_cli_args_test_selection = [{tests}]\n"
         + "use_git_change_detection = false\n"
+        # The database tests migrate a template from these (mutmut copies only code).
+        + 'also_copy = ["migrations", "alembic.ini", "dagster.yaml", "workspace.yaml"]\n'
     )
 
 
@@ -140,7 +142,7 @@ def _measure(
                 process.wait()
     elapsed = time.monotonic() - started
     run_log = (copy / "mutmut-run.log").read_text(errors="replace")
-    if "Failed to run clean test" in run_log:
+    if "Failed to run clean test" in run_log or "failed to collect stats" in run_log:
         print(f"{name}: the targeted tests fail on the unmutated code; not measured")
         print(run_log[-3000:])
         return Counter()

@@ -51,7 +51,7 @@ BEGIN
     -- Decided per (run, row), so the group write and the one-by-one retry of the
     -- writer both fail for that row in that run, and a later run may succeed.
     IF (NEW.status IS DISTINCT FROM OLD.status OR NEW.retry_count <> OLD.retry_count)
-            AND abs(hashtext(coalesce(OLD.claimed_by, '') || ':' || NEW.id)) % 10000
+            AND mod(abs(hashtext(coalesce(OLD.claimed_by, '') || ':' || NEW.id)), 10000)
                 < RATE * 10000 THEN
         RAISE EXCEPTION 'injected write fault on seller transfer %%', NEW.id
             USING ERRCODE = 'check_violation';
