@@ -285,8 +285,12 @@ class ReversalBatch:
         self._finish(row, decision)
 
     def _exhausted(self, row: ClaimedRow) -> bool:
-        """Out of attempts, kept only because the look-up before giving up had no answer."""
-        return row.retry_count >= self.settings.max_attempts
+        """Out of attempts, kept only because the look-up before giving up had no answer.
+
+        A row never sent (``stripe_attempts == 0``) is not: with ``max_attempts``
+        lowered below its ``retry_count`` it is sent once more, then given up as before.
+        """
+        return row.retry_count >= self.settings.max_attempts and row.stripe_attempts > 0
 
     def _last_look(self, row: ClaimedRow) -> RowDecision:
         """An exhausted row: look on Stripe once more; never send it again."""

@@ -181,3 +181,27 @@ def test_reopen_refuses_a_row_that_is_not_reversed(
     assert result.exit_code != 0
     assert "only reversed rows" in result.stderr
     assert _snapshot(engine) == before
+
+
+def test_resolve_refuses_a_reversal_in_another_currency(
+    job_env: dict[str, str], engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    """Issue 12 defect 7: 1,000 USD reversed does not resolve a 1,000 EUR row."""
+    control = stripe_emulator.control()
+    [usd] = control.create_transfers(
+        [{"amount": 1_000, "currency": "usd", "destination": "acct_x"}], returning="ids"
+    )
+    [row] = seed_rows(
+        engine, None, 1, stripe_transfer_id=usd, currency="eur", status="permanently_failed"
+    )
+    reversal = control.reverse_transfer(usd, amount=1_000)
+    before = _snapshot(engine)
+
+    result = run(
+        job_env, "resolve", "--id", str(row.id), "--reversal", reversal["id"], "--reason", "r"
+    )
+
+    assert result.exit_code != 0
+    assert "USD" in result.stderr
+    assert "EUR" in result.stderr
+    assert _snapshot(engine) == before

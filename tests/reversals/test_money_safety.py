@@ -311,3 +311,86 @@ def test_a_transfer_id_with_a_trailing_newline_is_refused() -> None:
     problem = row_problem(_row("tr_abc\n"))
     assert problem is not None
     assert "not shaped like tr_" in problem
+
+
+# -- the confirmation of "already reversed" (mutation survivors named in issue 12) ------------
+
+ALREADY = "The transfer {} is already fully reversed."
+
+
+def _already_reversed_answer(emulator: EmulatorServer, transfer_id: str) -> None:
+    emulator.control().add_script(
+        respond=400,
+        method="POST",
+        transfer_id=transfer_id,
+        message=ALREADY.format(transfer_id),
+        type="invalid_request_error",
+    )
+
+
+def test_already_reversed_for_less_than_the_row_is_not_reversed(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    stripe_emulator.control().reverse_transfer(row.stripe_transfer_id, amount=600)
+    _already_reversed_answer(stripe_emulator, row.stripe_transfer_id)
+
+    run_batch(engine, impatient_stripe, "run-a")
+
+    state = row_state(engine, row.id)
+    assert state["status"] == "permanently_failed"
+    assert "less than this row's 1000" in state["error_message"]
+    assert state["stripe_reversal_id"] is None
+
+
+def test_our_own_earlier_reversal_is_recorded_over_a_newer_one(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    control = stripe_emulator.control()
+    ours = control.reverse_transfer(
+        row.stripe_transfer_id, amount=400, metadata={"seller_transfer_id": str(row.id)}
+    )
+    control.advance_clock(60)
+    newest = control.reverse_transfer(row.stripe_transfer_id, amount=600)
+    _already_reversed_answer(stripe_emulator, row.stripe_transfer_id)
+
+    run_batch(engine, impatient_stripe, "run-a")
+
+    state = row_state(engine, row.id)
+    assert (state["status"], state["stripe_reversal_id"]) == ("reversed", ours["id"])
+    assert newest["id"] != ours["id"]
+    assert "by an earlier attempt of ours" in state["error_message"]
+
+
+def test_an_error_while_confirming_is_routed_not_raised(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    _already_reversed_answer(stripe_emulator, row.stripe_transfer_id)
+    stripe_emulator.control().add_script(
+        respond=500, method="GET", path=f"/v1/transfers/{row.stripe_transfer_id}", times=3
+    )
+
+    report = run_batch(engine, impatient_stripe, "run-a")
+
+    assert report.outcomes["transient"] == 1
+    state = row_state(engine, row.id)
+    assert (state["status"], state["retry_count"]) == ("reversal_pending", 1)
+    assert "HTTP 500" in state["error_message"]
+
+
+def test_a_401_while_confirming_stops_the_run(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    _already_reversed_answer(stripe_emulator, row.stripe_transfer_id)
+    stripe_emulator.control().add_script(
+        respond=401, method="GET", path=f"/v1/transfers/{row.stripe_transfer_id}"
+    )
+
+    report = run_batch(engine, impatient_stripe, "run-a")
+
+    assert report.systemic_error is not None
+    state = row_state(engine, row.id)
+    assert (state["status"], state["retry_count"]) == ("reversal_pending", 0)
