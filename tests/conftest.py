@@ -7,6 +7,7 @@ This file also gives every pytest session its own base temp directory (see
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import tempfile
@@ -19,8 +20,6 @@ pytest_plugins = [
     "tests.plugins.stripe_emulator",
     "tests.plugins.dagster_job",
 ]
-
-_OWN_BASETEMP = "_reversal_pipeline_own_basetemp"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's tmp_path plugin reads the option
@@ -39,14 +38,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput") or config.option.basetemp is not None:
         return
     config.option.basetemp = tempfile.mkdtemp(prefix="reversal-pipeline-pytest-")
-    setattr(config, _OWN_BASETEMP, config.option.basetemp)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the base temp directory this session made (nothing else cleans it up)."""
-    own = getattr(config, _OWN_BASETEMP, None)
-    if own is not None:
-        shutil.rmtree(own, ignore_errors=True)
+    # Removed at exit, registered now so it runs after (atexit is last-in, first-out)
+    # the embedded servers' own exit hooks stop them: removing the folder first left
+    # a postmaster running with its data gone.
+    atexit.register(shutil.rmtree, config.option.basetemp, ignore_errors=True)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
