@@ -10,6 +10,8 @@ make), and every ``--job-every``-th seed runs reversal_job itself.
 
     uv run python benchmarks/fault_injection.py --seeds 200 --rows 200
     uv run python benchmarks/fault_injection.py --seeds 20 --rows 60 --job-every 5
+    uv run python benchmarks/fault_injection.py --seeds 8 --rows 60 --job-every 0 \
+        --rate-limit-patience 0 --emulator-rate-limit 15 --write-fault-rate 0.05
 
 Prints seeds run, rows, faults injected by kind (from the emulator's request
 log), runs and kills, final statuses, and every violation found (goal: zero).
@@ -38,7 +40,7 @@ from _common import API_KEY, machine_line  # noqa: E402
 from reversal_pipeline.db import migrate  # noqa: E402
 from reversal_pipeline.db.engine import create_db_engine  # noqa: E402
 from reversal_pipeline.stripe_emulator import EmulatorServer  # noqa: E402
-from tests.reliability.launcher import JobLauncher  # noqa: E402
+from tests.reliability.launcher import RATE_LIMIT_PATIENCE_ENV, JobLauncher  # noqa: E402
 from tests.reliability.scenario import ScenarioResult, run_scenario  # noqa: E402
 
 
@@ -59,6 +61,25 @@ def main() -> int:
         "--job-every", type=int, default=10, help="every Nth seed runs reversal_job (0: never)"
     )
     parser.add_argument("--time-limit", type=float, default=0, help="stop after N s (0: none)")
+    parser.add_argument(
+        "--rate-limit-patience",
+        type=float,
+        default=None,
+        help="core runs: seconds a 429 is re-sent before it counts as an attempt (default 30;"
+        " 0 sends every 429 down the rate-limited path)",
+    )
+    parser.add_argument(
+        "--write-fault-rate",
+        type=float,
+        default=0.0,
+        help="share of (run, row) outcome writes PostgreSQL refuses (that run must fail)",
+    )
+    parser.add_argument(
+        "--emulator-rate-limit",
+        type=int,
+        default=None,
+        help="the emulator's requests per second (default: 40-80 by seed; lower: more 429s)",
+    )
     args = parser.parse_args()
 
     print("=== fault injection: issue 7 invariants under faults, overlap and SIGKILL ===")
@@ -98,6 +119,8 @@ def main() -> int:
                     "STRIPE_API_BASE": emulator.url,
                     "STRIPE_REQUESTS_PER_SECOND": "500",
                 }
+                if args.rate_limit_patience is not None:
+                    env[RATE_LIMIT_PATIENCE_ENV] = str(args.rate_limit_patience)
                 job = bool(args.job_every) and (seed - args.first_seed) % args.job_every == 0
                 t0 = time.monotonic()
                 try:
@@ -109,6 +132,8 @@ def main() -> int:
                         emulator=emulator,
                         launcher=launcher,
                         core=not job,
+                        write_fault_rate=args.write_fault_rate,
+                        rate_limit_per_second=args.emulator_rate_limit,
                     )
                 except Exception as exc:  # a scenario that cannot finish is a finding too
                     result = ScenarioResult(seed=seed, rows=args.rows)
@@ -132,9 +157,11 @@ def main() -> int:
 
     faults: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
+    paths: Counter[str] = Counter()
     for r in results:
         faults.update(r.faults)
         statuses.update(r.statuses)
+        paths.update(r.paths)
     violations = [v for r in results for v in r.violations]
     print("\n--- result: fault injection ---")
     print(f"  seeds run                {len(results)} (first {args.first_seed})")
@@ -145,6 +172,13 @@ def main() -> int:
     print(f"  Stripe requests          {faults.pop('requests', 0)}")
     for kind in ("latency_spike", "http_500", "http_429", "lost_response", "connection_reset"):
         print(f"  faults: {kind:<16} {faults.get(kind, 0)}")
+    print(f"  rate-limit patience      {args.rate_limit_patience} s (core runs)")
+    print(f"  write fault rate         {args.write_fault_rate}")
+    print(f"  emulator rate limit      {args.emulator_rate_limit or '40-80 by seed'} /s")
+    print(f"  runs failed loudly       {sum(r.runs_failed_loudly for r in results)}")
+    print("  paths taken (outcomes the runs reported, by kind):")
+    for name, count in sorted(paths.items()):
+        print(f"    {name:<28} {count}")
     print(f"  final statuses           {dict(statuses)}")
     print(f"  violations found         {len(violations)}")
     print(f"  wall time                {time.monotonic() - started:.0f} s")

@@ -26,6 +26,9 @@ from typing import Any
 #: Imported by the forkserver (it must be importable from the working directory: the
 #: repository root, as for ``uv run pytest``).
 PRELOAD = ["tests.reliability._preload"]
+#: Core runs only: the Stripe resource's rate-limit patience, in seconds (the default,
+#: 30 s, lets almost no 429 through; the benchmark sets it short to reach that path).
+RATE_LIMIT_PATIENCE_ENV = "FAULT_INJECTION_RATE_LIMIT_MAX_WAIT_SECONDS"
 
 
 def _child_main(env: dict[str, str], settings: dict[str, str], reply: Connection) -> None:
@@ -71,10 +74,12 @@ def _core_child(env: dict[str, str], settings: dict[str, str], reply: Connection
         config = ReversalSettings(**_typed(settings))
         engine = create_db_engine(env["REVERSAL_DATABASE_URL"], pool_size=config.concurrency + 2)
         rps = env.get("STRIPE_REQUESTS_PER_SECOND")
+        patience = env.get(RATE_LIMIT_PATIENCE_ENV)
         stripe = StripeResource(
             api_key=env["STRIPE_API_KEY"],
             api_base=env.get("STRIPE_API_BASE"),
             requests_per_second=float(rps) if rps else None,
+            **({"rate_limit_max_wait_seconds": float(patience)} if patience else {}),
         )
         claimed = claim_due_rows(
             engine,
@@ -83,16 +88,21 @@ def _core_child(env: dict[str, str], settings: dict[str, str], reply: Connection
             lease_seconds=config.lease_seconds,
         )
         report = ReversalBatch(engine, stripe, token=run_id, run_id=run_id, settings=config).run()
+        not_written = list(getattr(report, "outcomes_not_written", []))
         stripe.close()
         engine.dispose()
         reply.send(
             {
-                "success": report.systemic_error is None,
+                # As reversal_outcomes decides: a 401/403 or an unwritten outcome fails it.
+                "success": report.systemic_error is None and not not_written,
                 "run_id": run_id,
-                "error": None,
+                "error": f"outcomes not written: {not_written}" if not_written else None,
                 "metadata": {
                     "due_reversals": {"rows_claimed": claimed.rows_claimed},
-                    "reversal_outcomes": {f"outcome_{k}": v for k, v in report.outcomes.items()},
+                    "reversal_outcomes": {
+                        **{f"outcome_{k}": v for k, v in report.outcomes.items()},
+                        "outcomes_not_written": len(not_written),
+                    },
                 },
             }
         )

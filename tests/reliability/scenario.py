@@ -43,6 +43,24 @@ SETTINGS: dict[str, Any] = {
 TICK_SECONDS = max(LEASE, SETTINGS["backoff_cap_seconds"]) + 1
 MAX_TICKS = SETTINGS["max_attempts"] + 4
 SLOW_MS = 100.0  # a request slower than this counts as a latency spike
+#: Refuses a share (RATE) of outcome writes (a status or retry change) with a
+#: constraint error, as a violated constraint or a failing disk would.
+WRITE_FAULT_DDL = """
+CREATE FUNCTION fault_outcome_write() RETURNS trigger AS $$
+BEGIN
+    -- Decided per (run, row), so the group write and the one-by-one retry of the
+    -- writer both fail for that row in that run, and a later run may succeed.
+    IF (NEW.status IS DISTINCT FROM OLD.status OR NEW.retry_count <> OLD.retry_count)
+            AND mod(abs(hashtext(coalesce(OLD.claimed_by, '') || ':' || NEW.id)), 10000)
+                < RATE * 10000 THEN
+        RAISE EXCEPTION 'injected write fault on seller transfer %%', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+END $$ LANGUAGE plpgsql;
+CREATE TRIGGER fault_outcome_write BEFORE UPDATE ON seller_transfers
+    FOR EACH ROW EXECUTE FUNCTION fault_outcome_write();
+"""
 
 
 @dataclass
@@ -57,11 +75,15 @@ class ScenarioResult:
     overlapping_claims: list[tuple[int, int]] = field(default_factory=list)
     faults: Counter[str] = field(default_factory=Counter)
     statuses: Counter[str] = field(default_factory=Counter)
+    paths: Counter[str] = field(default_factory=Counter)  # outcomes the runs reported, by kind
+    runs_failed_loudly: int = 0  # failed on an unwritten outcome, as they must (write faults)
     violations: list[str] = field(default_factory=list)
     reconciliation: str = ""
 
 
-def fault_config(rng: random.Random, seed: int, *, spike: bool) -> FaultConfig:
+def fault_config(
+    rng: random.Random, seed: int, *, spike: bool, rate_limit: int | None = None
+) -> FaultConfig:
     """This seed's fault mix; a spike tick answers every request 100-250 ms late.
 
     The emulator's rate limit (40-80 requests in any second) is below the
@@ -75,7 +97,7 @@ def fault_config(rng: random.Random, seed: int, *, spike: bool) -> FaultConfig:
         error_rate=rng.uniform(0.02, 0.08),
         lost_response_rate=rng.uniform(0.02, 0.08),
         reset_rate=rng.uniform(0.01, 0.05),
-        rate_limit_per_second=rng.choice([40, 60, 80]),
+        rate_limit_per_second=rate_limit or rng.choice([40, 60, 80]),
         seed=seed * 1_000 + rng.randrange(1_000),
     )
 
@@ -152,13 +174,27 @@ def run_scenario(
     launcher: JobLauncher,
     core: bool = False,
     kill: bool = True,
+    write_fault_rate: float = 0.0,
+    rate_limit_per_second: int | None = None,
 ) -> ScenarioResult:
-    """Run one seed to the end (nothing pending) and check the invariants."""
+    """Run one seed to the end (nothing pending) and check the invariants.
+
+    ``write_fault_rate``: the share of (run, row) pairs whose outcome write PostgreSQL
+    refuses (a trigger raising a constraint error, ``WRITE_FAULT_DDL``), decided by a
+    hash of the run's token and the row id (tokens are fresh ids, so which rows fail
+    is not replayed by the seed; how many is). ``rate_limit_per_second`` overrides
+    the emulator's seeded rate limit (lower: more 429s).
+    """
     rng = random.Random(seed)
     result = ScenarioResult(seed=seed, rows=rows)
     emulator.reset()
     seed_due_rows(engine, emulator, rng, rows)
-    emulator.faults.configure(fault_config(rng, seed, spike=False))
+    if write_fault_rate:
+        with engine.begin() as connection:
+            connection.exec_driver_sql(WRITE_FAULT_DDL.replace("RATE", repr(write_fault_rate)))
+    emulator.faults.configure(
+        fault_config(rng, seed, spike=False, rate_limit=rate_limit_per_second)
+    )
     # One of each fault for certain (the first create calls), the seeded random mix on top.
     emulator.faults.add_scripts(
         {"respond": kind, "method": "POST", "path_prefix": "/v1/transfers/"}
@@ -173,7 +209,15 @@ def run_scenario(
     def finish(jobs: list[JobProcess]) -> list[int]:
         outcomes = [job.wait(timeout=300) for job in jobs]
         for outcome in outcomes:
-            if not outcome["success"]:
+            reported = outcome["metadata"].get("reversal_outcomes", {})
+            for name, count in reported.items():
+                if name.startswith("outcome_") and isinstance(count, int | str):
+                    result.paths[name.removeprefix("outcome_")] += int(count)
+            not_written = int(reported.get("outcomes_not_written", 0) or 0)
+            result.paths["outcome_not_written(rows)"] += not_written
+            if not outcome["success"] and write_fault_rate and not_written:
+                result.runs_failed_loudly += 1
+            elif not outcome["success"]:
                 result.violations.append(f"seed {seed}: a run failed: {outcome['error']}")
         return [
             int(o["metadata"].get("due_reversals", {}).get("rows_claimed", 0)) for o in outcomes
@@ -210,14 +254,16 @@ def run_scenario(
             )
         result.killed_mid_batch += bool(killed_rows)
     # The overlapping pair meets a latency spike: slow answers widen their overlap.
-    emulator.faults.configure(fault_config(rng, seed, spike=True))
+    emulator.faults.configure(fault_config(rng, seed, spike=True, rate_limit=rate_limit_per_second))
     claims = finish([start({"max_rows_per_run": share}), start({"max_rows_per_run": share})])
     result.overlapping_claims.append((claims[0], claims[1]))
     result.ticks = 1
 
     while _pending(engine) and result.ticks < MAX_TICKS:
         advance_clock(engine, TICK_SECONDS)
-        emulator.faults.configure(fault_config(rng, seed, spike=rng.random() < 0.25))
+        emulator.faults.configure(
+            fault_config(rng, seed, spike=rng.random() < 0.25, rate_limit=rate_limit_per_second)
+        )
         due = _due(engine)
         if not due:
             continue
@@ -227,6 +273,8 @@ def run_scenario(
         result.ticks += 1
 
     emulator.faults.configure(FaultConfig())
+    if write_fault_rate and _pending(engine):
+        result.violations.append(f"seed {seed}: rows still pending after {result.ticks} ticks")
     log = emulator.control().request_log()
     result.faults = count_faults(log)
     result.violations += check_invariants(engine, emulator, env, killed_rows, log)

@@ -1,0 +1,206 @@
+"""Mutation testing of the money path with mutmut 3 (slow; not in CI).
+
+For each module, a throwaway copy of the repository is made (tracked files
+only), ``[tool.mutmut]`` is set in its ``pyproject.toml`` to mutate that one
+file against its targeted test files, and ``mutmut run`` is started there under
+a time bound (SIGINT at the bound: mutmut stops and keeps what it checked). Then
+``mutmut results --all true`` is read and killed/survived are printed per
+module.
+
+Why a copy per module: mutmut 3 reads its configuration from the working
+directory and writes ``mutants/`` there; a copy keeps the worktree clean and
+lets modules run one after the other with different test selections.
+
+Each pytest session mutmut starts (one per mutant, forked) gets its own base
+temp directory and so its own embedded PostgreSQL (``tests/conftest.py``): a
+shared ``/tmp/pytest-of-root`` once made PostgreSQL fail under parallel
+sessions, and mutmut counted those failures as kills. The script also refuses
+a module whose targeted tests fail on the unmutated code (mutmut's clean run).
+
+    uv run python benchmarks/mutation.py                      # every module
+    uv run python benchmarks/mutation.py classify backoff     # some modules
+    uv run python benchmarks/mutation.py --time-limit 600 --max-children 2 reverse
+
+Kill rate = (killed + timeout) / (killed + timeout + survived); mutants not
+checked before the time bound are reported apart, never counted as kills.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    source: str
+    tests: tuple[str, ...]
+
+
+TARGETS: dict[str, Target] = {
+    "classify": Target(
+        "reversal_pipeline/stripe/classify.py",
+        ("tests/stripe/test_classify.py", "tests/stripe/test_classify_mutants.py"),
+    ),
+    "backoff": Target(
+        "reversal_pipeline/reversals/backoff.py",
+        ("tests/reversals/test_backoff.py", "tests/reversals/test_backoff_mutants.py"),
+    ),
+    "outcome": Target(
+        "reversal_pipeline/reversals/outcome.py",
+        ("tests/reversals/test_outcome_mutants.py", "tests/reversals/test_writer.py"),
+    ),
+    "reverse": Target(
+        "reversal_pipeline/reversals/reverse.py",
+        ("tests/reversals/", "tests/reliability/test_simulation.py"),
+    ),
+    "batch": Target(
+        "reversal_pipeline/reversals/batch.py",
+        ("tests/reversals/", "tests/reliability/test_simulation.py"),
+    ),
+    "writer": Target(
+        "reversal_pipeline/reversals/writer.py",
+        ("tests/reversals/test_writer.py", "tests/reliability/test_simulation.py"),
+    ),
+}
+
+#: Every pytest session mutmut starts: one process (mutmut runs its own workers), no
+#: coverage (mutmut measures its own), no cache written into the copy.
+PYTEST_ARGS = ["-n", "0", "--no-cov", "-p", "no:cacheprovider", "-x", "-q"]
+KEEP = bool(os.environ.get("MUTATION_KEEP"))  # keep the copies, for debugging a run
+RESULT_LINE = re.compile(r"^\s*(\S+): (.+)$")
+
+
+def tracked_copy(destination: Path) -> None:
+    """The repository's tracked files (what a fresh clone has), under ``destination``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, check=True, capture_output=True
+    ).stdout.split(b"\0")
+    for name in filter(None, listed):
+        source = REPO / name.decode()
+        if source.is_file():
+            target = destination / name.decode()
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def configure(copy: Path, target: Target) -> None:
+    existing = [t for t in target.tests if (copy / t).exists()]
+    pyproject = copy / "pyproject.toml"
+    quoted = ", ".join(f'"{a}"' for a in PYTEST_ARGS)
+    tests = ", ".join(f'"{t}"' for t in existing)
+    pyproject.write_text(
+        pyproject.read_text()
+        + "\n[tool.mutmut]\n"
+        + f'only_mutate = ["{target.source}"]\n'
+        + 'source_paths = ["reversal_pipeline"]\n'
+        + f"pytest_add_cli_args = [{quoted}]\n"
+        + f"pytest_add_cli_args_test_selection = [{tests}]\n"
+        + "use_git_change_detection = false\n"
+        # The database tests migrate a template from these (mutmut copies only code).
+        + 'also_copy = ["migrations", "alembic.ini", "dagster.yaml", "workspace.yaml"]\n'
+    )
+
+
+def run_module(name: str, target: Target, time_limit: float, max_children: int) -> Counter[str]:
+    copy = Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
+    try:
+        return _measure(name, target, copy, time_limit, max_children)
+    finally:
+        if not KEEP:
+            shutil.rmtree(copy, ignore_errors=True)
+
+
+def _measure(
+    name: str, target: Target, copy: Path, time_limit: float, max_children: int
+) -> Counter[str]:
+    tracked_copy(copy)
+    configure(copy, target)
+    started = time.monotonic()
+    command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    with open(copy / "mutmut-run.log", "w") as log:
+        process = subprocess.Popen(command, cwd=copy, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            process.wait(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            process.send_signal(2)  # SIGINT: mutmut stops and saves what it checked
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    elapsed = time.monotonic() - started
+    run_log = (copy / "mutmut-run.log").read_text(errors="replace")
+    if "Failed to run clean test" in run_log or "failed to collect stats" in run_log:
+        print(f"{name}: the targeted tests fail on the unmutated code; not measured")
+        print(run_log[-3000:])
+        return Counter()
+    results = subprocess.run(
+        [sys.executable, "-m", "mutmut", "results", "--all", "true"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    by_mutant: dict[str, str] = {}  # mutmut may list a mutant twice; count each once
+    for line in results.splitlines():
+        match = RESULT_LINE.match(line)
+        if match:
+            by_mutant[match.group(1)] = match.group(2)
+    statuses: Counter[str] = Counter(by_mutant.values())
+    survivors = sorted(name for name, status in by_mutant.items() if status == "survived")
+    killed = statuses["killed"] + statuses["timeout"]
+    checked = killed + statuses["survived"]
+    rate = f"{100 * killed / checked:.1f}%" if checked else "n/a"
+    others = {k: v for k, v in statuses.items() if k not in ("killed", "timeout", "survived")}
+    print(
+        f"{name:9} {target.source}: {sum(statuses.values())} mutants, killed {killed}, "
+        f"survived {statuses['survived']}, kill rate {rate}, other {others or '{}'} "
+        f"({elapsed:.0f} s)",
+        flush=True,
+    )
+    for survivor in survivors:
+        shown = subprocess.run(
+            [sys.executable, "-m", "mutmut", "show", survivor],
+            cwd=copy,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        changed = [
+            line
+            for line in shown.splitlines()
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        ]
+        print(f"  survived {survivor}: {' | '.join(changed)[:300]}")
+    return statuses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", default=[], help=f"any of {sorted(TARGETS)}")
+    parser.add_argument("--time-limit", type=float, default=900, help="seconds per module")
+    parser.add_argument("--max-children", type=int, default=2, help="mutmut's parallel workers")
+    args = parser.parse_args()
+    totals: Counter[str] = Counter()
+    for name in args.modules or list(TARGETS):
+        totals += run_module(name, TARGETS[name], args.time_limit, args.max_children)
+    killed = totals["killed"] + totals["timeout"]
+    checked = killed + totals["survived"]
+    if checked:
+        print(f"total: killed {killed} of {checked} checked ({100 * killed / checked:.1f}%)")
+
+
+if __name__ == "__main__":
+    main()

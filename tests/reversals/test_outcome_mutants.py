@@ -1,0 +1,123 @@
+"""``outcome.change_for``: each decision's write, checked field by field (issue 12 mutants).
+
+A plain function of the decision, the row's counters and the settings; no
+database needed to check what it asks the database to write.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from reversal_pipeline.errors import StripeRateLimited, TransientStripeError
+from reversal_pipeline.reversals.claim import ClaimedRow
+from reversal_pipeline.reversals.outcome import change_for, describe
+from reversal_pipeline.reversals.reverse import RowDecision
+from reversal_pipeline.reversals.settings import ReversalSettings
+
+SETTINGS = ReversalSettings(
+    max_attempts=4, backoff_base_seconds=10, backoff_cap_seconds=60, backoff_jitter=0.0
+)
+
+
+def _row(retry_count: int = 0) -> ClaimedRow:
+    return ClaimedRow(
+        id=7,
+        order_id="ord_7",
+        seller_id="s",
+        stripe_transfer_id="tr_7",
+        amount=500,
+        currency="usd",
+        retry_count=retry_count,
+        stripe_attempts=retry_count,
+        reversal_requested_at=None,
+    )
+
+
+def _change(decision: RowDecision, retry_count: int = 0):
+    return change_for(_row(retry_count), decision, SETTINGS, random.Random(1))
+
+
+@pytest.mark.parametrize("kind", ["reversed", "already_reversed", "found_existing"])
+def test_money_moved_is_reversed_with_its_reversal_id(kind: str) -> None:
+    change = _change(RowDecision(kind=kind, reversal_id="trr_1", message="note"))
+    assert change.status_after == "reversed"
+    assert change.stripe_reversal_id == "trr_1"
+    assert change.error_message == "note"
+    assert change.message == "note"
+    assert change.retry_count is None
+    assert change.retry_delay_seconds is None
+
+
+@pytest.mark.parametrize("kind", ["not_found", "not_confirmed", "invalid"])
+def test_final_failures_keep_their_message_and_count_nothing(kind: str) -> None:
+    change = _change(RowDecision(kind=kind, message="why"), retry_count=1)
+    assert change.status_after == "permanently_failed"
+    assert change.error_message == change.message == "why"
+    assert change.retry_count is None
+    assert change.retry_delay_seconds is None
+    assert _change(RowDecision(kind=kind)).error_message == "failed"
+
+
+def test_a_transient_error_is_counted_and_backed_off() -> None:
+    error = TransientStripeError("boom", http_status=500, stripe_code="x", request_id="req_1")
+    change = _change(RowDecision(kind="transient", error=error), retry_count=1)
+    assert change.status_after == "reversal_pending"
+    assert change.retry_count == 2
+    assert change.retry_delay_seconds == 20  # base 10 x 2^(2-1), no jitter
+    assert change.message == change.error_message
+    assert change.message == (
+        "attempt 2 failed, retrying in 20s: "
+        "TransientStripeError (HTTP 500, code x, request req_1): boom"
+    )
+
+
+def test_the_last_attempt_gives_up_with_the_count() -> None:
+    change = _change(RowDecision(kind="transient", message="late"), retry_count=3)
+    assert change.status_after == "permanently_failed"
+    assert change.retry_count == 4
+    assert change.retry_delay_seconds is None
+    assert change.message == change.error_message
+    assert change.message == "gave up after 4 attempt(s) (max_attempts=4); last error: late"
+
+
+def test_one_before_the_last_still_retries() -> None:
+    change = _change(RowDecision(kind="transient", message="x"), retry_count=2)
+    assert change.status_after == "reversal_pending"
+    assert change.retry_count == 3
+
+
+def test_exhausted_gives_up_after_looking_once_more() -> None:
+    change = _change(RowDecision(kind="exhausted", message="nothing there"), retry_count=4)
+    assert change.status_after == "permanently_failed"
+    assert change.retry_count is None
+    assert change.message == change.error_message
+    assert change.message == (
+        "gave up after 4 attempt(s) (max_attempts=4); looked once more: nothing there"
+    )
+
+
+def test_a_failed_look_up_keeps_the_row_pending_at_the_longest_backoff() -> None:
+    error = StripeRateLimited("slow down", http_status=429)
+    change = _change(RowDecision(kind="lookup_failed", error=error, message="m"), retry_count=4)
+    assert change.status_after == "reversal_pending"
+    assert change.retry_count == 4  # stays at max_attempts: later runs only look
+    assert change.retry_delay_seconds == 60  # min(cap 60, 10 x 2^3)
+    assert change.message == change.error_message
+    assert change.message.startswith("out of attempts (4), but the look-up")
+    assert "StripeRateLimited (HTTP 429): slow down" in change.message
+    assert change.message.endswith("looking again in 60s before giving up; m")
+    without = _change(RowDecision(kind="lookup_failed", error=error), retry_count=4)
+    assert without.message.endswith("before giving up")
+
+
+def test_describe_names_class_status_code_and_request() -> None:
+    assert describe(RowDecision(kind="transient", message="m")) == "m"
+    assert describe(RowDecision(kind="transient")) == "transient"
+    bare = TransientStripeError("x")
+    assert describe(RowDecision(kind="transient", error=bare)) == (
+        "TransientStripeError (no HTTP status): x"
+    )
+    long = TransientStripeError("y" * 2000, http_status=503)
+    assert len(describe(RowDecision(kind="transient", error=long))) == 1000
