@@ -73,6 +73,19 @@ TARGETS: dict[str, Target] = {
         "reversal_pipeline/reversals/writer.py",
         ("tests/reversals/test_writer.py", "tests/reliability/test_simulation.py"),
     ),
+    # Reconciliation (issue 13): the comparison, its frames and the findings store.
+    "compare": Target(
+        "reversal_pipeline/reconciliation/compare.py",
+        ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_run.py"),
+    ),
+    "frames": Target(
+        "reversal_pipeline/reconciliation/frames.py",
+        ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_run.py"),
+    ),
+    "store": Target(
+        "reversal_pipeline/reconciliation/store.py",
+        ("tests/reconciliation/test_store.py", "tests/reconciliation/test_run.py"),
+    ),
 }
 
 #: Every pytest session mutmut starts: one process (mutmut runs its own workers), no

@@ -1,8 +1,9 @@
 """Scale-out on Dagster itself: daemon, code server and webserver as separate processes.
 
 The deployment shape of docs/deployment.md, minus Kubernetes: instance
-storage on PostgreSQL, the repository's ``dagster.yaml`` (run queue: 4 runs,
-2 reconciliation runs), the code server on its own (``dagster api grpc``),
+storage on PostgreSQL, the instance template
+``reversal_pipeline/devserver/dagster.yaml`` (run queue: 4 runs, 2
+reconciliation runs, one reversal run), the code server on its own (``dagster api grpc``),
 the daemon dequeuing runs, each run its own process (the default launcher).
 Several ``reversal_job`` runs and reconciliation partition runs are queued at
 once through GraphQL, as the UI or an API client would. Checks: every row
@@ -27,7 +28,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from reversal_pipeline.devserver.home import psycopg2_url
+from reversal_pipeline.devserver.home import psycopg2_url, template_path
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from reversal_pipeline.stripe_emulator.faults import FaultConfig
 from tests.plugins.database import _database_url, create_database, drop_database
@@ -190,7 +191,7 @@ def test_queued_runs_in_separate_processes_reverse_each_row_once_within_one_budg
 
     home = tmp_path / "dagster_home"
     home.mkdir()
-    shutil.copyfile(REPO / "dagster.yaml", home / "dagster.yaml")
+    shutil.copyfile(template_path(), home / "dagster.yaml")
     grpc_port, web_port = _free_port(), _free_port()
     workspace = tmp_path / "workspace.yaml"
     workspace.write_text(
@@ -282,7 +283,7 @@ def test_queued_runs_in_separate_processes_reverse_each_row_once_within_one_budg
     assert dict(statuses) == {"reversed": len(due)}
     for row in due:
         assert len(control.get_transfer(row.stripe_transfer_id)["reversals"]) == 1
-    # The run queue's limits (dagster.yaml): 4 runs at once, 2 reconciliation runs.
+    # The run queue's limits (the instance template): 4 runs at once, 2 reconciliation runs.
     spans = {r: (run["startTime"], run["endTime"]) for r, run in runs.items()}
     assert _most_at_once(list(spans.values())) <= 4
     assert _most_at_once([spans[r] for r in reconciliation_ids]) <= 2

@@ -6,6 +6,7 @@ a stand-in, because the point is what happens after minutes without a renewal.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -120,3 +121,38 @@ def test_a_normal_run_is_not_held_back(
     assert report.statuses["reversed"] == 3
     assert _creates(stripe_emulator) == 3
     assert all(row_state(engine, row.id)["status"] == "reversed" for row in rows)
+
+
+def _until(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    """Poll ``condition`` until it holds or ``seconds`` pass (the keeper runs on its own thread)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_a_failing_renewal_is_logged_stops_sending_and_recovers(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The renewal thread's own path: a renewal that fails is an ERROR on the run page,
+    sending stops once half a lease has passed without one, and resumes when renewals do.
+
+    Real clock and a 0.4 s lease (a renewal every 0.1 s), so the thread really runs; the
+    failure is a real database error (the table renamed away under it).
+    """
+    seed_rows(engine, stripe_emulator.control(), 1)
+    claim_due_rows(engine, token="run-renew", max_rows=1, lease_seconds=LEASE)
+    caplog.set_level("ERROR", logger="reversal_pipeline.reversals.lease")
+    with LeaseKeeper(engine, token="run-renew", lease_seconds=0.4) as keeper:
+        assert keeper.may_send()
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE seller_transfers RENAME TO st_away"))
+        try:
+            assert _until(lambda: "lease renewal failed" in caplog.text)
+            assert _until(lambda: not keeper.may_send())
+        finally:
+            with engine.begin() as connection:
+                connection.execute(sa.text("ALTER TABLE st_away RENAME TO seller_transfers"))
+        assert _until(keeper.may_send)

@@ -394,3 +394,49 @@ def test_a_401_while_confirming_stops_the_run(
     assert report.systemic_error is not None
     state = row_state(engine, row.id)
     assert (state["status"], state["retry_count"]) == ("reversal_pending", 0)
+
+
+def test_a_transfer_gone_while_confirming_fails_for_good_at_once(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A 404 on the confirming GET is the contract's "not found": one call, no retry."""
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    _already_reversed_answer(stripe_emulator, row.stripe_transfer_id)
+    stripe_emulator.control().add_script(
+        respond=404,
+        method="GET",
+        path=f"/v1/transfers/{row.stripe_transfer_id}",
+        type="invalid_request_error",
+        code="resource_missing",
+        message=f"No such transfer: '{row.stripe_transfer_id}'",
+    )
+
+    report = run_batch(engine, impatient_stripe, "run-a")
+
+    assert report.outcomes["not_found"] == 1
+    state = row_state(engine, row.id)
+    assert state["status"] == "permanently_failed"
+    assert "data-integrity incident" in state["error_message"]
+    assert [(a["action"], a["outcome"]) for a in _stripe_audit(engine, row.id)][-1] == (
+        "confirm_reversed",
+        "error",
+    )
+
+
+def test_already_reversed_in_another_currency_is_not_reversed(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """Stripe's "already reversed" for a transfer in another currency proves nothing."""
+    [row] = seed_rows(engine, stripe_emulator.control(), 1)
+    stripe_emulator.control().reverse_transfer(row.stripe_transfer_id, amount=1_000)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET currency = 'eur' WHERE id = :id"), {"id": row.id}
+        )
+
+    run_batch(engine, impatient_stripe, "run-a")
+
+    state = row_state(engine, row.id)
+    assert state["status"] == "permanently_failed"
+    assert "not in the row's EUR" in state["error_message"]
+    assert state["stripe_reversal_id"] is None
