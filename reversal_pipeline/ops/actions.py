@@ -153,18 +153,7 @@ def resolve(
             raise OperatorInputError(
                 f"row {row_id} is {row.status}; only permanently_failed rows can be resolved"
             )
-        if not row.stripe_transfer_id or not row.stripe_transfer_id.startswith("tr_"):
-            raise OperatorInputError(
-                f"row {row_id} has no usable stripe_transfer_id ({row.stripe_transfer_id!r}); "
-                "fix the row first"
-            )
-        try:
-            transfer = stripe.get_transfer(row.stripe_transfer_id)
-        except StripeSentinel as error:
-            raise OperatorInputError(
-                f"cannot read transfer {row.stripe_transfer_id} at Stripe "
-                f"({type(error).__name__}: {error.message}); nothing changed"
-            ) from None
+        transfer = _transfer_of(row, stripe)
         found = [r for r in transfer.reversals if r.id == reversal_id]
         if not found:
             shown = ", ".join(r.id for r in transfer.reversals) or "none"
@@ -243,18 +232,7 @@ def reopen(engine: sa.Engine, stripe: TransferLookup, row_id: int, reason: str) 
                 f"row {row_id} is {row.status}; only reversed rows can be reopened "
                 "(a permanently_failed row is requeued)"
             )
-        if not row.stripe_transfer_id or not TRANSFER_ID_PATTERN.fullmatch(row.stripe_transfer_id):
-            raise OperatorInputError(
-                f"row {row_id} has no usable stripe_transfer_id ({row.stripe_transfer_id!r}); "
-                "fix the row first"
-            )
-        try:
-            transfer = stripe.get_transfer(row.stripe_transfer_id)
-        except StripeSentinel as error:
-            raise OperatorInputError(
-                f"cannot read transfer {row.stripe_transfer_id} at Stripe "
-                f"({type(error).__name__}: {error.message}); nothing changed"
-            ) from None
+        transfer = _transfer_of(row, stripe)
         shown = (
             f"Stripe shows {transfer.amount_reversed} of {transfer.amount} "
             f"{transfer.currency.upper()} reversed in {len(transfer.reversals)} reversal(s)"
@@ -310,6 +288,27 @@ def _reopen_refusal(row: sa.Row, transfer: Any) -> str | None:
             "needs a person, not the job"
         )
     return None
+
+
+def _transfer_of(row: sa.Row, stripe: TransferLookup) -> Any:
+    """The row's transfer as Stripe shows it now, or a refusal that changes nothing.
+
+    ``resolve`` and ``reopen`` both decide from Stripe's own view of the
+    transfer; the id is checked with the job's full-match pattern first, so an
+    id the job would refuse to send is refused here too.
+    """
+    transfer_id = row.stripe_transfer_id
+    if not transfer_id or not TRANSFER_ID_PATTERN.fullmatch(transfer_id):
+        raise OperatorInputError(
+            f"row {row.id} has no usable stripe_transfer_id ({transfer_id!r}); fix the row first"
+        )
+    try:
+        return stripe.get_transfer(transfer_id)
+    except StripeSentinel as error:
+        raise OperatorInputError(
+            f"cannot read transfer {transfer_id} at Stripe "
+            f"({type(error).__name__}: {error.message}); nothing changed"
+        ) from None
 
 
 def _ids(ids: list[int]) -> str:

@@ -135,8 +135,9 @@ def test_reversals_go_first_and_listing_keeps_its_floor(
         d.join()
 
     assert len(sent_reversal) >= RATE * 3.0 * 0.8
-    # Never starved, never more than its floor (plus the booking in flight).
-    assert RATE * 3.0 * 0.05 <= len(sent_listing) <= RATE * 3.0 * 0.1 + 3
+    # Never starved, never more than its floor (plus up to two bookings in flight: a
+    # booking is half a second of slots, and a thread may finish one as the window ends).
+    assert RATE * 3.0 * 0.05 <= len(sent_listing) <= RATE * 3.0 * 0.1 + 6
     assert _max_in_any_second(sent_reversal + sent_listing) <= RATE * 1.05 + SLACK
 
 
