@@ -184,7 +184,7 @@ def main() -> None:
             with engine.begin() as connection:
                 request_reversal(connection, refund_id="re_warmup", order_id=warmup)
             try:
-                wait_all_reversed(engine, ["re_warmup"], timeout=300)
+                wait_all_reversed(engine, ["re_warmup"], timeout=600)
             except RuntimeError:
                 print_diagnostics(work / "dagster_home", url, log_path)
                 raise
@@ -289,7 +289,13 @@ def instance(home: Path, url: str) -> Iterator[dg.DagsterInstance]:
 def reversal_job_runs(home: Path, url: str, since: datetime) -> list[dg.RunRecord]:
     with instance(home, url) as dagster:
         records = dagster.get_run_records(dg.RunsFilter(job_name="reversal_job"))
-    return [r for r in records if r.start_time and r.start_time >= since.timestamp() - 1]
+    # Every run that was up at some point after the first refund: a listening run
+    # started before it (with the warm-up) and is the one that did the work.
+    return [
+        r
+        for r in records
+        if r.start_time and (r.end_time is None or r.end_time >= since.timestamp() - 1)
+    ]
 
 
 def wait_reconciled(home: Path, url: str, day: str, changed_at: datetime) -> float:
