@@ -147,7 +147,8 @@ def emulator_process(latency_ms: float = 0.0, rate_limit: int | None = None) -> 
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        EmulatorClient(url).wait_until_ready(timeout=30)
+        # 120 s: a fresh interpreter importing the emulator took over 30 s at load 20+.
+        EmulatorClient(url).wait_until_ready(timeout=120)
         yield url
     finally:
         proc.terminate()

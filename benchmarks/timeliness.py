@@ -183,7 +183,11 @@ def main() -> None:
             # Warm-up: the first run pays for the code server's and launcher's first use.
             with engine.begin() as connection:
                 request_reversal(connection, refund_id="re_warmup", order_id=warmup)
-            wait_all_reversed(engine, ["re_warmup"], timeout=300)
+            try:
+                wait_all_reversed(engine, ["re_warmup"], timeout=600)
+            except RuntimeError:
+                print_diagnostics(work / "dagster_home", url, log_path)
+                raise
             print(f"warm-up refund reversed after {time.monotonic() - started:.1f} s", flush=True)
 
             refund_ids = []
@@ -195,7 +199,11 @@ def main() -> None:
                     request_reversal(connection, refund_id=refund_id, order_id=order_id)
                 refund_ids.append(refund_id)
                 time.sleep(rng.expovariate(1 / mean_gap))  # the arrival process, not a wait
-            wait_all_reversed(engine, refund_ids, timeout=600)
+            try:
+                wait_all_reversed(engine, refund_ids, timeout=600)
+            except RuntimeError:
+                print_diagnostics(work / "dagster_home", url, log_path)
+                raise
             latencies = reversal_latencies(engine, refund_ids)
             last_change = last_reversal_at(engine)
 
@@ -248,6 +256,15 @@ def run_time_figures(runs: list[dg.RunRecord]) -> list[Figure]:
     ]
 
 
+def print_diagnostics(home: Path, url: str, log_path: Path) -> None:
+    """What an operator would look at first: the runs and the tail of the stack's log."""
+    with instance(home, url) as dagster:
+        for record in dagster.get_run_records(dg.RunsFilter(job_name="reversal_job"), limit=20):
+            run = record.dagster_run
+            print(f"run {run.run_id} {run.status.value} tags={dict(run.tags)}", flush=True)
+    print("--- dev log (tail) ---\n" + log_path.read_text(errors="replace")[-6000:], flush=True)
+
+
 def wait_all_reversed(engine: sa.Engine, refund_ids: list[str], *, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -272,7 +289,13 @@ def instance(home: Path, url: str) -> Iterator[dg.DagsterInstance]:
 def reversal_job_runs(home: Path, url: str, since: datetime) -> list[dg.RunRecord]:
     with instance(home, url) as dagster:
         records = dagster.get_run_records(dg.RunsFilter(job_name="reversal_job"))
-    return [r for r in records if r.start_time and r.start_time >= since.timestamp() - 1]
+    # Every run that was up at some point after the first refund: a listening run
+    # started before it (with the warm-up) and is the one that did the work.
+    return [
+        r
+        for r in records
+        if r.start_time and (r.end_time is None or r.end_time >= since.timestamp() - 1)
+    ]
 
 
 def wait_reconciled(home: Path, url: str, day: str, changed_at: datetime) -> float:

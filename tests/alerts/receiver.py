@@ -30,7 +30,8 @@ class Receiver:
 
 
 @contextmanager
-def running_receiver() -> Iterator[Receiver]:
+def running_receiver(port: int = 0) -> Iterator[Receiver]:
+    """A receiver on ``port`` (0: any free one); a given port brings one back where it was."""
     receiver: Receiver
 
     class Handler(BaseHTTPRequestHandler):
@@ -46,7 +47,7 @@ def running_receiver() -> Iterator[Receiver]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     receiver = Receiver(server)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -45,7 +45,12 @@ def _row_count(engine: sa.Engine) -> int:
 
 
 def _failures_table(result: dg.ExecuteInProcessResult) -> str:
-    return str(materialization_metadata(result, "reversal_outcomes")["failures"])
+    """The ``failures`` table's rows as ``| cell | cell |`` lines (it is a typed table now)."""
+    table = materialization_metadata(result, "reversal_outcomes")["failures"]
+    return "\n".join(
+        "| " + " | ".join(str(cell) for cell in record.data.values()) + " |"
+        for record in table.records
+    )
 
 
 def _assert_good_row_reversed(emulator: EmulatorServer, engine: sa.Engine, row: SeededRow) -> None:

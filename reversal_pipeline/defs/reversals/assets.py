@@ -13,12 +13,14 @@ from collections.abc import Iterator
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.reversals.listening import ListenConfig, reverse_and_listen
 from reversal_pipeline.defs.reversals.metadata import (
     claim_metadata,
-    markdown_table,
+    listen_metadata,
+    open_events_table,
     outcome_metadata,
 )
-from reversal_pipeline.reversals.batch import BatchReport, ReversalBatch
+from reversal_pipeline.reversals.batch import BatchReport
 from reversal_pipeline.reversals.claim import claim_due_rows, count_held
 from reversal_pipeline.reversals.intake import process_refund_events
 from reversal_pipeline.reversals.intake_window import refund_open_window
@@ -63,9 +65,7 @@ def refund_intake(
                 still_open.oldest_age.total_seconds() / 86_400 if still_open.oldest_age else 0.0,
                 1,
             ),
-            "open_events_oldest": dg.MetadataValue.md(
-                markdown_table(oldest, ["refund_id", "order_id", "outcome", "age_days"])
-            ),
+            "open_events_oldest": open_events_table(oldest),
         }
     )
 
@@ -103,23 +103,26 @@ def due_reversals(
 )
 def reversal_outcomes(
     context: dg.AssetExecutionContext,
+    config: ListenConfig,
     database: DatabaseResource,
     stripe: StripeResource,
     reversal_settings: ReversalSettings,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    """Each claimed row reversed at Stripe (or failed, or rescheduled), with its audit rows."""
+    """Each claimed row reversed at Stripe (or failed, or rescheduled), with its audit rows.
+
+    With ``listen_seconds`` set (runs of ``refund_events_sensor``), the run then keeps
+    taking newly due rows until it has been idle that long (``listening.py``); the
+    totals below cover every batch it did.
+    """
     if context.run.parent_run_id is not None:
         _claim_for_reexecution(context, database, reversal_settings)
     calls_before = stripe.calls_made
-    report = ReversalBatch(
-        database.get_engine(),
-        stripe,
-        token=claim_token(context),
-        run_id=context.run.run_id,
-        settings=reversal_settings,
-    ).run()
+    passes = reverse_and_listen(
+        context, config, database.get_engine(), stripe, reversal_settings, claim_token(context)
+    )
+    report = passes.total
     calls = {k: v - calls_before.get(k, 0) for k, v in stripe.calls_made.items()}
-    metadata = outcome_metadata(report, calls) | stripe.budget_usage()
+    metadata = outcome_metadata(report, calls) | listen_metadata(passes) | stripe.budget_usage()
     written_check = outcomes_written_check(report)
     problems: list[str] = []
     if report.systemic_error is not None:

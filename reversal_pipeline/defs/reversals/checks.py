@@ -5,7 +5,11 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reversals.assets import reversal_outcomes
-from reversal_pipeline.defs.reversals.metadata import markdown_table
+from reversal_pipeline.defs.reversals.metadata import (
+    EXPIRED_CLAIM_COLUMNS,
+    PERMANENT_FAILURE_COLUMNS,
+    rows_table,
+)
 
 EXPIRED_CLAIM_GRACE_MINUTES = 15
 LIST_LIMIT = 20
@@ -55,9 +59,7 @@ def no_long_expired_claims(database: DatabaseResource) -> dg.AssetCheckResult:
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "expired_claims": len(rows),
-            "rows": dg.MetadataValue.md(
-                markdown_table(rows, ["id", "claimed_by", "claim_expires_at"])
-            ),
+            "rows": rows_table(rows, EXPIRED_CLAIM_COLUMNS),
         },
     )
 
@@ -88,8 +90,6 @@ def no_new_permanent_failures(database: DatabaseResource) -> dg.AssetCheckResult
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "new_permanently_failed": total,
-            "rows": dg.MetadataValue.md(
-                markdown_table(rows, ["id", "stripe_transfer_id", "error_message", "updated_at"])
-            ),
+            "rows": rows_table(rows, PERMANENT_FAILURE_COLUMNS),
         },
     )

@@ -11,7 +11,7 @@ import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reversals.assets import refund_intake
-from reversal_pipeline.defs.reversals.metadata import markdown_table
+from reversal_pipeline.defs.reversals.metadata import open_events_table
 from reversal_pipeline.reversals.intake_window import OPEN_DAYS_ENV, refund_open_window
 from reversal_pipeline.reversals.open_events import list_open_events, summarize_open_events
 
@@ -32,12 +32,7 @@ def no_refund_events_past_window(database: DatabaseResource) -> dg.AssetCheckRes
             "open_events": counts.open_count,
             "window_days": window.days,
             "refund_ids": dg.MetadataValue.json(refund_ids),
-            "events": dg.MetadataValue.md(
-                markdown_table(
-                    overdue,
-                    ["refund_id", "order_id", "outcome", "age_days", "outcome_detail"],
-                )
-            ),
+            "events": open_events_table(overdue),
         },
         description=None
         if not overdue

@@ -1,27 +1,110 @@
-"""Metadata shown in the Dagster UI for the reversal assets.
+"""Metadata shown in the Dagster UI for the reversal assets and checks.
 
-Numeric values are plain ints/floats so the UI plots them over time.
+Numeric values are plain ints/floats so the UI plots them over time. Lists
+of rows are ``MetadataValue.table`` with a typed ``TableSchema``, not
+markdown: the UI renders, sorts and copies them as data, and a ``|`` or a
+line break inside an error message cannot break the layout.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping, Sequence
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from reversal_pipeline.reversals.batch import BatchReport
 from reversal_pipeline.reversals.claim import ClaimSummary
 
+if TYPE_CHECKING:
+    from reversal_pipeline.defs.reversals.listening import RunPasses
 
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
-    if not rows:
-        return "_none_"
-    header = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
-    body = "\n".join("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows)
-    return header + body
+#: Longest text kept in one cell: an error message can be long, the table should stay readable.
+CELL_TEXT_LIMIT = 500
 
 
-def _cell(value: Any) -> str:
-    return str("" if value is None else value).replace("|", "\\|").replace("\n", " ")[:200]
+def _column(name: str, kind: str, description: str | None = None) -> dg.TableColumn:
+    return dg.TableColumn(name, kind, description=description)
+
+
+CLAIM_PREVIEW_COLUMNS = (
+    _column("id", "int", "seller_transfers.id"),
+    _column("order_id", "string"),
+    _column("stripe_transfer_id", "string"),
+    _column("amount", "int", "minor units"),
+    _column("currency", "string"),
+    _column("retry_count", "int"),
+    _column("next_retry_at", "string", "UTC"),
+)
+FAILURE_COLUMNS = (
+    _column("seller_transfer_id", "int"),
+    _column("stripe_transfer_id", "string"),
+    _column("status", "string", "the row's status after this run"),
+    _column("outcome", "string"),
+    _column("message", "string", "the row's error_message"),
+)
+OPEN_EVENT_COLUMNS = (
+    _column("refund_id", "string"),
+    _column("order_id", "string"),
+    _column("outcome", "string", "what the event waits for"),
+    _column("age_days", "float"),
+    _column("outcome_detail", "string"),
+)
+EXPIRED_CLAIM_COLUMNS = (
+    _column("id", "int", "seller_transfers.id"),
+    _column("claimed_by", "string", "the run id that held the claim"),
+    _column("claim_expires_at", "string", "UTC"),
+)
+PERMANENT_FAILURE_COLUMNS = (
+    _column("id", "int", "seller_transfers.id"),
+    _column("stripe_transfer_id", "string"),
+    _column("error_message", "string"),
+    _column("updated_at", "string", "UTC"),
+)
+PASS_COLUMNS = (
+    _column("pass", "int", "0 is the run's own claim; then one per pass that found work"),
+    _column("started_at", "string", "UTC"),
+    _column("woken_by", "string", "first, notify (a refund event was inserted) or poll"),
+    _column("events_processed", "int"),
+    _column("rows_claimed", "int"),
+    _column("reversed", "int"),
+    _column("permanently_failed", "int"),
+    _column("retry_scheduled", "int"),
+    _column("released", "int"),
+    _column("outcomes_not_written", "int"),
+    _column("elapsed_seconds", "float"),
+)
+#: Passes listed on one materialization; the totals count all of them.
+PASS_LIST_LIMIT = 200
+
+
+def rows_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[dg.TableColumn]
+) -> dg.MetadataValue:
+    """Rows as a typed table; each cell is converted to its column's type."""
+    records = [
+        dg.TableRecord({c.name: _cell(row.get(c.name), c.type) for c in columns}) for row in rows
+    ]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=list(columns)))
+
+
+def _cell(value: Any, kind: str) -> str | int | float | bool | None:
+    if value is None:
+        return None
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        return bool(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)[:CELL_TEXT_LIMIT]
+
+
+def open_events_table(events: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
+    return rows_table(events, OPEN_EVENT_COLUMNS)
 
 
 def claim_metadata(summary: ClaimSummary, token: str) -> dict[str, Any]:
@@ -29,20 +112,7 @@ def claim_metadata(summary: ClaimSummary, token: str) -> dict[str, Any]:
         "rows_claimed": summary.rows_claimed,
         "oldest_due_seconds": round(summary.oldest_due_seconds, 1),
         "claim_token": token,
-        "preview": dg.MetadataValue.md(
-            markdown_table(
-                summary.preview,
-                [
-                    "id",
-                    "order_id",
-                    "stripe_transfer_id",
-                    "amount",
-                    "currency",
-                    "retry_count",
-                    "next_retry_at",
-                ],
-            )
-        ),
+        "preview": rows_table(summary.preview, CLAIM_PREVIEW_COLUMNS),
     }
     for currency, amount in summary.amount_by_currency.items():
         metadata[f"amount_claimed_{currency}"] = amount
@@ -63,12 +133,7 @@ def outcome_metadata(report: BatchReport, stripe_calls: Mapping[str, int]) -> di
         "stripe_rate_limited_retries": stripe_calls.get("rate_limited_retries", 0),
         "elapsed_seconds": round(report.elapsed_seconds, 3),
         "reversals_per_second": round(reversed_rows / elapsed, 2),
-        "failures": dg.MetadataValue.md(
-            markdown_table(
-                report.failures,
-                ["seller_transfer_id", "stripe_transfer_id", "status", "outcome", "message"],
-            )
-        ),
+        "failures": rows_table(report.failures, FAILURE_COLUMNS),
     }
     for outcome, count in sorted(report.outcomes.items()):
         metadata[f"outcome_{outcome}"] = count
@@ -76,4 +141,20 @@ def outcome_metadata(report: BatchReport, stripe_calls: Mapping[str, int]) -> di
         metadata[f"stripe_calls_{kind}"] = count
     for currency, amount in sorted(report.reversed_amount_by_currency.items()):
         metadata[f"amount_reversed_{currency}"] = amount
+    return metadata
+
+
+def listen_metadata(passes: RunPasses) -> dict[str, Any]:
+    """How the run listened: its passes as a table, and why it ended."""
+    rows = passes.table_rows()
+    metadata: dict[str, Any] = {
+        "passes": len(rows),
+        "batches": rows_table(rows[:PASS_LIST_LIMIT], PASS_COLUMNS),
+        "listened": passes.end is not None,
+    }
+    if passes.end is not None:
+        metadata["listen_ended"] = passes.end.value
+        metadata["events_processed_while_listening"] = sum(
+            p.events_processed for p in passes.passes
+        )
     return metadata

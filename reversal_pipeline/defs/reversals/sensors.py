@@ -12,6 +12,13 @@ intake will take the new events too, so the sensor requests nothing and
 keeps its cursor. The instance runs one ``reversal_job`` at a time (tag limit
 ``domain: reversals`` in the instance template), so a run requested while
 another works waits its turn instead of running beside it.
+
+The runs it requests listen (``REVERSAL_LISTEN_SECONDS``, default 120 s;
+``reversals/listen.py``): after their due rows they keep taking new refunds
+until idle that long. While such a run is up the sensor requests nothing and
+keeps its cursor, so an event inserted after the run's last look (just as it
+ends) is still "new" to the sensor, which requests a run for it once the
+listening run has ended: nothing falls between the two.
 """
 
 import json
@@ -23,7 +30,9 @@ from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.db.tables import refund_events, seller_transfers
 from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reversals.jobs import reversal_job
+from reversal_pipeline.defs.reversals.listening import LISTENING_TAG, listen_run_config
 from reversal_pipeline.reversals.intake import open_event_is_actionable
+from reversal_pipeline.reversals.listen import listen_seconds_from_env
 
 
 def _read_cursor(raw: str | None) -> tuple[int, str]:
@@ -94,6 +103,20 @@ def refund_events_sensor(
             skip_reason=f"run {waiting_runs[0].dagster_run.run_id} is waiting to start: "
             "its intake takes any new refund events and any that became actionable"
         )
+    listening_runs = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=reversal_job.name,
+            statuses=[dg.DagsterRunStatus.STARTED],
+            tags={LISTENING_TAG: "true"},
+        ),
+        limit=1,
+    )
+    if listening_runs:
+        return dg.SensorResult(
+            skip_reason=f"run {listening_runs[0].dagster_run.run_id} is listening: it takes "
+            "new refund events as they come; what it leaves is requested when it ends"
+        )
+    listen_seconds = listen_seconds_from_env()
     last_seen, last_fingerprint = _read_cursor(context.cursor)
     with database.get_engine().connect() as connection:
         newest, waiting = connection.execute(
@@ -118,15 +141,19 @@ def refund_events_sensor(
             ),
             cursor=cursor,
         )
+    tags = {
+        "trigger": "refund_events_sensor",
+        "refund_events_waiting": str(waiting),
+        "refund_events_actionable": str(actionable),
+    }
+    if listen_seconds > 0:
+        tags[LISTENING_TAG] = "true"
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
                 run_key=run_key,
-                tags={
-                    "trigger": "refund_events_sensor",
-                    "refund_events_waiting": str(waiting),
-                    "refund_events_actionable": str(actionable),
-                },
+                run_config=listen_run_config(listen_seconds) if listen_seconds > 0 else {},
+                tags=tags,
             )
         ],
         cursor=cursor,

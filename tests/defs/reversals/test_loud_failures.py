@@ -88,5 +88,5 @@ def test_open_permanent_failures_are_seen_by_a_later_run_too(
     assert later.success
     check = _checks(later)["no_new_permanent_failures"]
     assert check.passed is False
-    assert f"| {row.id} |" in check.metadata["rows"].value
+    assert [record.data["id"] for record in check.metadata["rows"].value.records] == [row.id]
     assert _checks(later)["all_outcomes_written"].passed is True

@@ -38,7 +38,7 @@ def test_refund_before_its_transfer_row_is_reversed_at_stripe_once_the_row_exist
     assert first.success
     intake = materialization_metadata(first, "refund_intake")
     assert (intake["events_waiting_for_transfer"], intake["open_events"]) == (1, 1)
-    assert "re_early_job" in intake["open_events_oldest"]
+    assert [r.data["refund_id"] for r in intake["open_events_oldest"].records] == ["re_early_job"]
     assert _checks(first)["no_refund_events_past_window"].passed is True
 
     [row] = seed_rows(
@@ -80,7 +80,10 @@ def test_refund_open_past_the_window_fails_the_error_check_naming_it(
     assert check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["refund_ids"].value == ["re_stale"]
     assert "re_stale" in (check.description or "")
-    assert "expired_unmatched" in check.metadata["events"].value
+    listed = check.metadata["events"].value.records
+    assert [(r.data["refund_id"], r.data["outcome"]) for r in listed] == [
+        ("re_stale", "expired_unmatched")
+    ]
     errors = [e.message for e in dagster_instance.all_logs(result.run_id) if e.level >= 40]
     assert any("refund re_stale: expired_unmatched" in m for m in errors)
     assert row_state(engine, unpaid.id)["status"] == "pending"

@@ -80,7 +80,8 @@ def test_unknown_transfer_fails_after_one_call(
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
     assert checks["no_new_permanent_failures"].passed is False
-    assert f"| {row.id} |" in checks["no_new_permanent_failures"].metadata["rows"].value
+    listed = checks["no_new_permanent_failures"].metadata["rows"].value
+    assert [record.data["id"] for record in listed.records] == [row.id]
     assert checks["no_pending_without_next_retry_at"].passed is True
     assert checks["no_long_expired_claims"].passed is True
 

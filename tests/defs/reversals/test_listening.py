@@ -1,0 +1,271 @@
+"""A listening reversal_job run: new refunds are reversed in the same run, and it ends when it must.
+
+Real PostgreSQL (with the NOTIFY trigger of migration 0010), the real SDK and
+the emulator, the real ``reversal_job`` executed in process. The only stand-in
+is termination: a real signal whose handler raises in the waiting thread, as
+Dagster's does (the same device as tests/reversals/test_fencing.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from reversal_pipeline.reversals.intake import request_reversal
+from reversal_pipeline.reversals.listen import (
+    ListenEnd,
+    ListenWindow,
+    RefundEventWakeups,
+    Wake,
+    listen,
+    take_newly_due,
+)
+from reversal_pipeline.reversals.settings import ReversalSettings
+from reversal_pipeline.stripe import StripeResource
+from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.plugins.dagster_job import load_defs, materialization_metadata
+from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows
+
+STATE_TIMEOUT = 60.0
+
+
+def _run_listening(
+    instance: dg.DagsterInstance, **listen_config: float
+) -> tuple[dg.ExecuteInProcessResult, float]:
+    job = load_defs().resolve_job_def("reversal_job")
+    started = time.monotonic()
+    result = job.execute_in_process(
+        instance=instance,
+        run_config={"ops": {"reversal_outcomes": {"config": listen_config}}},
+        raise_on_error=False,
+    )
+    return result, time.monotonic() - started
+
+
+def _wait_for_status(engine: sa.Engine, row_id: int, status: str) -> None:
+    """Wait on the database's state, not on time: fails if the state never comes."""
+    deadline = time.monotonic() + STATE_TIMEOUT
+    while row_state(engine, row_id)["status"] != status:
+        assert time.monotonic() < deadline, f"row {row_id} never became {status}"
+        time.sleep(0.05)
+
+
+def _refund_once_first_is_reversed(
+    engine: sa.Engine, first: SeededRow, later: SeededRow
+) -> threading.Thread:
+    """The application's webhook, writing a refund while the run is up (after its first row)."""
+
+    def refund() -> None:
+        _wait_for_status(engine, first.id, "reversed")
+        with engine.begin() as connection:
+            request_reversal(connection, refund_id="re_later", order_id=later.order_id)
+
+    thread = threading.Thread(target=refund, name="webhook")
+    thread.start()
+    return thread
+
+
+def _passes(result: dg.ExecuteInProcessResult) -> list[dict[str, Any]]:
+    table = materialization_metadata(result, "reversal_outcomes")["batches"]
+    return [dict(record.data) for record in table.records]
+
+
+@pytest.mark.parametrize(
+    ("trigger_enabled", "poll_seconds", "woken_by"),
+    [(True, 60.0, "notify"), (False, 0.5, "poll")],
+    ids=["via-notify", "via-poll-fallback"],
+)
+def test_a_refund_inserted_while_the_run_listens_is_reversed_in_the_same_run(
+    job_env: dict[str, str],
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+    trigger_enabled: bool,
+    poll_seconds: float,
+    woken_by: str,
+) -> None:
+    first, later = seed_rows(engine, stripe_emulator.control(), 2, status="completed")
+    if not trigger_enabled:  # a lost notification: only the poll can find the event
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text("ALTER TABLE refund_events DISABLE TRIGGER trg_refund_events_notify")
+            )
+    with engine.begin() as connection:
+        request_reversal(connection, refund_id="re_first", order_id=first.order_id)
+    webhook = _refund_once_first_is_reversed(engine, first, later)
+
+    result, _ = _run_listening(dagster_instance, listen_seconds=8, poll_seconds=poll_seconds)
+    webhook.join(STATE_TIMEOUT)
+
+    assert result.success
+    for row in (first, later):
+        assert row_state(engine, row.id)["status"] == "reversed"
+        [create] = [a for a in attempts_of(engine, row.id) if a["action"] == "create_reversal"]
+        assert create["run_id"] == result.run_id  # the same run, no second launch
+    passes = _passes(result)
+    assert [p["woken_by"] for p in passes] == ["first", woken_by]
+    assert [p["reversed"] for p in passes] == [1, 1]
+    assert passes[1]["events_processed"] == 1
+    outcome = materialization_metadata(result, "reversal_outcomes")
+    assert outcome["rows_reversed"] == 2  # the totals cover every batch of the run
+    assert outcome["listen_ended"] == "idle"
+    assert outcome["events_processed_while_listening"] == 1
+    [observation] = [
+        e
+        for e in result.all_events
+        if e.event_type == dg.DagsterEventType.ASSET_OBSERVATION
+        and e.asset_key == dg.AssetKey("reversal_outcomes")
+    ]  # written as the pass finished, not only at the end
+    assert observation.event_specific_data.asset_observation.metadata["reversed"].value == 1
+
+
+@pytest.mark.parametrize(
+    ("listen_config", "ended", "bound_seconds"),
+    [
+        ({"listen_seconds": 1.0, "poll_seconds": 0.2}, "idle", 30.0),
+        (
+            {"listen_seconds": 600.0, "listen_max_seconds": 2.0, "poll_seconds": 0.2},
+            "max_time",
+            30.0,
+        ),
+    ],
+    ids=["idle-window", "longest-listen"],
+)
+def test_the_run_ends_when_idle_for_the_window_or_after_the_longest_listen(
+    job_env: dict[str, str],
+    dagster_instance: dg.DagsterInstance,
+    listen_config: dict[str, float],
+    ended: str,
+    bound_seconds: float,
+) -> None:
+    result, took = _run_listening(dagster_instance, **listen_config)
+
+    assert result.success
+    outcome = materialization_metadata(result, "reversal_outcomes")
+    assert outcome["listen_ended"] == ended
+    assert took < bound_seconds  # far below listen_seconds=600 for the longest-listen case
+
+
+def test_without_listen_config_the_run_ends_after_its_due_rows(
+    job_env: dict[str, str], dagster_instance: dg.DagsterInstance
+) -> None:
+    result, _ = _run_listening(dagster_instance)
+
+    assert result.success
+    outcome = materialization_metadata(result, "reversal_outcomes")
+    assert outcome["listened"] is False
+    assert "listen_ended" not in outcome
+
+
+# -- the plain loop: termination and stop --------------------------------------------------------
+
+
+SETTINGS = ReversalSettings(concurrency=2, backoff_jitter=0.0)
+
+
+class Terminated(BaseException):
+    """What the signal handler raises, like Dagster's DagsterExecutionInterruptedError."""
+
+
+class _SeenWaiting(RefundEventWakeups):
+    """The real wake-ups, telling the test once the loop is blocked waiting."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float) -> bool:
+        self.waiting.set()
+        return super().wait(timeout)
+
+
+@pytest.fixture
+def stripe_resource(
+    stripe_emulator: EmulatorServer, stripe_api_key: str
+) -> Iterator[StripeResource]:
+    resource = StripeResource(
+        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
+    )
+    yield resource
+    resource.close()
+
+
+def _pass(engine: sa.Engine, stripe: StripeResource) -> Any:
+    def run_pass(wake: Wake) -> Any:
+        return take_newly_due(
+            engine,
+            stripe,
+            token="run-listen",
+            run_id=None,
+            settings=SETTINGS,
+            open_window=timedelta(days=30),
+            wake=wake,
+        )
+
+    return run_pass
+
+
+def test_termination_stops_a_listening_run_promptly(
+    engine: sa.Engine, stripe_resource: StripeResource
+) -> None:
+    wakeups = _SeenWaiting(engine)
+    signalled_at: list[float] = []
+
+    def terminate() -> None:
+        if wakeups.waiting.wait(STATE_TIMEOUT):
+            signalled_at.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGUSR1)
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    operator = threading.Thread(target=terminate)
+    try:
+        operator.start()
+        with pytest.raises(Terminated), wakeups:
+            listen(
+                wakeups,
+                _pass(engine, stripe_resource),
+                ListenWindow(idle_seconds=120, max_seconds=600, poll_seconds=30),
+                on_pass=lambda report: None,
+            )
+        stopped_at = time.monotonic()
+    finally:
+        operator.join(STATE_TIMEOUT)
+        signal.signal(signal.SIGUSR1, previous)
+
+    [signalled] = signalled_at
+    assert stopped_at - signalled < 5.0  # not the 30 s poll, nor the 120 s window
+    assert wakeups._connection is None  # the listening connection is closed, not pooled
+
+
+def test_a_stop_request_ends_listening_at_the_next_wait_slice(
+    engine: sa.Engine, stripe_resource: StripeResource
+) -> None:
+    wakeups = _SeenWaiting(engine)
+    stop = threading.Event()
+    stopper = threading.Thread(target=lambda: wakeups.waiting.wait(STATE_TIMEOUT) and stop.set())
+    stopper.start()
+    started = time.monotonic()
+    with wakeups:
+        ended = listen(
+            wakeups,
+            _pass(engine, stripe_resource),
+            ListenWindow(idle_seconds=120, max_seconds=600, poll_seconds=30),
+            on_pass=lambda report: None,
+            stop=stop,
+        )
+    stopper.join(STATE_TIMEOUT)
+
+    assert ended is ListenEnd.STOPPED
+    assert time.monotonic() - started < 10.0
