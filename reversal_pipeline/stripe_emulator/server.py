@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 import uvicorn
 
 from reversal_pipeline.stripe_emulator.app import EmulatorApp
-from reversal_pipeline.stripe_emulator.control import EmulatorClient
+from reversal_pipeline.stripe_emulator.control_client import EmulatorClient
 from reversal_pipeline.stripe_emulator.faults import FaultConfig, Faults
 from reversal_pipeline.stripe_emulator.state import (
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
