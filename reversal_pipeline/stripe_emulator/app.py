@@ -24,6 +24,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from reversal_pipeline.stripe_emulator.canned import (
+    default_error,
+    set_should_retry,
+    stripe_should_retry_500,
+)
 from reversal_pipeline.stripe_emulator.control import ControlEndpoints
 from reversal_pipeline.stripe_emulator.delivery import (
     HTML_502,
@@ -36,26 +41,32 @@ from reversal_pipeline.stripe_emulator.delivery import (
     error_answer,
 )
 from reversal_pipeline.stripe_emulator.errors import (
-    GATEWAY_MESSAGES,
+    FORM_ENCODING_MESSAGE,
     INTERNAL_ERROR_MESSAGE,
     RATE_LIMIT_MESSAGE,
     EmulatorError,
+    ParameterError,
     in_flight_message,
     mismatch_endpoint_message,
     mismatch_params_message,
-    no_such_transfer,
+)
+from reversal_pipeline.stripe_emulator.expand import (
+    REVERSAL_EXPANDABLE,
+    TRANSFER_EXPANDABLE,
+    expand_paths,
+    expand_reversal,
+    expand_transfer,
 )
 from reversal_pipeline.stripe_emulator.faults import HOLD, Faults, ScriptedResponse
 from reversal_pipeline.stripe_emulator.idempotency import IdempotencyDecision, StoredResponse
 from reversal_pipeline.stripe_emulator.keys import (
-    MISSING_KEY_MESSAGE,
     key_fingerprint,
-    mask_key,
     new_id,
 )
 from reversal_pipeline.stripe_emulator.params import (
     check_allowed,
     created_params,
+    currency_param,
     cursor_params,
     decode_params,
     int_param,
@@ -220,6 +231,10 @@ class EmulatorApp:
         if not faults.admit(self.state.clock()):
             return self._rate_limited(faults.config.rate_limit_should_retry)
 
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctx.method == "POST" and content_type == "application/json":
+            # Rejected before the endpoint and the idempotency layer: nothing stored.
+            return error_answer(ParameterError(400, FORM_ENCODING_MESSAGE))
         raw = (await request.body()).decode("utf-8", "replace") if ctx.method == "POST" else ""
         pairs = parse_qsl(request.url.query, keep_blank_values=True)
         pairs += parse_qsl(raw, keep_blank_values=True)
@@ -247,7 +262,7 @@ class EmulatorApp:
         except BaseException:
             self.state.idempotency.abandon(scope, key)
             raise
-        if answer.status is None:  # nothing was processed: leave no trace
+        if answer.status is None or not answer.executed:  # nothing ran: leave no trace
             self.state.idempotency.abandon(scope, key)
         else:
             self.state.idempotency.complete(
@@ -272,16 +287,23 @@ class EmulatorApp:
             return self._scripted_status(ctx, script)
         if faults.roll("error_rate", ctx.method):
             err = EmulatorError(500, INTERNAL_ERROR_MESSAGE, type="api_error")
-            return error_answer(err, fault="random:error")
+            answer = error_answer(err, fault="random:error")
+            should_retry = faults.config.error_should_retry
+            set_should_retry(answer, ctx, should_retry)
+            return answer
 
         try:
             result = handler(ctx, decode_params(pairs))
             answer = Answer(200, dumps(result), fault=fault)
+        except ParameterError as err:
+            answer = error_answer(err, fault=fault)
+            answer.executed = False
         except EmulatorError as err:
             answer = error_answer(err, fault=fault)
         except Exception:
             logger.exception("stripe emulator: handler failed for %s %s", ctx.method, ctx.path)
             answer = error_answer(EmulatorError(500, INTERNAL_ERROR_MESSAGE, type="api_error"))
+            set_should_retry(answer, ctx, None)
 
         if script is not None:
             answer.mangle = str(script.respond)
@@ -317,7 +339,9 @@ class EmulatorApp:
                 original_request=stored.request_id,
             )
         if decision.kind == "in_flight":
-            err = EmulatorError(409, in_flight_message(key), code="idempotency_key_in_use")
+            err = EmulatorError(
+                409, in_flight_message(key), type="idempotency_error", code="idempotency_key_in_use"
+            )
             return error_answer(err)
         if decision.kind == "mismatch_endpoint":
             original = f"{decision.original_method} {decision.original_path}"
@@ -342,7 +366,7 @@ class EmulatorApp:
 
     def _scripted_status(self, ctx: RequestContext, script: ScriptedResponse) -> Answer:
         status = int(script.respond)
-        err = _default_error(status, ctx)
+        err = default_error(status, ctx)
         err.message = script.message or err.message
         err.type = script.type or err.type
         err.code = script.code if script.code is not None else err.code
@@ -351,6 +375,8 @@ class EmulatorApp:
         should_retry = script.should_retry
         if should_retry is None and status == 429:
             should_retry = self.faults.config.rate_limit_should_retry or None
+        if should_retry is None and status == 500:
+            should_retry = stripe_should_retry_500(ctx.method)
         if should_retry is not None:
             answer.headers["Stripe-Should-Retry"] = "true" if should_retry else "false"
         answer.headers.update(script.headers)
@@ -421,9 +447,8 @@ class EmulatorApp:
     def _create_transfer(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._CREATE_TRANSFER_PARAMS)
         amount = int_param(required_param(params, "amount"), "amount", minimum=1)
-        currency = str_param(params, "currency") or required_param(params, "currency")
-        if not (len(currency) == 3 and currency.isalpha()):
-            raise EmulatorError(400, f"Invalid currency: {currency.lower()}.", param="currency")
+        currency = currency_param(params)
+        expand = expand_paths(params, TRANSFER_EXPANDABLE, in_list=False)
         destination = str_param(params, "destination") or required_param(params, "destination")
         if not destination.startswith("acct_"):
             raise EmulatorError(
@@ -434,7 +459,7 @@ class EmulatorApp:
             )
         transfer = self.state.create_transfer(
             amount=amount,
-            currency=currency.lower(),
+            currency=currency,
             destination=destination,
             metadata=metadata_param(params),
             transfer_group=str_param(params, "transfer_group") or None,
@@ -442,13 +467,14 @@ class EmulatorApp:
             source_transaction=str_param(params, "source_transaction") or None,
             livemode=ctx.livemode,
         )
-        return self.state.transfer_dict(transfer.id)
+        return expand_transfer(self.state.transfer_dict(transfer.id), expand)
 
     def _list_transfers(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._LIST_TRANSFER_PARAMS)
         limit = limit_param(params)
         starting_after, ending_before = cursor_params(params)
         bounds = created_params(params)
+        expand = expand_paths(params, TRANSFER_EXPANDABLE, in_list=True)
         with self.state.lock:
             page = self.state.list_transfers(
                 limit=limit,
@@ -459,12 +485,14 @@ class EmulatorApp:
                 livemode=ctx.livemode,
                 **bounds,
             )
-            data = [t.to_dict() for t in page.data]
+            data = [expand_transfer(t.to_dict(), expand) for t in page.data]
         return {"object": "list", "data": data, "has_more": page.has_more, "url": "/v1/transfers"}
 
     def _retrieve_transfer(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._RETRIEVE_PARAMS)
-        return self.state.transfer_dict(ctx.path_params["transfer_id"], livemode=ctx.livemode)
+        expand = expand_paths(params, TRANSFER_EXPANDABLE, in_list=False)
+        transfer = self.state.transfer_dict(ctx.path_params["transfer_id"], livemode=ctx.livemode)
+        return expand_transfer(transfer, expand)
 
     def _create_reversal(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._CREATE_REVERSAL_PARAMS)
@@ -472,6 +500,7 @@ class EmulatorApp:
         if "amount" in params:
             amount = int_param(params["amount"], "amount", minimum=1)
         metadata = metadata_param(params)
+        expand = expand_paths(params, REVERSAL_EXPANDABLE, in_list=False)
         reversal = self.state.reverse_transfer(
             ctx.path_params["transfer_id"],
             amount=amount,
@@ -479,13 +508,20 @@ class EmulatorApp:
             description=str_param(params, "description") or None,
             livemode=ctx.livemode,
         )
-        return reversal.to_dict()
+        return self._expanded_reversal(reversal.to_dict(), expand)
+
+    def _expanded_reversal(
+        self, reversal: dict[str, Any], expand: frozenset[str]
+    ) -> dict[str, Any]:
+        with self.state.lock:  # the reversal's transfer, rendered consistently with it
+            return expand_reversal(reversal, expand, self.state.transfer_dict)
 
     def _list_reversals(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._LIST_REVERSAL_PARAMS)
         limit = limit_param(params)
         starting_after, ending_before = cursor_params(params)
         transfer_id = ctx.path_params["transfer_id"]
+        expand = expand_paths(params, REVERSAL_EXPANDABLE, in_list=True)
         with self.state.lock:
             page = self.state.list_reversals(
                 transfer_id,
@@ -494,16 +530,17 @@ class EmulatorApp:
                 ending_before=ending_before,
                 livemode=ctx.livemode,
             )
-            data = [r.to_dict() for r in page.data]
+            data = [self._expanded_reversal(r.to_dict(), expand) for r in page.data]
         url = f"/v1/transfers/{transfer_id}/reversals"
         return {"object": "list", "data": data, "has_more": page.has_more, "url": url}
 
     def _retrieve_reversal(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         check_allowed(params, self._RETRIEVE_PARAMS)
+        expand = expand_paths(params, REVERSAL_EXPANDABLE, in_list=False)
         reversal = self.state.get_reversal(
             ctx.path_params["transfer_id"], ctx.path_params["reversal_id"], livemode=ctx.livemode
         )
-        return reversal.to_dict()
+        return self._expanded_reversal(reversal.to_dict(), expand)
 
     def _unrecognized(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
         raise EmulatorError(
@@ -511,31 +548,3 @@ class EmulatorApp:
             f"Unrecognized request URL ({ctx.method}: {ctx.path}). Please see"
             " https://stripe.com/docs or we can help at https://support.stripe.com/.",
         )
-
-
-def _default_error(status: int, ctx: RequestContext) -> EmulatorError:
-    """A Stripe-looking error for a scripted status; the script may override any field."""
-    masked = mask_key(ctx.api_key) if ctx.api_key else None
-    if status == 401:
-        message = f"Invalid API Key provided: {masked}" if masked else MISSING_KEY_MESSAGE
-        return EmulatorError(401, message)
-    if status == 403:
-        return EmulatorError(
-            403,
-            f"The provided key '{masked or ''}' does not have the required permissions for this"
-            " endpoint on account 'acct_1EmulatorPlatform00'. Having the 'rak_transfer_write'"
-            " permission would allow this request to continue.",
-        )
-    if status == 404:
-        return no_such_transfer(ctx.transfer_id or "tr_unknown")
-    if status == 409:
-        return EmulatorError(
-            409, in_flight_message(ctx.idempotency_key or ""), code="idempotency_key_in_use"
-        )
-    if status == 429:
-        return EmulatorError(429, RATE_LIMIT_MESSAGE, code="rate_limit")
-    if status in GATEWAY_MESSAGES:
-        return EmulatorError(status, GATEWAY_MESSAGES[status], type="api_error")
-    if status >= 500:
-        return EmulatorError(status, INTERNAL_ERROR_MESSAGE, type="api_error")
-    return EmulatorError(status, "Invalid request.")

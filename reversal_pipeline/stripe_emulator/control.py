@@ -198,6 +198,8 @@ class ControlEndpoints:
                 keys.revoke(body["api_key"])
             elif action_name == "unrevoke":
                 keys.unrevoke(body["api_key"])
+            elif action_name == "accept":
+                keys.accept(body["api_key"])
             elif action_name == "require":
                 keys.require(body.get("api_keys"))
             else:

@@ -189,6 +189,10 @@ class EmulatorClient:
     def unrevoke_key(self, api_key: str) -> None:
         self._call("POST", "/keys/unrevoke", {"api_key": api_key})
 
+    def accept_key(self, api_key: str) -> None:
+        """Accept one more API key, until the next reset."""
+        self._call("POST", "/keys/accept", {"api_key": api_key})
+
     def require_keys(self, api_keys: Iterable[str] | None) -> None:
         """Accept only these keys (``None``: any well-formed, unrevoked key)."""
         keys = None if api_keys is None else list(api_keys)

@@ -63,6 +63,9 @@ class Answer:
     original_request: str | None = None
     mangle: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: False when parameter validation answered before the endpoint began executing:
+    #: Stripe stores nothing for the idempotency key then.
+    executed: bool = True
 
 
 def error_answer(err: EmulatorError, *, outcome: str = "error", fault: str | None = None) -> Answer:

@@ -39,6 +39,15 @@ class EmulatorError(Exception):
         return {"error": error}
 
 
+class ParameterError(EmulatorError):
+    """The request's parameters failed validation, so the endpoint never began executing.
+
+    Stripe saves an idempotent result only once an endpoint starts executing:
+    a request rejected here leaves its idempotency key free, and the same key
+    with corrected parameters then runs as a new request.
+    """
+
+
 def no_such_transfer(
     transfer_id: str, *, param: str = "id", other_mode: str | None = None
 ) -> EmulatorError:
@@ -78,6 +87,12 @@ def amount_too_large(amount: int, remaining: int) -> EmulatorError:
     )
 
 
+#: Stripe's answer to a POST whose body is not form-encoded (a JSON body, say).
+FORM_ENCODING_MESSAGE = (
+    "Invalid request (check that your POST content type is"
+    " application/x-www-form-urlencoded). If you have any questions, we can help at"
+    " https://support.stripe.com/."
+)
 RATE_LIMIT_MESSAGE = (
     "Request rate limit exceeded. Learn more about rate limits here"
     " https://stripe.com/docs/rate-limits."

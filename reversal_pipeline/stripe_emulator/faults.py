@@ -56,6 +56,9 @@ class FaultConfig:
     rate_limit_per_second: int | None = None
     rate_limit_should_retry: bool = False
     error_rate: float = 0.0
+    #: ``Stripe-Should-Retry`` on the random 500s: None is Stripe's default (``false`` on a
+    #: POST, whose 500 is stored under its key; no header on a GET), True/False force it.
+    error_should_retry: bool | None = None
     lost_response_rate: float = 0.0
     reset_rate: float = 0.0
     fault_methods: tuple[str, ...] = ("GET", "POST")

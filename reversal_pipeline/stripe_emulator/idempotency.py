@@ -46,7 +46,8 @@ class IdempotencyStore:
 
     ``begin`` reserves the key (in flight) or says how to answer; the caller then
     either ``complete``s it with the response to store or ``abandon``s it when
-    the request must leave no trace (rate-limited, dropped before processing).
+    the request must leave no trace (rate-limited, dropped before processing,
+    or rejected by parameter validation before the endpoint began executing).
     Keys expire ``ttl_seconds`` after first use, measured on the injected clock.
     """
 
@@ -72,14 +73,16 @@ class IdempotencyStore:
             if entry is None:
                 self._entries[(scope, key)] = _IdempotencyEntry(now, method, path, fingerprint)
                 return IdempotencyDecision("new")
+            if entry.response is None:
+                # Checked first: until the first request finishes there is no
+                # stored result to compare with, only a key in use (Stripe's 409).
+                return IdempotencyDecision("in_flight")
             if (entry.method, entry.path) != (method, path):
                 return IdempotencyDecision(
                     "mismatch_endpoint", original_method=entry.method, original_path=entry.path
                 )
             if entry.fingerprint != fingerprint:
                 return IdempotencyDecision("mismatch_params")
-            if entry.response is None:
-                return IdempotencyDecision("in_flight")
             return IdempotencyDecision("replay", stored=entry.response)
 
     def complete(self, scope: str, key: str, response: StoredResponse) -> None:

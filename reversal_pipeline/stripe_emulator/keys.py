@@ -64,12 +64,27 @@ MISSING_KEY_MESSAGE = (
 
 
 class KeyRegistry:
-    """Which API keys authenticate: Stripe's prefixes, minus revoked, within an optional set."""
+    """Which API keys authenticate: the keys the emulator was started with, minus revoked ones.
 
-    def __init__(self) -> None:
+    Stripe answers 401 for a key it does not know, so by default only the keys
+    given at start (and any :meth:`accept`-ed later) authenticate: a client
+    wired with the wrong key fails here as it would against Stripe, instead of
+    passing unnoticed. ``accept_any=True`` (``--accept-any-key``) admits every
+    well-formed key, for ad-hoc use. :meth:`reset` returns to the start rule.
+    """
+
+    def __init__(self, api_keys: Iterable[str] = (), *, accept_any: bool = False) -> None:
         self._lock = threading.Lock()
         self._revoked: set[str] = set()
-        self._required: set[str] | None = None
+        self._initial: frozenset[str] | None = (
+            None if accept_any else frozenset(key_fingerprint(k) for k in api_keys)
+        )
+        self._required: set[str] | None = None if self._initial is None else set(self._initial)
+
+    @property
+    def accepts_any(self) -> bool:
+        with self._lock:
+            return self._required is None
 
     def revoke(self, api_key: str) -> None:
         with self._lock:
@@ -79,15 +94,22 @@ class KeyRegistry:
         with self._lock:
             self._revoked.discard(key_fingerprint(api_key))
 
+    def accept(self, api_key: str) -> None:
+        """Accept one more key (until :meth:`reset`); a no-op when any key is accepted."""
+        with self._lock:
+            if self._required is not None:
+                self._required.add(key_fingerprint(api_key))
+
     def require(self, api_keys: Iterable[str] | None) -> None:
         """Accept only these keys from now on (``None``: any well-formed key)."""
         with self._lock:
             self._required = None if api_keys is None else {key_fingerprint(k) for k in api_keys}
 
     def reset(self) -> None:
+        """Back to the keys the emulator was started with; nothing revoked."""
         with self._lock:
             self._revoked.clear()
-            self._required = None
+            self._required = None if self._initial is None else set(self._initial)
 
     def authenticate(self, api_key: str | None) -> bool:
         """Return ``livemode`` for a valid key; raise a 401 :class:`EmulatorError` otherwise."""

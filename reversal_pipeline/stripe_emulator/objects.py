@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reversal_pipeline.stripe_emulator.errors import EmulatorError
+from reversal_pipeline.stripe_emulator.errors import ParameterError
 
 #: Keys of the sorted transfer index: ``created`` zero-padded to this width, then the id.
 CREATED_WIDTH = 12
@@ -172,11 +172,11 @@ class Page:
 
 def check_amount(amount: Any, *, param: str = "amount") -> int:
     if isinstance(amount, bool) or not isinstance(amount, int):
-        raise EmulatorError(
+        raise ParameterError(
             400, f"Invalid integer: {amount}", code="parameter_invalid_integer", param=param
         )
     if amount < 1:
-        raise EmulatorError(
+        raise ParameterError(
             400,
             "This value must be greater than or equal to 1.",
             code="parameter_invalid_integer",
@@ -187,7 +187,7 @@ def check_amount(amount: Any, *, param: str = "amount") -> int:
 
 def check_currency(currency: Any) -> str:
     if not (isinstance(currency, str) and len(currency) == 3 and currency.isalpha()):
-        raise EmulatorError(400, f"Invalid currency: {currency}", param="currency")
+        raise ParameterError(400, f"Invalid currency: {currency}", param="currency")
     return currency.lower()
 
 
@@ -195,20 +195,20 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     if metadata is None or metadata == {}:
         return None
     if not isinstance(metadata, Mapping):
-        raise EmulatorError(400, "Invalid hash", code="parameter_invalid_string", param="metadata")
+        raise ParameterError(400, "Invalid hash", code="parameter_invalid_string", param="metadata")
     checked: dict[str, str] = {}
     for key, value in metadata.items():
         if not isinstance(key, str) or len(key) > 40:
-            raise EmulatorError(
+            raise ParameterError(
                 400, "Metadata keys must be strings of at most 40 characters.", param="metadata"
             )
         if not isinstance(value, str) or len(value) > 500:
-            raise EmulatorError(
+            raise ParameterError(
                 400,
                 "Metadata values must be strings of at most 500 characters.",
                 param=f"metadata[{key}]",
             )
         checked[key] = value
     if len(checked) > 50:
-        raise EmulatorError(400, "You can have at most 50 metadata keys.", param="metadata")
+        raise ParameterError(400, "You can have at most 50 metadata keys.", param="metadata")
     return checked

@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from reversal_pipeline.stripe_emulator.errors import EmulatorError
+from reversal_pipeline.stripe_emulator.errors import ParameterError
 
 _PARAM_NAME = re.compile(r"([^\[\]]+)((?:\[[^\[\]]*\])*)")
 _SUBSCRIPT = re.compile(r"\[([^\[\]]*)\]")
 _INTEGER = re.compile(r"-?\d{1,15}")
 
 
-def unknown_param(name: str) -> EmulatorError:
-    return EmulatorError(
+def unknown_param(name: str) -> ParameterError:
+    return ParameterError(
         400, f"Received unknown parameter: {name}", code="parameter_unknown", param=name
     )
 
@@ -37,14 +37,14 @@ def decode_params(pairs: list[tuple[str, str]]) -> dict[str, Any]:
         elif subscripts[0] == "" or subscripts[0].isdigit():
             existing = params.setdefault(name, [])
             if not isinstance(existing, list):
-                raise EmulatorError(400, f"Invalid array: {name}", param=name)
+                raise ParameterError(400, f"Invalid array: {name}", param=name)
             existing.append(value)
         else:
             existing = params.setdefault(name, {})
             if existing == "":  # "metadata=" then "metadata[k]=v": the hash wins
                 existing = params[name] = {}
             if not isinstance(existing, dict):
-                raise EmulatorError(400, f"Invalid hash: {name}", param=name)
+                raise ParameterError(400, f"Invalid hash: {name}", param=name)
             existing[subscripts[0]] = value
     return params
 
@@ -59,11 +59,11 @@ def int_param(
     value: Any, name: str, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
     if not isinstance(value, str):
-        raise EmulatorError(
+        raise ParameterError(
             400, f"Invalid integer: {value}", code="parameter_invalid_integer", param=name
         )
     if value == "":
-        raise EmulatorError(
+        raise ParameterError(
             400,
             f"You passed an empty string for '{name}'. We assume empty values are an attempt to"
             f" unset a parameter; however '{name}' cannot be unset. You should remove '{name}'"
@@ -72,19 +72,19 @@ def int_param(
             param=name,
         )
     if not _INTEGER.fullmatch(value):
-        raise EmulatorError(
+        raise ParameterError(
             400, f"Invalid integer: {value}", code="parameter_invalid_integer", param=name
         )
     number = int(value)
     if minimum is not None and number < minimum:
-        raise EmulatorError(
+        raise ParameterError(
             400,
             f"This value must be greater than or equal to {minimum}.",
             code="parameter_invalid_integer",
             param=name,
         )
     if maximum is not None and number > maximum:
-        raise EmulatorError(
+        raise ParameterError(
             400,
             f"This value must be less than or equal to {maximum}.",
             code="parameter_invalid_integer",
@@ -98,7 +98,7 @@ def str_param(params: dict[str, Any], name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise EmulatorError(
+        raise ParameterError(
             400, f"Invalid string: {name}", code="parameter_invalid_string", param=name
         )
     return value
@@ -106,7 +106,7 @@ def str_param(params: dict[str, Any], name: str) -> str | None:
 
 def required_param(params: dict[str, Any], name: str) -> Any:
     if name not in params:
-        raise EmulatorError(
+        raise ParameterError(
             400, f"Missing required param: {name}.", code="parameter_missing", param=name
         )
     return params[name]
@@ -119,7 +119,7 @@ def metadata_param(params: dict[str, Any]) -> dict[str, str] | None:
     if raw == "":
         return {}
     if not isinstance(raw, dict):
-        raise EmulatorError(400, "Invalid hash", param="metadata")
+        raise ParameterError(400, "Invalid hash", param="metadata")
     return {key: value for key, value in raw.items() if value != ""}
 
 
@@ -133,7 +133,7 @@ def cursor_params(params: dict[str, Any]) -> tuple[str | None, str | None]:
     starting_after = str_param(params, "starting_after") or None
     ending_before = str_param(params, "ending_before") or None
     if starting_after and ending_before:
-        raise EmulatorError(
+        raise ParameterError(
             400, "You may only specify one of these parameters: ending_before, starting_after."
         )
     return starting_after, ending_before
@@ -150,10 +150,38 @@ def created_params(params: dict[str, Any]) -> dict[str, int]:
         exact = int_param(raw, "created")
         return {"created_gte": exact, "created_lte": exact}
     if not isinstance(raw, dict):
-        raise EmulatorError(400, "Invalid hash", param="created")
+        raise ParameterError(400, "Invalid hash", param="created")
     bounds: dict[str, int] = {}
     for key, value in raw.items():
         if key not in RANGE_KEYS:
             raise unknown_param(f"created[{key}]")
         bounds[f"created_{key}"] = int_param(value, f"created[{key}]")
     return bounds
+
+
+#: ISO codes Stripe accepts for a transfer (lowercase), from Stripe's list of supported
+#: currencies; anything else is Stripe's 400 before the endpoint runs.
+_CURRENCY_CODES = (
+    "usd aed afn all amd ang aoa ars aud awg azn bam bbd bdt bgn bhd bif bmd bnd bob brl bsd "
+    "bwp byn bzd cad cdf chf clp cny cop crc cve czk djf dkk dop dzd egp etb eur fjd fkp gbp "
+    "gel gip gmd gnf gtq gyd hkd hnl htg huf idr ils inr isk jmd jod jpy kes kgs khr kmf krw "
+    "kwd kyd kzt lak lbp lkr lrd lsl mad mdl mga mkd mmk mnt mop mur mvr mwk mxn myr mzn nad "
+    "ngn nio nok npr nzd omr pab pen pgk php pkr pln pyg qar ron rsd rub rwf sar sbd scr sek "
+    "sgd shp sle sos srd std szl thb tjs tnd top try ttd twd tzs uah ugx uyu uzs vnd vuv wst "
+    "xaf xcd xof xpf yer zar zmw"
+)
+SUPPORTED_CURRENCIES = frozenset(_CURRENCY_CODES.split())
+
+
+def currency_param(params: dict[str, Any]) -> str:
+    """The required ``currency``, lowercased; an unknown code gets Stripe's 400."""
+    currency = str_param(params, "currency") or required_param(params, "currency")
+    lowered = currency.lower()
+    if lowered not in SUPPORTED_CURRENCIES:
+        raise ParameterError(
+            400,
+            f"Invalid currency: {lowered}. Stripe currently supports these currencies: "
+            + ", ".join(sorted(SUPPORTED_CURRENCIES)),
+            param="currency",
+        )
+    return lowered

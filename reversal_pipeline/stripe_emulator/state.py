@@ -114,10 +114,12 @@ class EmulatorState:
         *,
         idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
         request_log_limit: int = 100_000,
+        api_keys: Iterable[str] = (),
+        accept_any_key: bool = False,
     ) -> None:
         self.clock = clock or EmulatorClock()
         self.idempotency = IdempotencyStore(self.clock, idempotency_ttl_seconds)
-        self.keys = KeyRegistry()
+        self.keys = KeyRegistry(api_keys, accept_any=accept_any_key)
         self.requests = RequestLog(request_log_limit)
         self._default_ttl = idempotency_ttl_seconds
         self._lock = threading.RLock()

@@ -55,6 +55,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def canary(stripe_emulator: EmulatorServer) -> Iterator[StripeResource]:
+    stripe_emulator.state.keys.accept(CANARY)
     res = StripeResource(
         api_key=CANARY,
         api_base=stripe_emulator.url,
