@@ -288,8 +288,7 @@ class EmulatorApp:
         if faults.roll("error_rate", ctx.method):
             err = EmulatorError(500, INTERNAL_ERROR_MESSAGE, type="api_error")
             answer = error_answer(err, fault="random:error")
-            should_retry = faults.config.error_should_retry
-            set_should_retry(answer, ctx, should_retry)
+            set_should_retry(answer, ctx, faults.config.error_should_retry)
             return answer
 
         try:

@@ -107,6 +107,9 @@ class ScriptedResponse:
     ``BAD_BODIES`` or ``"hold"`` (park the request, in flight, until released).
     It matches on ``method`` (any if None), ``path`` (exact) or ``path_prefix``,
     and ``transfer_id``; ``times`` is how many requests it answers.
+    ``should_retry`` sets ``Stripe-Should-Retry``; when None, a 429 follows
+    ``FaultConfig.rate_limit_should_retry`` and a 500 Stripe's default
+    (``false`` on a POST, none on a GET).
     """
 
     respond: int | str
