@@ -141,6 +141,8 @@ def emulator_process(latency_ms: float = 0.0, rate_limit: int | None = None) -> 
         str(port),
         "--latency-ms",
         str(latency_ms),
+        "--api-key",
+        API_KEY,
     ]
     if rate_limit is not None:
         command += ["--rate-limit", str(rate_limit)]

@@ -103,7 +103,7 @@ def main() -> int:
 
         launcher = JobLauncher()
         results: list[ScenarioResult] = []
-        with EmulatorServer() as emulator:
+        with EmulatorServer(api_keys=[API_KEY]) as emulator:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 if args.time_limit and time.monotonic() - started > args.time_limit:
                     print(f"time limit reached after {len(results)} seeds", flush=True)

@@ -145,7 +145,7 @@ def child_changed(url: str, stripe_url: str, ks: list[int]) -> None:
 
 
 def measure_changed(n: int, ks: list[int]) -> None:
-    with database("bench_rec13") as url, EmulatorServer() as server:
+    with database("bench_rec13") as url, EmulatorServer(api_keys=[API_KEY]) as server:
         t0 = time.perf_counter()
         seed(url, server, n)
         print(f"[{n} transfers] seeded in {time.perf_counter() - t0:.1f}s", flush=True)
@@ -208,7 +208,7 @@ def seed(url: str, server: EmulatorServer, n: int) -> None:
 
 
 def measure(n: int) -> list[Figure]:
-    with database("bench_rec") as url, EmulatorServer() as server:
+    with database("bench_rec") as url, EmulatorServer(api_keys=[API_KEY]) as server:
         t0 = time.perf_counter()
         seed(url, server, n)
         print(f"[{n} transfers] seeded in {time.perf_counter() - t0:.1f}s", flush=True)

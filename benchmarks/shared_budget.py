@@ -255,7 +255,7 @@ def run_scenario(
     # The emulator runs in this process: it only waits on the children, and a
     # separate emulator process takes ~45 s to import on the busy shared machine.
     faults = FaultConfig(latency_ms=latency_ms, rate_limit_per_second=int(rps))
-    with database("bench_sb") as url, EmulatorServer(faults=faults) as server:
+    with database("bench_sb") as url, EmulatorServer(faults=faults, api_keys=[API_KEY]) as server:
         stripe_url = server.url
         control = server.control()
         seed_due_rows(url, control, rows)

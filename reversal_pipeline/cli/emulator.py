@@ -35,6 +35,22 @@ import click
         "save them there on exit and on POST /_emulator/state/save."
     ),
 )
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    envvar="STRIPE_API_KEY",
+    help=(
+        "An API key the emulator accepts (repeatable; default: $STRIPE_API_KEY). Like Stripe,"
+        " it answers 401 to any other key."
+    ),
+)
+@click.option(
+    "--accept-any-key",
+    is_flag=True,
+    default=False,
+    help="Accept any well-formed sk_/rk_ key instead (ad-hoc use).",
+)
 def stripe_emulator_command(
     host: str,
     port: int,
@@ -43,8 +59,14 @@ def stripe_emulator_command(
     error_rate: float,
     seed: int | None,
     state_file: Path | None,
+    api_keys: tuple[str, ...],
+    accept_any_key: bool,
 ) -> None:
     """Serve the stateful Stripe emulator (point STRIPE_API_BASE at it)."""
+    if not api_keys and not accept_any_key:
+        raise click.UsageError(
+            "give the key clients will use (--api-key or STRIPE_API_KEY), or --accept-any-key"
+        )
     from reversal_pipeline.stripe_emulator.server import run_forever
     from reversal_pipeline.stripe_emulator.state import SnapshotError
 
@@ -54,6 +76,8 @@ def stripe_emulator_command(
             host=host,
             port=port,
             state_file=state_file,
+            api_keys=api_keys,
+            accept_any_key=accept_any_key,
             latency_ms=latency_ms,
             rate_limit_per_second=rate_limit_per_second,
             error_rate=error_rate,

@@ -190,7 +190,8 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
             # The database was just recreated: Stripe's old side must not outlive it,
             # even if this run fails before it saves its own.
             state_file.unlink(missing_ok=True)
-        with EmulatorServer() as emulator, dg.DagsterInstance.from_config(str(home)) as instance:
+        emulator_server = EmulatorServer(api_keys=[EMULATOR_API_KEY])
+        with emulator_server as emulator, dg.DagsterInstance.from_config(str(home)) as instance:
             if options.keep and state_file.is_file():
                 try:
                     emulator.load_state(state_file)

@@ -76,9 +76,9 @@ def local_services(echo: Echo, *, emulator_port: int = 12111) -> Iterator[LocalS
     emulator: EmulatorServer | None = None
     if not os.environ.get(STRIPE_API_BASE_ENV):
         state_file = emulator_state_file()
-        emulator = _start_emulator(emulator_port, state_file)
-        os.environ[STRIPE_API_BASE_ENV] = emulator.url
         os.environ.setdefault(STRIPE_API_KEY_ENV, EMULATOR_API_KEY)
+        emulator = _start_emulator(emulator_port, state_file, os.environ[STRIPE_API_KEY_ENV])
+        os.environ[STRIPE_API_BASE_ENV] = emulator.url
         loaded = (
             f"{emulator.loaded_transfers} transfers loaded from {state_file}"
             if emulator.loaded_transfers is not None
@@ -94,22 +94,22 @@ def local_services(echo: Echo, *, emulator_port: int = 12111) -> Iterator[LocalS
             emulator.stop()
 
 
-def _start_emulator(port: int, state_file: Path) -> EmulatorServer:
-    emulator = _restored_emulator(port, state_file)
+def _start_emulator(port: int, state_file: Path, api_key: str) -> EmulatorServer:
+    emulator = _restored_emulator(port, state_file, api_key)
     try:
         return emulator.start()
     except OSError:  # the usual port is taken (another emulator?): any free one will do
-        return _restored_emulator(0, state_file).start()
+        return _restored_emulator(0, state_file, api_key).start()
 
 
-def _restored_emulator(port: int, state_file: Path) -> EmulatorServer:
+def _restored_emulator(port: int, state_file: Path, api_key: str) -> EmulatorServer:
     """An emulator loaded from ``state_file`` (if it exists); an unreadable file is fatal.
 
     Starting empty instead would make every saved transfer a 404 for the job,
     so ``dev`` refuses and says how to start empty on purpose.
     """
     try:
-        return EmulatorServer(port=port, state_file=state_file)
+        return EmulatorServer(port=port, state_file=state_file, api_keys=[api_key])
     except (SnapshotError, OSError) as exc:
         raise ConfigurationError(
             f"cannot restore the Stripe emulator from {state_file} ({exc}); "

@@ -7,7 +7,7 @@ with :class:`EmulatorServer`, or in its own process with
 ``reversal-pipeline stripe-emulator`` and drive it with :class:`EmulatorClient`.
 """
 
-from reversal_pipeline.stripe_emulator.control import EmulatorClient, EmulatorControlError
+from reversal_pipeline.stripe_emulator.control_client import EmulatorClient, EmulatorControlError
 from reversal_pipeline.stripe_emulator.faults import FaultConfig, ScriptedResponse
 from reversal_pipeline.stripe_emulator.server import EmulatorServer, run_forever
 from reversal_pipeline.stripe_emulator.state import (

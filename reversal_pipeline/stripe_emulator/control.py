@@ -1,219 +1,253 @@
-"""HTTP client for the emulator's ``/_emulator`` control endpoints.
-
-For demos, benchmarks and tests that drive an emulator running in another
-process (``reversal-pipeline stripe-emulator``). Uses ``requests``, a runtime
-dependency already (through Dagster and the stripe SDK), not ``httpx``.
-"""
+"""The ``/_emulator`` control endpoints (the HTTP client for them is ``control_client.py``)."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+import asyncio
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import requests
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from reversal_pipeline.stripe_emulator.delivery import JSON, dumps
+from reversal_pipeline.stripe_emulator.errors import EmulatorError
+from reversal_pipeline.stripe_emulator.faults import FaultConfig
+from reversal_pipeline.stripe_emulator.snapshot import save_snapshot
+
+if TYPE_CHECKING:
+    from reversal_pipeline.stripe_emulator.app import EmulatorApp
 
 
-class EmulatorControlError(RuntimeError):
-    """A control call failed; ``status`` and ``body`` are the emulator's answer."""
+class ControlEndpoints:
+    """``/_emulator/...``: JSON endpoints for tests, demos and benchmarks in other processes.
 
-    def __init__(self, status: int, body: Any) -> None:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
-        super().__init__(f"emulator answered {status}: {message or body}")
-        self.status = status
-        self.body = body
+    Not part of Stripe's API, so no API key is needed; the server listens on
+    loopback only. Bodies and answers are JSON; errors are Stripe-shaped.
+    """
 
+    def __init__(self, app: EmulatorApp) -> None:
+        self.app = app
+        self.state = app.state
+        self.faults = app.faults
 
-class EmulatorClient:
-    """Thin wrapper: one method per control endpoint, JSON in and out."""
+    def routes(self) -> list[Route]:
+        r = "/_emulator"
+        return [
+            Route(f"{r}/health", self.health, methods=["GET"]),
+            Route(f"{r}/reset", self.reset, methods=["POST"]),
+            Route(f"{r}/transfers", self.create_transfers, methods=["POST"]),
+            Route(f"{r}/transfers/{{transfer_id}}", self.get_transfer, methods=["GET"]),
+            Route(f"{r}/transfers/{{transfer_id}}/reversals", self.reverse, methods=["POST"]),
+            Route(f"{r}/faults", self.faults_endpoint, methods=["GET", "POST"]),
+            Route(f"{r}/faults/reset", self.faults_reset, methods=["POST"]),
+            Route(f"{r}/scripts", self.scripts, methods=["GET", "POST", "DELETE"]),
+            Route(f"{r}/holds", self.holds, methods=["GET"]),
+            Route(f"{r}/holds/release", self.release_holds, methods=["POST"]),
+            Route(f"{r}/requests", self.requests, methods=["GET"]),
+            Route(f"{r}/counters", self.counters, methods=["GET"]),
+            Route(f"{r}/keys/{{action}}", self.keys, methods=["POST"]),
+            Route(f"{r}/clock", self.clock, methods=["GET", "POST"]),
+            Route(f"{r}/idempotency", self.idempotency, methods=["GET", "POST"]),
+            Route(f"{r}/state/save", self.save_state, methods=["POST"]),
+        ]
 
-    def __init__(
-        self, base_url: str, *, timeout: float = 30.0, session: requests.Session | None = None
-    ) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self._session = session or requests.Session()
-
-    def close(self) -> None:
-        self._session.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def _call(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-    ) -> Any:
-        response = self._session.request(
-            method,
-            f"{self.base_url}/_emulator{path}",
-            json=body,
-            params=params,
-            timeout=timeout or self.timeout,
-        )
+    @staticmethod
+    async def _json(request: Request) -> Any:
+        raw = await request.body()
+        if not raw.strip():
+            return {}
         try:
-            data = response.json()
-        except ValueError:
-            data = response.text
-        if response.status_code >= 400:
-            raise EmulatorControlError(response.status_code, data)
-        return data
+            return json.loads(raw)
+        except ValueError as exc:
+            raise EmulatorError(400, f"Invalid JSON body: {exc}") from exc
 
-    # ----------------------------------------------------------------- lifecycle
+    @staticmethod
+    def _ok(data: Any, status: int = 200) -> Response:
+        return Response(dumps(data), status_code=status, media_type=JSON)
 
-    def health(self) -> dict[str, Any]:
-        return self._call("GET", "/health")
+    async def _guard(self, request: Request, action: Callable[[Any], Any]) -> Response:
+        """Run ``action(body)``; map bad input to a 400 with Stripe's error shape."""
+        try:
+            body = await self._json(request) if request.method in ("POST", "DELETE") else {}
+            result = action(body)
+            if asyncio.iscoroutine(result):
+                result = await result
+            return self._ok(result)
+        except EmulatorError as err:
+            return self._ok(err.to_body(), err.status)
+        except (ValueError, TypeError, KeyError) as exc:
+            return self._ok(EmulatorError(400, f"{type(exc).__name__}: {exc}").to_body(), 400)
 
-    def wait_until_ready(self, timeout: float = 10.0) -> None:
-        """Poll ``/health`` until the emulator answers (for a freshly spawned process)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.health()
-                return
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    async def health(self, request: Request) -> Response:
+        return self._ok({"ok": True, "transfers": self.state.transfer_count()})
 
-    def reset(self) -> None:
-        self._call("POST", "/reset")
+    async def reset(self, request: Request) -> Response:
+        self.app.reset()
+        return self._ok({"ok": True})
 
-    # ----------------------------------------------------------------- transfers
+    async def create_transfers(self, request: Request) -> Response:
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            specs = body.get("transfers")
+            if not isinstance(specs, list):
+                raise EmulatorError(400, "Body must hold a list 'transfers'.", param="transfers")
+            created = self.state.create_transfers_bulk(
+                specs, livemode=bool(body.get("livemode", False))
+            )
+            returning = body.get("return", "objects")
+            if returning == "ids":
+                return {"count": len(created), "ids": [t.id for t in created]}
+            if returning == "none":
+                return {"count": len(created)}
+            with self.state.lock:
+                return {
+                    "object": "list",
+                    "count": len(created),
+                    "data": [t.to_dict() for t in created],
+                }
 
-    def create_transfers(
-        self,
-        transfers: Sequence[Mapping[str, Any]],
-        *,
-        livemode: bool = False,
-        returning: str = "objects",
-    ) -> list[dict[str, Any]] | list[str] | int:
-        """Bulk-create; ``returning``: ``objects`` (list of dicts), ``ids`` or ``none`` (count)."""
-        body = {"transfers": list(transfers), "livemode": livemode, "return": returning}
-        data = self._call("POST", "/transfers", body)
-        if returning == "ids":
-            return data["ids"]
-        if returning == "none":
-            return data["count"]
-        return data["data"]
+        return await self._guard(request, action)
 
-    def create_transfer(self, **fields: Any) -> dict[str, Any]:
-        livemode = bool(fields.pop("livemode", False))
-        created = self.create_transfers([fields], livemode=livemode)
-        return created[0]  # type: ignore[index,return-value]
+    async def get_transfer(self, request: Request) -> Response:
+        transfer_id = request.path_params["transfer_id"]
 
-    def get_transfer(self, transfer_id: str) -> dict[str, Any]:
-        """``{"transfer": {...}, "reversals": [all, newest first]}``."""
-        return self._call("GET", f"/transfers/{transfer_id}")
+        def action(_: Any) -> dict[str, Any]:
+            with self.state.lock:
+                transfer = self.state.transfer_dict(transfer_id)
+                reversals = [r.to_dict() for r in reversed(self.state.reversals_of(transfer_id))]
+            return {"transfer": transfer, "reversals": reversals}
 
-    def reverse_transfer(
-        self,
-        transfer_id: str,
-        amount: int | None = None,
-        metadata: Mapping[str, str] | None = None,
-        description: str | None = None,
-    ) -> dict[str, Any]:
-        """Reverse out of band (as from the Dashboard); returns the reversal object."""
-        body: dict[str, Any] = {}
-        if amount is not None:
-            body["amount"] = amount
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
-        if description is not None:
-            body["description"] = description
-        return self._call("POST", f"/transfers/{transfer_id}/reversals", body)
+        return await self._guard(request, action)
 
-    # ----------------------------------------------------------------- faults and scripts
+    async def reverse(self, request: Request) -> Response:
+        """Out-of-band reversal, as from the Dashboard: no key, no idempotency, no faults."""
+        transfer_id = request.path_params["transfer_id"]
 
-    def get_faults(self) -> dict[str, Any]:
-        return self._call("GET", "/faults")
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            amount = body.get("amount")
+            reversal = self.state.reverse_transfer(
+                transfer_id,
+                amount=amount,
+                metadata=body.get("metadata"),
+                description=body.get("description"),
+            )
+            return reversal.to_dict()
 
-    def set_faults(self, **fields: Any) -> dict[str, Any]:
-        """Change some FaultConfig fields; the others keep their value."""
-        return self._call("POST", "/faults", fields)
+        return await self._guard(request, action)
 
-    def reset_faults(self) -> dict[str, Any]:
-        return self._call("POST", "/faults/reset")
+    async def faults_endpoint(self, request: Request) -> Response:
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            if request.method == "POST":
+                self.faults.update(**body)
+            return self.faults.config.to_dict()
 
-    def add_scripts(self, entries: Iterable[Mapping[str, Any]]) -> int:
-        return self._call("POST", "/scripts", {"scripts": [dict(e) for e in entries]})["added"]
+        return await self._guard(request, action)
 
-    def add_script(self, **entry: Any) -> int:
-        return self.add_scripts([entry])
+    async def faults_reset(self, request: Request) -> Response:
+        def action(_: Any) -> dict[str, Any]:
+            self.faults.configure(FaultConfig())
+            return self.faults.config.to_dict()
 
-    def scripts(self) -> list[dict[str, Any]]:
-        return self._call("GET", "/scripts")["scripts"]
+        return await self._guard(request, action)
 
-    def clear_scripts(self) -> None:
-        self._call("DELETE", "/scripts")
+    async def scripts(self, request: Request) -> Response:
+        def action(body: Any) -> dict[str, Any]:
+            if request.method == "POST":
+                entries = body.get("scripts", [body]) if isinstance(body, dict) else body
+                added = self.faults.add_scripts(entries)
+                return {"added": len(added), "scripts": self.faults.scripts()}
+            if request.method == "DELETE":
+                self.faults.clear_scripts()
+            return {"scripts": self.faults.scripts()}
 
-    def held(self) -> int:
-        return self._call("GET", "/holds")["held"]
+        return await self._guard(request, action)
 
-    def wait_for_held(self, count: int = 1, timeout: float = 10.0) -> bool:
-        params = {"wait_for": count, "timeout": timeout}
-        return self._call("GET", "/holds", params=params, timeout=timeout + 5)["satisfied"]
+    async def holds(self, request: Request) -> Response:
+        async def action(_: Any) -> dict[str, Any]:
+            wait_for = int(request.query_params.get("wait_for", "0"))
+            timeout = float(request.query_params.get("timeout", "10"))
+            satisfied = True
+            if wait_for > 0:
+                satisfied = await self.faults.holds.async_wait_for(wait_for, timeout)
+            return {"held": self.faults.held(), "satisfied": satisfied}
 
-    def release_holds(self) -> int:
-        return self._call("POST", "/holds/release")["released"]
+        return await self._guard(request, action)
 
-    # ----------------------------------------------------------------- observation
+    async def release_holds(self, request: Request) -> Response:
+        return await self._guard(request, lambda _: {"released": self.faults.release_holds()})
 
-    def request_log(self, since: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
-        params: dict[str, Any] = {"since": since}
-        if limit is not None:
-            params["limit"] = limit
-        return self._call("GET", "/requests", params=params)["data"]
+    async def requests(self, request: Request) -> Response:
+        def action(_: Any) -> dict[str, Any]:
+            since = int(request.query_params.get("since", "0"))
+            limit = request.query_params.get("limit")
+            entries = self.state.requests.entries(since, int(limit) if limit else None)
+            return {"data": [e.to_dict() for e in entries]}
 
-    def counters(self) -> dict[str, Any]:
-        return self._call("GET", "/counters")
+        return await self._guard(request, action)
 
-    # ----------------------------------------------------------------- keys, clock, TTL
+    async def counters(self, request: Request) -> Response:
+        return await self._guard(request, lambda _: self.state.requests.counters())
 
-    def revoke_key(self, api_key: str) -> None:
-        self._call("POST", "/keys/revoke", {"api_key": api_key})
+    async def keys(self, request: Request) -> Response:
+        action_name = request.path_params["action"]
 
-    def unrevoke_key(self, api_key: str) -> None:
-        self._call("POST", "/keys/unrevoke", {"api_key": api_key})
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            keys = self.state.keys
+            if action_name == "revoke":
+                keys.revoke(body["api_key"])
+            elif action_name == "unrevoke":
+                keys.unrevoke(body["api_key"])
+            elif action_name == "accept":
+                keys.accept(body["api_key"])
+            elif action_name == "require":
+                keys.require(body.get("api_keys"))
+            else:
+                raise EmulatorError(404, f"Unknown key action: {action_name}")
+            return {"ok": True}
 
-    def require_keys(self, api_keys: Iterable[str] | None) -> None:
-        """Accept only these keys (``None``: any well-formed, unrevoked key)."""
-        keys = None if api_keys is None else list(api_keys)
-        self._call("POST", "/keys/require", {"api_keys": keys})
+        return await self._guard(request, action)
 
-    def clock(self) -> dict[str, Any]:
-        return self._call("GET", "/clock")
+    async def clock(self, request: Request) -> Response:
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            clock = self.state.clock
+            if "set" in body:
+                clock.set(float(body["set"]))
+            if body.get("freeze"):
+                clock.freeze(body.get("at"))
+            if body.get("unfreeze"):
+                clock.unfreeze()
+            if "advance" in body:
+                clock.advance(float(body["advance"]))
+            return clock.snapshot()
 
-    def advance_clock(self, seconds: float) -> dict[str, Any]:
-        return self._call("POST", "/clock", {"advance": seconds})
+        return await self._guard(request, action)
 
-    def freeze_clock(self, at: float | None = None) -> dict[str, Any]:
-        return self._call("POST", "/clock", {"freeze": True, "at": at})
+    async def idempotency(self, request: Request) -> Response:
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            store = self.state.idempotency
+            if "ttl_seconds" in body:
+                ttl = float(body["ttl_seconds"])
+                if ttl <= 0:
+                    raise ValueError("ttl_seconds must be > 0")
+                store.ttl_seconds = ttl
+            return {"ttl_seconds": store.ttl_seconds, "keys": len(store)}
 
-    def unfreeze_clock(self) -> dict[str, Any]:
-        return self._call("POST", "/clock", {"unfreeze": True})
+        return await self._guard(request, action)
 
-    def set_idempotency_ttl(self, seconds: float) -> dict[str, Any]:
-        return self._call("POST", "/idempotency", {"ttl_seconds": seconds})
+    async def save_state(self, request: Request) -> Response:
+        """Snapshot transfers and reversals to the server's ``state_file`` (no other path).
 
-    # ----------------------------------------------------------------- persistence
-
-    def save_state(self) -> dict[str, Any]:
-        """Snapshot transfers and reversals to the emulator's ``--state-file`` now.
-
-        Returns ``{"ok", "path", "transfers"}``; a 400 when it has no state file.
+        The path is fixed when the server starts, never taken from the request:
+        the control API needs no key, so it must not write where a caller says.
         """
-        return self._call("POST", "/state/save")
+
+        def action(_: Any) -> dict[str, Any]:
+            if self.app.state_file is None:
+                raise EmulatorError(
+                    400, "The emulator was started without a state file (--state-file)."
+                )
+            path = save_snapshot(self.state, self.app.state_file)
+            return {"ok": True, "path": str(path), "transfers": self.state.transfer_count()}
+
+        return await self._guard(request, action)

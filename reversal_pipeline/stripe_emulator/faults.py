@@ -56,6 +56,9 @@ class FaultConfig:
     rate_limit_per_second: int | None = None
     rate_limit_should_retry: bool = False
     error_rate: float = 0.0
+    #: ``Stripe-Should-Retry`` on the random 500s: None is Stripe's default (``false`` on a
+    #: POST, whose 500 is stored under its key; no header on a GET), True/False force it.
+    error_should_retry: bool | None = None
     lost_response_rate: float = 0.0
     reset_rate: float = 0.0
     fault_methods: tuple[str, ...] = ("GET", "POST")
@@ -104,6 +107,9 @@ class ScriptedResponse:
     ``BAD_BODIES`` or ``"hold"`` (park the request, in flight, until released).
     It matches on ``method`` (any if None), ``path`` (exact) or ``path_prefix``,
     and ``transfer_id``; ``times`` is how many requests it answers.
+    ``should_retry`` sets ``Stripe-Should-Retry``; when None, a 429 follows
+    ``FaultConfig.rate_limit_should_retry`` and a 500 Stripe's default
+    (``false`` on a POST, none on a GET).
     """
 
     respond: int | str

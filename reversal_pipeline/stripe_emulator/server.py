@@ -14,7 +14,7 @@ import importlib.util
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Self
 import uvicorn
 
 from reversal_pipeline.stripe_emulator.app import EmulatorApp
-from reversal_pipeline.stripe_emulator.control import EmulatorClient
+from reversal_pipeline.stripe_emulator.control_client import EmulatorClient
 from reversal_pipeline.stripe_emulator.faults import FaultConfig, Faults
 from reversal_pipeline.stripe_emulator.state import (
     DEFAULT_IDEMPOTENCY_TTL_SECONDS,
@@ -76,7 +76,11 @@ class EmulatorServer:
     reversals saved there are loaded when the server is built (if the file
     exists), and saved back when it stops (``stop``, or the end of
     ``serve_forever``, SIGTERM included) and on ``POST /_emulator/state/save``.
-    What a snapshot keeps and leaves out is in ``state.py``'s docstring.
+    What a snapshot keeps and leaves out is in ``snapshot.py``'s docstring.
+
+    Like Stripe, it answers 401 to a key it does not know: pass the keys the
+    clients use as ``api_keys``, or ``accept_any_key=True`` for ad-hoc use
+    (any well-formed ``sk_``/``rk_`` key). With neither, every /v1 request is a 401.
     """
 
     def __init__(
@@ -89,6 +93,8 @@ class EmulatorServer:
         idempotency_ttl_seconds: float = DEFAULT_IDEMPOTENCY_TTL_SECONDS,
         request_log_limit: int = 100_000,
         state_file: Path | None = None,
+        api_keys: Iterable[str] = (),
+        accept_any_key: bool = False,
     ) -> None:
         self.host = host
         self._requested_port = port
@@ -97,6 +103,8 @@ class EmulatorServer:
             self.clock,
             idempotency_ttl_seconds=idempotency_ttl_seconds,
             request_log_limit=request_log_limit,
+            api_keys=api_keys,
+            accept_any_key=accept_any_key,
         )
         self.faults = Faults(faults)
         self.state_file = Path(state_file) if state_file is not None else None
@@ -259,6 +267,8 @@ def run_forever(
     port: int = DEFAULT_PORT,
     *,
     state_file: Path | None = None,
+    api_keys: Iterable[str] = (),
+    accept_any_key: bool = False,
     **fault_kwargs: Any,
 ) -> None:
     """Entry point of ``reversal-pipeline stripe-emulator``: serve until interrupted.
@@ -266,12 +276,19 @@ def run_forever(
     ``fault_kwargs`` are :class:`FaultConfig` fields (e.g. ``latency_ms=50``,
     ``error_rate=0.01``, ``seed=7``) plus ``idempotency_ttl_seconds``; faults can
     also be changed later through ``/_emulator/faults``. ``state_file``: load
-    the transfers saved there, and save them back on exit.
+    the transfers saved there, and save them back on exit. ``api_keys`` and
+    ``accept_any_key``: which API keys authenticate (see :class:`EmulatorServer`).
     """
     ttl = float(fault_kwargs.pop("idempotency_ttl_seconds", DEFAULT_IDEMPOTENCY_TTL_SECONDS))
     faults = FaultConfig.from_mapping(fault_kwargs) if fault_kwargs else FaultConfig()
     server = EmulatorServer(
-        host=host, port=port, faults=faults, idempotency_ttl_seconds=ttl, state_file=state_file
+        host=host,
+        port=port,
+        faults=faults,
+        idempotency_ttl_seconds=ttl,
+        state_file=state_file,
+        api_keys=api_keys,
+        accept_any_key=accept_any_key,
     )
     if server.loaded_transfers is not None:
         print(f"loaded {server.loaded_transfers} transfers from {state_file}", flush=True)

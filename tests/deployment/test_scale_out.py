@@ -156,7 +156,9 @@ def _max_in_any_second(times: list[float]) -> int:
 
 @pytest.fixture
 def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(faults=FaultConfig(rate_limit_per_second=BUDGET)) as server:
+    with EmulatorServer(
+        faults=FaultConfig(rate_limit_per_second=BUDGET), api_keys=[TEST_API_KEY]
+    ) as server:
         yield server
 
 

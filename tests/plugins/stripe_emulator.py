@@ -20,7 +20,7 @@ TEST_API_KEY = "sk_test_emulator_4eC39HqLyjWDarjtT1zdp7dc"
 @pytest.fixture(scope="session")
 def stripe_emulator_session() -> Iterator[EmulatorServer]:
     """The session's emulator; prefer ``stripe_emulator``, which resets it per test."""
-    with EmulatorServer() as server:
+    with EmulatorServer(api_keys=[TEST_API_KEY]) as server:
         yield server
 
 

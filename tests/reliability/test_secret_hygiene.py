@@ -117,6 +117,7 @@ def test_no_secret_in_logs_events_metadata_errors_or_database(
     monkeypatch.setenv("STRIPE_REQUESTS_PER_SECOND", "500")
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     control = stripe_emulator.control()
+    control.accept_key(CANARY_KEY)
     rows = seed_rows(engine, control, 6)
     control.add_scripts(
         [

@@ -55,6 +55,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 @pytest.fixture
 def canary(stripe_emulator: EmulatorServer) -> Iterator[StripeResource]:
+    stripe_emulator.state.keys.accept(CANARY)
     res = StripeResource(
         api_key=CANARY,
         api_base=stripe_emulator.url,
@@ -177,6 +178,7 @@ def test_a_dagster_run_keeps_the_key_out_of_events_and_metadata(
     debug_logs: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.setenv("STRIPE_API_KEY", CANARY)
+    stripe_emulator.state.keys.accept(CANARY)
     tid = stripe_emulator.state.create_transfer(amount=1000).id
 
     # `context` unannotated: with postponed annotations Dagster sees a string and refuses it.

@@ -40,8 +40,11 @@ def test_live_key_creates_live_objects_that_test_keys_cannot_see(
     stripe_emulator: EmulatorServer,
 ) -> None:
     # Built from parts so no live-shaped key literal sits in the source (secret scanners).
-    live = stripe_emulator.stripe_client("sk_live_" + "emulator_0000")
-    test = stripe_emulator.stripe_client("rk_test_emulator_0000000000001234")
+    live_key, test_key = "sk_live_" + "emulator_0000", "rk_test_emulator_0000000000001234"
+    stripe_emulator.state.keys.accept(live_key)
+    stripe_emulator.state.keys.accept(test_key)
+    live = stripe_emulator.stripe_client(live_key)
+    test = stripe_emulator.stripe_client(test_key)
     transfer = live.v1.transfers.create({"amount": 500, "currency": "eur", "destination": "acct_1"})
 
     with pytest.raises(stripe.InvalidRequestError) as caught:

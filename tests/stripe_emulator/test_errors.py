@@ -126,7 +126,14 @@ def test_missing_api_key_is_401_asking_for_one(stripe_emulator: EmulatorServer) 
     assert response.json()["error"]["message"].startswith("You did not provide an API key.")
 
 
-@pytest.mark.parametrize("key", ["pk_test_publishable00001234abcd", "sk_nope_000000000000abcd"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pk_test_publishable00001234abcd",
+        "sk_nope_000000000000abcd",
+        "sk_test_wellformed_but_unknown_abcd",  # Stripe does not know it: 401 as well
+    ],
+)
 def test_malformed_key_is_authentication_error_with_the_key_masked(
     stripe_emulator: EmulatorServer, key: str
 ) -> None:
@@ -154,6 +161,40 @@ def test_revoked_key_fails_until_unrevoked(
     assert stripe_api_key not in str(caught.value)
     assert mask_key(stripe_api_key) in (caught.value.user_message or "")
     assert client.v1.transfers.list().data == []
+
+
+def test_only_the_keys_the_emulator_was_started_with_authenticate(stripe_api_key: str) -> None:
+    other = "sk_test_someone_else_0000000000wxyz"
+    with EmulatorServer(api_keys=[stripe_api_key]) as server:
+        with pytest.raises(stripe.AuthenticationError) as caught:
+            server.stripe_client(other).v1.transfers.list()
+        accepted = server.stripe_client(stripe_api_key).v1.transfers.list()
+        server.state.keys.accept(other)  # for this test only: a reset forgets it
+        later = server.stripe_client(other).v1.transfers.list()
+        server.reset()
+        with pytest.raises(stripe.AuthenticationError):
+            server.stripe_client(other).v1.transfers.list()
+
+    assert caught.value.http_status == 401
+    assert caught.value.user_message == f"Invalid API Key provided: {mask_key(other)}"
+    assert mask_key(other) == "sk_test_" + "*" * 23 + "wxyz"
+    assert (accepted.data, later.data) == ([], [])
+
+
+def test_an_emulator_started_without_keys_rejects_every_key(stripe_api_key: str) -> None:
+    with EmulatorServer() as server, pytest.raises(stripe.AuthenticationError):
+        server.stripe_client(stripe_api_key).v1.transfers.list()
+
+
+def test_accept_any_key_admits_any_well_formed_key_but_no_malformed_one() -> None:
+    with EmulatorServer(accept_any_key=True) as server:
+        listed = server.stripe_client("sk_test_adhoc_000000000000").v1.transfers.list()
+        server.reset()  # the start rule survives a reset
+        again = server.stripe_client("rk_test_adhoc_000000000000").v1.transfers.list()
+        with pytest.raises(stripe.AuthenticationError):
+            server.stripe_client("pk_test_adhoc_000000000000").v1.transfers.list()
+
+    assert (listed.data, again.data) == ([], [])
 
 
 def test_required_key_set_rejects_other_valid_looking_keys(

@@ -1,7 +1,9 @@
 """The emulator's bodies validate against Stripe's own OpenAPI schemas and examples.
 
-Reads the committed copies in ``tests/data`` (never ``../shared``). Raw bodies
-are fetched with ``requests`` so nothing the SDK does can hide a wrong field.
+Reads the committed copies in ``tests/data`` (never ``../shared``): an extract
+of Stripe's ``spec3.json`` at API version 2023-08-16 and Stripe's example
+objects. Raw bodies are fetched with ``requests`` so nothing the SDK does can
+hide a wrong field.
 """
 
 from __future__ import annotations
@@ -18,7 +20,27 @@ from openapi_schema_validator import OAS30Validator
 from reversal_pipeline.stripe_emulator import EmulatorServer
 
 DATA = Path(__file__).resolve().parents[1] / "data"
-SPEC: dict[str, Any] = json.loads((DATA / "openapi-transfers.json").read_text())
+RAW_SPEC: dict[str, Any] = json.loads((DATA / "openapi-transfers-2023-08-16.json").read_text())
+
+
+def _with_nullable_any_of(node: Any) -> Any:
+    """Let ``null`` through where the spec says ``nullable: true`` on an ``anyOf``.
+
+    Stripe marks expandable fields as ``{"anyOf": [id string, object], "nullable": true}``
+    with no ``type``; openapi-schema-validator applies ``nullable`` only next to a
+    ``type``, so without this a null ``source_transaction`` would fail validation.
+    """
+    if isinstance(node, list):
+        return [_with_nullable_any_of(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    copied = {key: _with_nullable_any_of(value) for key, value in node.items()}
+    if copied.get("nullable") is True and "anyOf" in copied and "type" not in copied:
+        copied["anyOf"] = [*copied["anyOf"], {"enum": [None]}]
+    return copied
+
+
+SPEC: dict[str, Any] = _with_nullable_any_of(RAW_SPEC)
 FIXTURES: dict[str, Any] = json.loads((DATA / "fixtures.json").read_text())
 
 
@@ -27,8 +49,9 @@ def _validator(schema: dict[str, Any]) -> OAS30Validator:
     return OAS30Validator({**schema, "components": SPEC["components"]})
 
 
-def _component(name: str) -> OAS30Validator:
-    return _validator({"$ref": f"#/components/schemas/{name}"})
+def _component(name: str, spec: dict[str, Any] | None = None) -> OAS30Validator:
+    components = (spec or SPEC)["components"]
+    return OAS30Validator({"$ref": f"#/components/schemas/{name}", "components": components})
 
 
 def _response_schema(path: str, method: str, status: str) -> OAS30Validator:
@@ -69,6 +92,35 @@ def test_the_validator_accepts_stripes_examples_and_rejects_a_broken_object() ->
     broken = {**FIXTURES["transfer"], "amount": "1100", "reversals": {"object": "list"}}
     with pytest.raises(ValidationError):
         _component("transfer").validate(broken)
+
+
+def test_nullable_any_of_fields_take_null_but_nothing_else_off_schema(
+    api: _Api, reversed_transfer: str
+) -> None:
+    transfer = api.get(f"/v1/transfers/{reversed_transfer}").json()
+    assert transfer["source_transaction"] is None  # a nullable anyOf field, null here
+
+    with pytest.raises(ValidationError):  # what the spec as published does to it
+        _component("transfer", RAW_SPEC).validate(transfer)
+    _component("transfer").validate(transfer)
+    with pytest.raises(ValidationError):
+        _component("transfer").validate({**transfer, "source_transaction": 12})
+
+
+def test_expanded_bodies_match_the_schemas(api: _Api, reversed_transfer: str) -> None:
+    transfer = api.get(
+        f"/v1/transfers/{reversed_transfer}",
+        **{"expand[]": ["destination", "balance_transaction"]},
+    ).json()
+    reversals = api.get(
+        f"/v1/transfers/{reversed_transfer}/reversals",
+        **{"expand[]": ["data.transfer", "data.balance_transaction"]},
+    ).json()
+
+    assert transfer["destination"]["object"] == "account"
+    assert reversals["data"][0]["transfer"]["object"] == "transfer"
+    _response_schema("/v1/transfers/{transfer}", "get", "200").validate(transfer)
+    _response_schema("/v1/transfers/{id}/reversals", "get", "200").validate(reversals)
 
 
 def test_transfer_and_reversal_bodies_match_the_schemas(api: _Api, reversed_transfer: str) -> None:

@@ -80,8 +80,10 @@ def test_same_key_on_another_endpoint_is_an_idempotency_error(
 
 def test_keys_are_scoped_per_api_key(stripe_emulator: EmulatorServer) -> None:
     transfer = stripe_emulator.state.create_transfer(amount=1000)
-    first = stripe_emulator.stripe_client("sk_test_platform_a_000000000000")
-    second = stripe_emulator.stripe_client("sk_test_platform_b_000000000000")
+    keys = ("sk_test_platform_a_000000000000", "sk_test_platform_b_000000000000")
+    for key in keys:
+        stripe_emulator.control().accept_key(key)
+    first, second = (stripe_emulator.stripe_client(key) for key in keys)
 
     a = _reverse(first, transfer.id, "shared-key")
     b = _reverse(second, transfer.id, "shared-key")

@@ -23,7 +23,7 @@ def _free_port() -> int:
 def test_context_manager_serves_on_loopback_and_frees_the_port_on_exit(
     stripe_api_key: str,
 ) -> None:
-    with EmulatorServer(faults=FaultConfig(latency_ms=1)) as server:
+    with EmulatorServer(faults=FaultConfig(latency_ms=1), api_keys=[stripe_api_key]) as server:
         url = server.url
         transfer = server.state.create_transfer(amount=10)
         fetched = server.stripe_client(stripe_api_key).v1.transfers.retrieve(transfer.id)
@@ -37,7 +37,7 @@ def test_context_manager_serves_on_loopback_and_frees_the_port_on_exit(
 def test_two_servers_keep_separate_state(
     stripe_emulator: EmulatorServer, stripe_api_key: str
 ) -> None:
-    with EmulatorServer() as other:
+    with EmulatorServer(api_keys=[stripe_api_key]) as other:
         transfer = other.state.create_transfer(amount=10)
 
         with pytest.raises(stripe.InvalidRequestError):
@@ -49,7 +49,8 @@ def test_run_forever_serves_in_its_own_process_with_the_given_faults(stripe_api_
     port = _free_port()
     code = (
         "from reversal_pipeline.stripe_emulator import run_forever; "
-        f"run_forever('127.0.0.1', {port}, error_rate=0.0, latency_ms=2, seed=3)"
+        f"run_forever('127.0.0.1', {port}, api_keys=[{stripe_api_key!r}], error_rate=0.0,"
+        " latency_ms=2, seed=3)"
     )
     process = subprocess.Popen(
         [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -75,3 +76,18 @@ def test_run_forever_serves_in_its_own_process_with_the_given_faults(stripe_api_
     # uvicorn shuts down gracefully, then re-raises SIGTERM to end as a default handler would.
     assert process.returncode in (0, -signal.SIGTERM)
     assert "Traceback" not in stderr
+
+
+def test_the_cli_refuses_to_start_without_a_key_or_accept_any_key(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    from reversal_pipeline.cli.emulator import stripe_emulator_command
+
+    monkeypatch.delenv("STRIPE_API_KEY", raising=False)
+    result = CliRunner().invoke(stripe_emulator_command, ["--port", "0"])
+
+    assert result.exit_code == 2
+    assert "--api-key or STRIPE_API_KEY" in result.output
+    assert "--accept-any-key" in result.output

@@ -9,6 +9,7 @@ end ``permanently_failed``, and reconciliation would report false drift.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -34,6 +35,9 @@ DAY = 86_400
 START = 1_780_000_000 - 1_780_000_000 % DAY  # a UTC midnight
 # Built from parts so no live-shaped key literal sits in the source (secret scanners).
 LIVE_KEY = "sk_live_" + "emulator_persistence"
+#: A deadline, not a wait: the CLI imports Dagster before it listens, which took over
+#: 30 s on a shared 2-core machine under load.
+STARTUP_DEADLINE = 120.0
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -101,13 +105,13 @@ def test_saved_state_is_served_identically_by_a_new_emulator(
     tmp_path: Path, stripe_api_key: str
 ) -> None:
     state_file = tmp_path / "stripe_emulator_state.json"
-    with EmulatorServer(state_file=state_file) as first:
+    with EmulatorServer(state_file=state_file, api_keys=[stripe_api_key, LIVE_KEY]) as first:
         seeded = _seed(first, stripe_api_key)
         before = _served(first, stripe_api_key, seeded["ids"], seeded["many"])
     # Saved on stop, because state_file was given.
     assert state_file.is_file()
 
-    with EmulatorServer(state_file=state_file) as second:
+    with EmulatorServer(state_file=state_file, api_keys=[stripe_api_key, LIVE_KEY]) as second:
         after = _served(second, stripe_api_key, seeded["ids"], seeded["many"])
         assert second.loaded_transfers == 42
         # The restored emulator keeps working: a new reversal lands on a restored transfer.
@@ -128,7 +132,7 @@ def test_saved_state_is_served_identically_by_a_new_emulator(
 def test_an_emulator_without_a_state_file_starts_empty_and_writes_nothing(
     tmp_path: Path, stripe_api_key: str
 ) -> None:
-    with EmulatorServer() as server:
+    with EmulatorServer(api_keys=[stripe_api_key, LIVE_KEY]) as server:
         server.state.create_transfer(amount=10)
         with pytest.raises(EmulatorControlError) as refused:
             server.control().save_state()
@@ -227,11 +231,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _cli_emulator(port: int, state_file: Path) -> subprocess.Popen[str]:
+def _cli_emulator(port: int, state_file: Path, api_key: str) -> subprocess.Popen[str]:
     command = [sys.executable, "-m", "reversal_pipeline.cli", "stripe-emulator",
                "--port", str(port), "--state-file", str(state_file)]  # fmt: skip
+    # The key travels in the environment, as an operator would pass it (not in argv).
+    environment = {**os.environ, "STRIPE_API_KEY": api_key}
     return subprocess.Popen(
-        command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=REPO,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -240,9 +251,9 @@ def test_cli_state_file_survives_sigterm(tmp_path: Path, stripe_api_key: str) ->
     state_file = tmp_path / "state.json"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    process = _cli_emulator(port, state_file)
+    process = _cli_emulator(port, state_file, stripe_api_key)
     try:
-        EmulatorClient(url).wait_until_ready(timeout=30)
+        EmulatorClient(url).wait_until_ready(timeout=STARTUP_DEADLINE)
         client = stripe.StripeClient(stripe_api_key, base_addresses={"api": url})
         created = client.v1.transfers.create(
             {"amount": 1234, "currency": "eur", "destination": "acct_1", "metadata": {"a": "b"}}
@@ -255,9 +266,9 @@ def test_cli_state_file_survives_sigterm(tmp_path: Path, stripe_api_key: str) ->
             process.kill()
             process.communicate()
 
-    restarted = _cli_emulator(port, state_file)
+    restarted = _cli_emulator(port, state_file, stripe_api_key)
     try:
-        EmulatorClient(url).wait_until_ready(timeout=30)
+        EmulatorClient(url).wait_until_ready(timeout=STARTUP_DEADLINE)
         served = stripe.StripeClient(stripe_api_key, base_addresses={"api": url})
         again = served.v1.transfers.retrieve(created.id)
     finally:

@@ -93,7 +93,7 @@ def webserver(
         "  class: DefaultRunCoordinator\n"
     )
     log = home / "webserver.log"
-    with EmulatorServer() as emulator:
+    with EmulatorServer(api_keys=[TEST_API_KEY]) as emulator:
         [row] = seed_rows(engine, emulator.control(), 1, status="completed")
         with engine.begin() as connection:
             request_reversal(connection, refund_id="re_ui_test", order_id=row.order_id)
