@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
 from reversal_pipeline.reversals.intake_window import OPEN_DAYS_ENV
-from tests.plugins.marketplace import row_state, seed_rows
+from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
 
 def _receive(
@@ -54,3 +54,56 @@ def test_a_pass_without_a_window_takes_it_from_the_environment(
     [(refund_id, why)] = summary.newly_expired
     assert refund_id == "re_env"
     assert why.startswith(f"open longer than 2 day(s) ({OPEN_DAYS_ENV})")
+
+
+def test_two_overdue_refunds_of_one_order_request_a_completed_transfer_once(
+    engine: sa.Engine,
+) -> None:
+    """Both events wake when one of the order's payouts completes; the first requests it.
+
+    The second, looked at in the same pass, finds it already requested and the other
+    payout still pending: still overdue, no second request, no new history entry, no
+    second alert.
+    """
+    paid_later, still_pending = seed_rows(
+        engine, None, 2, status="pending", stripe_transfer_id=None, order_id="ord_split"
+    )
+    long_ago = datetime.now(UTC) - timedelta(days=40)
+    _receive(engine, "re_split_1", "ord_split", received_at=long_ago)
+    _receive(engine, "re_split_2", "ord_split", received_at=long_ago)
+    first = process_refund_events(engine, run_id="run-1", open_window=timedelta(days=30))
+    assert sorted(refund for refund, _ in first.newly_expired) == ["re_split_1", "re_split_2"]
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "UPDATE seller_transfers SET status = 'completed', stripe_transfer_id = 'tr_split'"
+                " WHERE id = :id"
+            ),
+            {"id": paid_later.id},
+        )
+
+    second = process_refund_events(engine, run_id="run-2", open_window=timedelta(days=30))
+
+    assert second.events_processed == 2
+    assert second.rows_requested == 1
+    assert second.newly_expired == []
+    assert second.outcomes == {"expired_unmatched": 2}
+    assert row_state(engine, paid_later.id)["status"] == "reversal_pending"
+    assert row_state(engine, still_pending.id)["status"] == "pending"
+    assert [a["action"] for a in attempts_of(engine, paid_later.id)] == ["intake"]
+    assert _history_run_ids(engine, "re_split_1") == ["run-1", "run-2"]
+    assert _history_run_ids(engine, "re_split_2") == ["run-1"]
+
+
+def _history_run_ids(engine: sa.Engine, refund_id: str) -> list[str]:
+    with engine.connect() as connection:
+        return list(
+            connection.execute(
+                sa.text(
+                    "SELECT h.run_id FROM refund_event_history h"
+                    " JOIN refund_events e ON e.id = h.refund_event_id"
+                    " WHERE e.refund_id = :r ORDER BY h.id"
+                ),
+                {"r": refund_id},
+            ).scalars()
+        )
