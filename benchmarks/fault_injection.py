@@ -158,7 +158,9 @@ def main() -> int:
     faults: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     paths: Counter[str] = Counter()
+    audited: Counter[str] = Counter()
     for r in results:
+        audited.update(r.audited_calls)
         faults.update(r.faults)
         statuses.update(r.statuses)
         paths.update(r.paths)
@@ -179,6 +181,9 @@ def main() -> int:
     print("  paths taken (outcomes the runs reported, by kind):")
     for name, count in sorted(paths.items()):
         print(f"    {name:<28} {count}")
+    print("  audit rows (reversal_attempts) by action, outcome, HTTP status (- = none):")
+    for name, count in sorted(audited.items()):
+        print(f"    {name:<44} {count}")
     print(f"  final statuses           {dict(statuses)}")
     print(f"  violations found         {len(violations)}")
     print(f"  wall time                {time.monotonic() - started:.0f} s")

@@ -36,6 +36,8 @@ seller_transfers = sa.Table(
     # Claim columns (the implementation's choice in DESIGN.md).
     sa.Column("claimed_by", sa.Text),
     sa.Column("claim_expires_at", TZ),
+    # The batch inside run ``claimed_by`` that holds the row (migration 0007).
+    sa.Column("claimed_by_batch", sa.Text),
     # Stripe create-reversal calls ever started for this row. Never reset (an
     # operator requeue resets retry_count only), so idempotency keys built from
     # it are never reused; incremented before the call, so a crash after the

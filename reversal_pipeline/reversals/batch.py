@@ -160,6 +160,10 @@ class ReversalBatch:
         self.engine = engine
         self.stripe = stripe
         self.token = token
+        # This batch's own hold on the run's rows: a second batch under the same run id
+        # (a step retried while the first attempt's threads still send) holds nothing
+        # the first one does, so it can neither send nor write nor release those rows.
+        self.batch_id = claim.new_batch_id()
         self.run_id = run_id
         self.settings = settings
         self.rng = rng or random.Random()  # noqa: S311 - backoff jitter only
@@ -168,7 +172,11 @@ class ReversalBatch:
         self._stop = threading.Event()
         self._writer: GroupCommitWriter
         self._lease = LeaseKeeper(
-            engine, token=token, lease_seconds=settings.lease_seconds, clock=clock
+            engine,
+            token=token,
+            batch_id=self.batch_id,
+            lease_seconds=settings.lease_seconds,
+            clock=clock,
         )
 
     @property
@@ -183,16 +191,26 @@ class ReversalBatch:
     def run(self) -> BatchReport:
         started = time.monotonic()
         try:
+            claim.take_for_batch(
+                self.engine,
+                token=self.token,
+                batch_id=self.batch_id,
+                lease_seconds=self.settings.lease_seconds,
+            )
             with (
                 self._lease,
-                GroupCommitWriter(self.engine, token=self.token, run_id=self.run_id) as writer,
+                GroupCommitWriter(
+                    self.engine, token=self.token, batch_id=self.batch_id, run_id=self.run_id
+                ) as writer,
             ):
                 self._writer = writer
                 self._process_pages()
         finally:
             # After the writer has flushed and every in-flight call has returned: only
             # rows with no written outcome are released, and none of them is on the wire.
-            self.report.rows_released = claim.release_claims(self.engine, token=self.token)
+            self.report.rows_released = claim.release_claims(
+                self.engine, token=self.token, batch_id=self.batch_id
+            )
             self.report.elapsed_seconds = time.monotonic() - started
         return self.report
 
@@ -211,7 +229,10 @@ class ReversalBatch:
         queued = _Queued()
         try:
             for page in claim.iter_claimed_pages(
-                self.engine, token=self.token, page_size=self.settings.page_size
+                self.engine,
+                token=self.token,
+                batch_id=self.batch_id,
+                page_size=self.settings.page_size,
             ):
                 if self._stop.is_set():
                     break
@@ -240,7 +261,9 @@ class ReversalBatch:
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""
         sendable = [row.id for row in page if row_problem(row) is None and not self._exhausted(row)]
-        return record.start_attempts(self.engine, row_ids=sendable, token=self.token)
+        return record.start_attempts(
+            self.engine, row_ids=sendable, token=self.token, batch_id=self.batch_id
+        )
 
     def _handle_row(self, row: ClaimedRow, attempts: dict[int, int], window: _Window) -> None:
         try:

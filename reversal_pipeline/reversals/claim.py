@@ -15,10 +15,20 @@ everything it did not finish) or their lease has expired (the run died), so a
 claim is fenced to the one process that holds it: every write is guarded by
 the token, and a row is sent only while its lease is sure to outlast the call
 (``lease.py``).
+
+Inside one run the claim is fenced once more, to the batch that holds it
+(migration 0007): two ``ReversalBatch`` objects under one run id (a step
+retried while the first attempt's threads still send) both passed every guard
+keyed on the run id alone, and both sent the row. The claim takes rows for
+the run (``claimed_by_batch`` NULL); a batch then takes the run's rows that no
+other live batch holds (``take_for_batch``), and reads, renews and releases
+only its own. Whatever looks at a run's claims as a whole (``count_held``,
+the claim's preview, ``status``) still goes by the run id.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,10 +52,24 @@ CLAIM_SQL = sa.text(
         FOR UPDATE SKIP LOCKED
     )
     UPDATE seller_transfers AS s
-    SET claimed_by = :token, claim_expires_at = now() + make_interval(secs => :lease)
+    SET claimed_by = :token, claimed_by_batch = NULL,
+        claim_expires_at = now() + make_interval(secs => :lease)
     FROM due
     WHERE s.id = due.id
     RETURNING s.id, s.amount, s.currency, s.next_retry_at, now() - s.next_retry_at AS due_for
+    """
+)
+
+
+# A run's rows that no live batch holds: fresh from the claim, or left by a batch of
+# this run whose lease ran out (it died, or stopped renewing), like a claim takes over
+# an expired lease of another run.
+TAKE_FOR_BATCH_SQL = sa.text(
+    """
+    UPDATE seller_transfers
+    SET claimed_by_batch = :batch, claim_expires_at = now() + make_interval(secs => :lease)
+    WHERE claimed_by = :token AND status = 'reversal_pending'
+      AND (claimed_by_batch IS NULL OR claim_expires_at < now())
     """
 )
 
@@ -125,10 +149,33 @@ def count_held(engine: sa.Engine, *, token: str) -> int:
         )
 
 
+def new_batch_id() -> str:
+    """A name for one batch's hold on its run's rows: random, never reused."""
+    return secrets.token_hex(8)
+
+
+def take_for_batch(engine: sa.Engine, *, token: str, batch_id: str, lease_seconds: int) -> int:
+    """Hold for ``batch_id`` every row run ``token`` claimed that no live batch holds.
+
+    Also starts the lease afresh: the step may begin long after the claim.
+    Returns how many rows the batch now holds by this call.
+    """
+    with engine.begin() as connection:
+        return connection.execute(
+            TAKE_FOR_BATCH_SQL, {"token": token, "batch": batch_id, "lease": lease_seconds}
+        ).rowcount
+
+
+def _held_by(token: str, batch_id: str) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        st.c.claimed_by == token, st.c.claimed_by_batch == batch_id, st.c.status == PENDING
+    )
+
+
 def iter_claimed_pages(
-    engine: sa.Engine, *, token: str, page_size: int
+    engine: sa.Engine, *, token: str, batch_id: str, page_size: int
 ) -> Iterator[list[ClaimedRow]]:
-    """The rows this claim still holds, a page at a time (keyset on id).
+    """The rows this batch still holds, a page at a time (keyset on id).
 
     Reading in pages keeps memory flat whatever the backlog; a row finished
     (or released) while earlier pages are processed simply is not returned.
@@ -148,7 +195,7 @@ def iter_claimed_pages(
                     st.c.stripe_attempts,
                     st.c.reversal_requested_at,
                 )
-                .where(st.c.claimed_by == token, st.c.status == PENDING, st.c.id > after_id)
+                .where(_held_by(token, batch_id), st.c.id > after_id)
                 .order_by(st.c.id)
                 .limit(page_size)
             ).all()
@@ -158,12 +205,12 @@ def iter_claimed_pages(
         after_id = rows[-1].id
 
 
-def renew_leases(engine: sa.Engine, *, token: str, lease_seconds: int) -> int:
-    """Push the lease of every row this claim still holds; returns how many."""
+def renew_leases(engine: sa.Engine, *, token: str, batch_id: str, lease_seconds: int) -> int:
+    """Push the lease of every row this batch still holds; returns how many."""
     with engine.begin() as connection:
         return connection.execute(
             sa.update(st)
-            .where(st.c.claimed_by == token, st.c.status == PENDING)
+            .where(_held_by(token, batch_id))
             .values(
                 claim_expires_at=sa.func.now()
                 + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
@@ -171,11 +218,14 @@ def renew_leases(engine: sa.Engine, *, token: str, lease_seconds: int) -> int:
         ).rowcount
 
 
-def release_claims(engine: sa.Engine, *, token: str) -> int:
-    """Let go of every row this claim still holds, without counting an attempt."""
+def release_claims(engine: sa.Engine, *, token: str, batch_id: str) -> int:
+    """Let go of every row this batch still holds, without counting an attempt.
+
+    Never the rows another batch of the same run holds: one may still be sending.
+    """
     with engine.begin() as connection:
         return connection.execute(
             sa.update(st)
-            .where(st.c.claimed_by == token, st.c.status == PENDING)
-            .values(claimed_by=None, claim_expires_at=None)
+            .where(_held_by(token, batch_id))
+            .values(claimed_by=None, claimed_by_batch=None, claim_expires_at=None)
         ).rowcount

@@ -34,7 +34,7 @@ SENDABLE_SHARE_OF_LEASE = 0.5
 
 
 class LeaseKeeper:
-    """Renews ``token``'s leases on a timer; ``may_send()`` says whether a send is still safe.
+    """Renews one batch's leases on a timer; ``may_send()`` says whether a send is still safe.
 
     Use as a context manager: entering renews once, synchronously (the step may
     start long after the claim), so an unreachable database fails the run before
@@ -46,11 +46,13 @@ class LeaseKeeper:
         engine: sa.Engine,
         *,
         token: str,
+        batch_id: str,
         lease_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.token = token
+        self.batch_id = batch_id
         self.lease_seconds = lease_seconds
         self._clock = clock
         self._safe_until = -float("inf")
@@ -69,10 +71,13 @@ class LeaseKeeper:
             self._thread.join()
 
     def renew(self) -> int:
-        """Push every lease this run still holds; returns how many rows it touched."""
+        """Push every lease this batch still holds; returns how many rows it touched."""
         began = self._clock()
         touched = claim.renew_leases(
-            self.engine, token=self.token, lease_seconds=int(self.lease_seconds)
+            self.engine,
+            token=self.token,
+            batch_id=self.batch_id,
+            lease_seconds=int(self.lease_seconds),
         )
         self._safe_until = began + self.lease_seconds * SENDABLE_SHARE_OF_LEASE
         return touched

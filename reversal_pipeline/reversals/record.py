@@ -1,9 +1,10 @@
 """Record: write each row's outcome and its audit rows in one transaction.
 
-Every write is guarded by the claim (``claimed_by = token`` and still
-``reversal_pending``): if this run lost its lease and another run took the
-row, the state change is refused, but the audit rows of the Stripe calls this
-run made are still written, so no call goes unrecorded.
+Every write is guarded by the claim (``claimed_by = token``, the batch that
+holds it in ``claimed_by_batch``, and still ``reversal_pending``): if this
+batch lost its lease and another run or batch took the row, the state change
+is refused, but the audit rows of the Stripe calls this batch made are still
+written, so no call goes unrecorded.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ACTOR = "reversal_job"
 _CLAIM_GUARD = sa.and_(
     st.c.id == sa.bindparam("guard_row_id"),
     st.c.claimed_by == sa.bindparam("guard_token"),
+    st.c.claimed_by_batch == sa.bindparam("guard_batch"),
     st.c.status == PENDING,
 )
 
@@ -81,13 +83,16 @@ class RowChange:
 _START_ATTEMPTS = sa.text(
     """
     UPDATE seller_transfers SET stripe_attempts = stripe_attempts + 1
-    WHERE id = ANY(:ids) AND claimed_by = :token AND status = 'reversal_pending'
+    WHERE id = ANY(:ids) AND claimed_by = :token AND claimed_by_batch = :batch
+      AND status = 'reversal_pending'
     RETURNING id, stripe_attempts
     """
 )
 
 
-def start_attempts(engine: sa.Engine, *, row_ids: Sequence[int], token: str) -> dict[int, int]:
+def start_attempts(
+    engine: sa.Engine, *, row_ids: Sequence[int], token: str, batch_id: str
+) -> dict[int, int]:
     """Count the create attempts of a page of rows before sending any: row id -> attempt number.
 
     Committed (one autocommitted statement) before any of these rows is sent,
@@ -99,19 +104,32 @@ def start_attempts(engine: sa.Engine, *, row_ids: Sequence[int], token: str) -> 
     if not row_ids:
         return {}
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        rows = connection.execute(_START_ATTEMPTS, {"ids": list(row_ids), "token": token})
+        rows = connection.execute(
+            _START_ATTEMPTS, {"ids": list(row_ids), "token": token, "batch": batch_id}
+        )
         return {row.id: row.stripe_attempts for row in rows}
 
 
 def write_change(
-    engine: sa.Engine, *, row_id: int, token: str, run_id: str | None, change: RowChange
+    engine: sa.Engine,
+    *,
+    row_id: int,
+    token: str,
+    batch_id: str,
+    run_id: str | None,
+    change: RowChange,
 ) -> bool:
     """Apply ``change`` and its audit rows atomically; False if the claim was lost."""
-    values = {**change.values, "claimed_by": None, "claim_expires_at": None}
+    values = {
+        **change.values,
+        "claimed_by": None,
+        "claimed_by_batch": None,
+        "claim_expires_at": None,
+    }
     with engine.begin() as connection:
         updated = connection.execute(
             sa.update(st).where(_CLAIM_GUARD).values(**values),
-            {"guard_row_id": row_id, "guard_token": token},
+            {"guard_row_id": row_id, "guard_token": token, "guard_batch": batch_id},
         ).rowcount
         audit_rows = audit_rows_for(row_id, run_id, change, written=bool(updated))
         if audit_rows:

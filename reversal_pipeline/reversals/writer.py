@@ -11,7 +11,7 @@ Money safety is unchanged: every row was counted in ``stripe_attempts``
 before its call, so an outcome still queued when the process dies is found
 by the next run's look-up, exactly as one lost between the call and a
 per-row write. Each row's state change and its audit rows still commit
-together, and only while this run holds the row's claim. If a group fails
+together, and only while this run's batch holds the row's claim. If a group fails
 (a constraint, a bug), its rows are written one by one, so one bad row never
 holds back the others; a row that still cannot be written is reported
 ``FAILED`` (the batch lists it and the run fails) after its Stripe calls are
@@ -61,13 +61,15 @@ GROUP_UPDATE = sa.text(
                              ELSE now() + make_interval(secs => v.retry_delay_seconds) END,
         retry_count = COALESCE(v.retry_count, s.retry_count),
         claimed_by = NULL,
+        claimed_by_batch = NULL,
         claim_expires_at = NULL
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:error_messages AS text[]),
         CAST(:reversal_ids AS text[]), CAST(:retry_counts AS integer[]),
         CAST(:retry_delays AS double precision[])
     ) AS v(id, status, error_message, stripe_reversal_id, retry_count, retry_delay_seconds)
-    WHERE s.id = v.id AND s.claimed_by = :token AND s.status = 'reversal_pending'
+    WHERE s.id = v.id AND s.claimed_by = :token AND s.claimed_by_batch = :batch
+      AND s.status = 'reversal_pending'
     RETURNING s.id
     """
 )
@@ -120,12 +122,14 @@ class GroupCommitWriter:
         engine: sa.Engine,
         *,
         token: str,
+        batch_id: str,
         run_id: str | None,
         max_rows: int = DEFAULT_MAX_ROWS,
         max_wait_seconds: float = DEFAULT_MAX_WAIT_SECONDS,
     ) -> None:
         self.engine = engine
         self.token = token
+        self.batch_id = batch_id
         self.run_id = run_id
         self.max_rows = max_rows
         self.max_wait_seconds = max_wait_seconds
@@ -193,6 +197,7 @@ class GroupCommitWriter:
         changes = [p.change for p in group]
         params = {
             "token": self.token,
+            "batch": self.batch_id,
             "ids": [p.row_id for p in group],
             "statuses": [c.status_after for c in changes],
             "error_messages": [c.error_message for c in changes],
@@ -223,6 +228,7 @@ class GroupCommitWriter:
                     self.engine,
                     row_id=pending.row_id,
                     token=self.token,
+                    batch_id=self.batch_id,
                     run_id=self.run_id,
                     change=pending.change,
                 )

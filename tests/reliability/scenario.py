@@ -77,6 +77,10 @@ class ScenarioResult:
     statuses: Counter[str] = field(default_factory=Counter)
     paths: Counter[str] = field(default_factory=Counter)  # outcomes the runs reported, by kind
     runs_failed_loudly: int = 0  # failed on an unwritten outcome, as they must (write faults)
+    # The Stripe calls the audit trail recorded, by action, outcome and HTTP status ("-":
+    # none recorded, a success or no answer): how often each path was taken, e.g. a 429
+    # on a create that went down the rate-limited path as a counted transient attempt.
+    audited_calls: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     reconciliation: str = ""
 
@@ -279,6 +283,17 @@ def run_scenario(
     result.faults = count_faults(log)
     result.violations += check_invariants(engine, emulator, env, killed_rows, log)
     with engine.connect() as connection:
+        result.audited_calls = Counter(
+            {
+                f"{action} {outcome} {status}": count
+                for action, outcome, status, count in connection.execute(
+                    sa.text(
+                        "SELECT action, outcome, coalesce(http_status::text, '-'), count(*)"
+                        " FROM reversal_attempts GROUP BY 1, 2, 3"
+                    )
+                ).all()
+            }
+        )
         result.statuses = Counter(
             dict(
                 connection.execute(

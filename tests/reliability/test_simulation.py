@@ -28,13 +28,7 @@ from tests.reliability.simulation import Path, Simulation
 #: Paths that break an invariant on the code as it stands, with the issue-12 defect
 #: that does it. Strict xfail: when the fix lands the test passes, pytest reports
 #: XPASS as a failure, and the entry must be removed here.
-KNOWN_DEFECTS: dict[Path, str] = {
-    Path.SAME_TOKEN_WHILE_SENDING: "issue 12 defect 4, core level (reported to the lead, not"
-    " fixed on this branch): the claim is fenced per token only; two ReversalBatch objects"
-    " with one token both send a row, and a partial amount is reversed twice. The job gives"
-    " each run its own token, so this needs two batches inside one run (e.g. a step retried"
-    " while the first attempt's threads still send); a per-batch claim generation would close it",
-}
+KNOWN_DEFECTS: dict[Path, str] = {}
 
 FAULT_PATHS = [p for p in Path if p is not Path.CLEAN]
 MIXED_SEEDS = range(3)

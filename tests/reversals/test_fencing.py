@@ -20,11 +20,11 @@ import sqlalchemy as sa
 
 from reversal_pipeline.defs.reversals.assets import claim_token
 from reversal_pipeline.reversals.batch import ReversalBatch
-from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.claim import claim_due_rows, count_held, take_for_batch
 from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
-from tests.plugins.marketplace import row_state, seed_rows
+from tests.plugins.marketplace import advance_clock, attempts_of, row_state, seed_rows
 
 SETTINGS = ReversalSettings(concurrency=1, backoff_jitter=0.0)
 
@@ -83,6 +83,94 @@ def test_a_reexecution_never_takes_rows_its_still_sending_original_holds(
     reversals = control.get_transfer(transfer_id)["reversals"]
     assert sum(r["amount"] for r in reversals) == 500
     assert row_state(engine, row.id)["status"] == "reversed"
+
+
+def test_two_batches_of_one_run_send_a_row_once(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    """A step retried inside one run while the first attempt's threads still send.
+
+    Both batches carry the run's id; only the one that took the row may send,
+    write or release it. Before the claim was fenced per batch the second one
+    sent the row too and 1,000 was taken back for a 500 row.
+    """
+    control = stripe_emulator.control()
+    [transfer_id] = control.create_transfers(
+        [{"amount": 1_000, "currency": "usd", "destination": "acct_s"}], returning="ids"
+    )
+    [row] = seed_rows(engine, None, 1, stripe_transfer_id=transfer_id, amount=500)
+    control.add_script(respond="hold", method="POST", transfer_id=transfer_id)
+    claim_due_rows(engine, token="run-one", max_rows=10, lease_seconds=600)
+    first = _batch(engine, stripe_resource, "run-one")
+    sending = threading.Thread(target=first.run)
+    sending.start()
+    try:
+        assert control.wait_for_held(1, timeout=10)  # the first batch's create is on the wire
+        second = _batch(engine, stripe_resource, "run-one")
+        second_report = second.run()
+        # Still the first batch's, and still the run's: the second released nothing.
+        held = row_state(engine, row.id)
+        assert (held["claimed_by"], held["claimed_by_batch"]) == ("run-one", first.batch_id)
+        assert count_held(engine, token="run-one") == 1
+    finally:
+        control.release_holds()
+        sending.join(30)
+
+    assert not sending.is_alive()
+    assert second.batch_id != first.batch_id
+    assert second_report.rows_finished == 0
+    assert second_report.rows_released == 0
+    assert sum(second_report.outcomes.values()) == 0
+    assert _creates(stripe_emulator) == 1
+    [reversal] = control.get_transfer(transfer_id)["reversals"]
+    assert reversal["amount"] == 500
+    state = row_state(engine, row.id)
+    assert (state["status"], state["stripe_reversal_id"]) == ("reversed", reversal["id"])
+    assert state["stripe_attempts"] == 1  # the second batch counted no attempt
+    creates = [a for a in attempts_of(engine, row.id) if a["action"] == "create_reversal"]
+    [sent] = [
+        r for r in stripe_emulator.state.requests.entries() if r.method == "POST"
+    ]  # one call at Stripe, one audit row for it, carrying its key
+    assert [a["idempotency_key"] for a in creates] == [sent.idempotency_key]
+    assert creates[0]["stripe_reversal_id"] == reversal["id"]
+    assert creates[0]["status_after"] == "reversed"
+
+
+def test_a_batch_takes_over_its_runs_row_once_the_holding_batch_lease_ran_out(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    """Lease expiry works inside a run as between runs: a dead batch's rows are not stuck.
+
+    The dead batch had counted an attempt, so the new one looks on Stripe first.
+    """
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    claim_due_rows(engine, token="run-two", max_rows=10, lease_seconds=600)
+    assert take_for_batch(engine, token="run-two", batch_id="dead", lease_seconds=600) == 1
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET stripe_attempts = 1 WHERE id = :id"),
+            {"id": row.id},
+        )
+    live = _batch(engine, stripe_resource, "run-two")
+    assert live.run().rows_finished == 0  # the dead batch's lease is still live
+    assert row_state(engine, row.id)["claimed_by_batch"] == "dead"
+
+    advance_clock(engine, 601)
+    report = _batch(engine, stripe_resource, "run-two").run()
+
+    assert report.statuses["reversed"] == 1
+    assert [a["action"] for a in attempts_of(engine, row.id)] == [
+        "lookup_reversal",
+        "create_reversal",
+    ]
+    assert _creates(stripe_emulator) == 1
+    state = row_state(engine, row.id)
+    assert (state["status"], state["claimed_by"], state["claimed_by_batch"]) == (
+        "reversed",
+        None,
+        None,
+    )
 
 
 class Terminated(BaseException):

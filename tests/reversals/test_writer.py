@@ -8,10 +8,18 @@ import time
 import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reversal_attempts
-from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.claim import claim_due_rows, take_for_batch
 from reversal_pipeline.reversals.record import RowChange, StripeCallRecord, audit_rows_for
 from reversal_pipeline.reversals.writer import AUDIT_COLUMNS, GroupCommitWriter, WriteResult
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
+
+BATCH = "batch-1"
+
+
+def _hold(engine: sa.Engine, token: str, *, max_rows: int) -> None:
+    """Claim for run ``token`` and take the rows for its batch ``BATCH``, as a batch starts."""
+    claim_due_rows(engine, token=token, max_rows=max_rows, lease_seconds=60)
+    take_for_batch(engine, token=token, batch_id=BATCH, lease_seconds=60)
 
 
 def _reversed(reversal_id: str, key: str) -> RowChange:
@@ -29,7 +37,7 @@ def _reversed(reversal_id: str, key: str) -> RowChange:
 
 def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa.Engine) -> None:
     rows = seed_rows(engine, None, 3, stripe_transfer_id=None)
-    claim_due_rows(engine, token="run-a", max_rows=2, lease_seconds=60)  # the third stays free
+    _hold(engine, "run-a", max_rows=2)  # the third stays free
     results: dict[int, WriteResult] = {}
     retry = RowChange(
         status_after="reversal_pending",
@@ -37,7 +45,7 @@ def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa
         retry_count=1,
         retry_delay_seconds=120,
     )
-    with GroupCommitWriter(engine, token="run-a", run_id="run-a") as writer:
+    with GroupCommitWriter(engine, token="run-a", batch_id=BATCH, run_id="run-a") as writer:
         writer.submit(rows[0].id, _reversed("trr_1", "k1"), lambda w: results.update({0: w}))
         writer.submit(rows[1].id, retry, lambda w: results.update({1: w}))
         writer.submit(rows[2].id, _reversed("trr_3", "k3"), lambda w: results.update({2: w}))
@@ -63,7 +71,7 @@ def test_group_writes_each_row_with_its_audit_and_reports_lost_claims(engine: sa
 
 def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
     rows = seed_rows(engine, None, 2, stripe_transfer_id=None)
-    claim_due_rows(engine, token="run-b", max_rows=2, lease_seconds=60)
+    _hold(engine, "run-b", max_rows=2)
     with engine.begin() as connection:  # a key already used: its audit insert must fail
         connection.execute(
             sa.text(
@@ -74,7 +82,7 @@ def test_one_bad_row_does_not_hold_back_the_group(engine: sa.Engine) -> None:
             {"id": rows[0].id},
         )
     results: dict[int, WriteResult] = {}
-    with GroupCommitWriter(engine, token="run-b", run_id="run-b") as writer:
+    with GroupCommitWriter(engine, token="run-b", batch_id=BATCH, run_id="run-b") as writer:
         writer.submit(rows[0].id, _reversed("trr_a", "used-key"), lambda w: results.update({0: w}))
         writer.submit(rows[1].id, _reversed("trr_b", "fresh-key"), lambda w: results.update({1: w}))
 
@@ -102,7 +110,7 @@ def test_every_audit_row_carries_exactly_the_columns_the_group_insert_binds() ->
 def test_a_group_keeps_every_field_of_every_call(engine: sa.Engine) -> None:
     """The column-wise INSERT loses nothing: NULLs, integers and text land where they belong."""
     rows = seed_rows(engine, None, 2, stripe_transfer_id=None)
-    claim_due_rows(engine, token="run-c", max_rows=2, lease_seconds=60)
+    _hold(engine, "run-c", max_rows=2)
     lookup = StripeCallRecord(
         action="lookup_reversal", outcome="not_found", message="no reversal from an earlier attempt"
     )
@@ -124,7 +132,7 @@ def test_a_group_keeps_every_field_of_every_call(engine: sa.Engine) -> None:
         calls=(lookup, failed),
     )
     done = _reversed("trr_c", "k-c")
-    writer = GroupCommitWriter(engine, token="run-c", run_id="run-c")
+    writer = GroupCommitWriter(engine, token="run-c", batch_id=BATCH, run_id="run-c")
     # Queued before the writer starts, so its first take is both rows: one group.
     writer.submit(rows[0].id, retry, lambda _w: None)
     writer.submit(rows[1].id, done, lambda _w: None)
@@ -142,11 +150,11 @@ def test_a_group_stays_open_for_more_rows_and_closing_cuts_the_wait_short(
     engine: sa.Engine,
 ) -> None:
     rows = seed_rows(engine, None, 3, stripe_transfer_id=None)
-    claim_due_rows(engine, token="run-d", max_rows=3, lease_seconds=60)
+    _hold(engine, "run-d", max_rows=3)
     linger = 30.0
     started = time.monotonic()
     with GroupCommitWriter(
-        engine, token="run-d", run_id="run-d", max_wait_seconds=linger
+        engine, token="run-d", batch_id=BATCH, run_id="run-d", max_wait_seconds=linger
     ) as writer:
         for i, row in enumerate(rows):
             writer.submit(row.id, _reversed(f"trr_d{i}", f"k-d{i}"), lambda _w: None)
@@ -160,9 +168,11 @@ def test_a_group_stays_open_for_more_rows_and_closing_cuts_the_wait_short(
 def test_an_open_group_is_written_when_its_wait_runs_out(engine: sa.Engine) -> None:
     """The writer does not hold outcomes until it is closed."""
     [row] = seed_rows(engine, None, 1, stripe_transfer_id=None)
-    claim_due_rows(engine, token="run-e", max_rows=1, lease_seconds=60)
+    _hold(engine, "run-e", max_rows=1)
     written = threading.Event()
-    with GroupCommitWriter(engine, token="run-e", run_id="run-e", max_wait_seconds=0.05) as w:
+    with GroupCommitWriter(
+        engine, token="run-e", batch_id=BATCH, run_id="run-e", max_wait_seconds=0.05
+    ) as w:
         w.submit(row.id, _reversed("trr_e", "k-e"), lambda _w: written.set())
         assert written.wait(timeout=30), "the group was not written while the writer was open"
         assert row_state(engine, row.id)["status"] == "reversed"
