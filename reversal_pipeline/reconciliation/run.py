@@ -39,6 +39,7 @@ from reversal_pipeline.reconciliation.compare import (
     DEFAULT_STUCK_MAX_AGE,
     compare,
 )
+from reversal_pipeline.reconciliation.coverage import covered_until
 from reversal_pipeline.reconciliation.frames import (
     db_rows_frame,
     db_transfers_frame,
@@ -139,6 +140,7 @@ def reconcile_day(
     stripe_calls = _list_calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "database_read"), engine.connect() as connection:
+        covered = covered_until(connection, started_at)
         db_frame = _with_rows_lacking_transferred_at(
             connection,
             db_transfers_frame(connection, window_start, window_end),
@@ -156,31 +158,16 @@ def reconcile_day(
         return _incomplete(
             engine, day, started_at, now(), run_id, wrong_account, counts, seconds, drift_findings
         )
-    with _timed(seconds, "writing_findings"):
-        stored = store_findings(
-            engine,
-            day,
-            drift_findings,
-            now=now(),
-            started_at=started_at,
-            run_id=run_id,
-            counts=counts,
-        )
-        report_path = None
-        if reports_dir is not None:
-            report_path = write_csv(
-                drift_findings, reports_dir / f"reconciliation-{day.isoformat()}-{run_id}.csv"
-            )
-    return DayReconciliation(
+    report = None if reports_dir is None else reports_dir / f"reconciliation-{day}-{run_id}.csv"
+    return _store_complete(
+        engine,
         day,
-        True,
         drift_findings,
-        db_rows=counts.db_rows or 0,
-        stripe_transfers=len(stripe_frame),
-        stripe_calls=stripe_calls,
-        stored=stored,
-        report_path=report_path,
+        _Stamps(started_at, covered, now),
+        run_id=run_id,
+        counts=counts,
         seconds=seconds,
+        report=report,
     )
 
 
@@ -206,6 +193,7 @@ def reconcile_rows(
     calls_before = _retrieve_calls(stripe.calls_made)
     seconds: dict[str, float] = {}
     with _timed(seconds, "database_read"), engine.connect() as connection:
+        covered = covered_until(connection, started_at)
         db_frame = db_rows_frame(
             connection, rows_select(seller_transfers.c.id.in_(scope.seller_transfer_ids))
         )
@@ -240,27 +228,64 @@ def reconcile_rows(
         seller_transfer_ids=scope.seller_transfer_ids,
         stripe_transfer_ids=tuple(transfer_ids),
     )
+    return _store_complete(
+        engine,
+        day,
+        drift_findings,
+        _Stamps(started_at, covered, now),
+        run_id=run_id,
+        counts=counts,
+        seconds=seconds,
+        scope=scope,
+    )
+
+
+@dataclass(frozen=True)
+class _Stamps:
+    """A run's clock: when it started, up to when it saw every change, and now."""
+
+    started_at: datetime
+    covered_until: datetime
+    now: Callable[[], datetime]
+
+
+def _store_complete(
+    engine: sa.Engine,
+    day: date,
+    drift_findings: pd.DataFrame,
+    stamps: _Stamps,
+    *,
+    run_id: str | None,
+    counts: RunCounts,
+    seconds: dict[str, float],
+    scope: FindingScope | None = None,
+    report: Path | None = None,
+) -> DayReconciliation:
+    """Store a complete run (full, or incremental with ``scope``) and say what it did."""
     with _timed(seconds, "writing_findings"):
         stored = store_findings(
             engine,
             day,
             drift_findings,
-            now=now(),
-            started_at=started_at,
+            now=stamps.now(),
+            started_at=stamps.started_at,
             run_id=run_id,
             counts=counts,
             scope=scope,
+            covered_until=stamps.covered_until,
         )
+        report_path = None if report is None else write_csv(drift_findings, report)
     return DayReconciliation(
         day,
         True,
         drift_findings,
-        db_rows=len(db_frame),
-        stripe_transfers=len(stripe_frame),
-        stripe_calls=stripe_calls,
+        db_rows=counts.db_rows or 0,
+        stripe_transfers=counts.stripe_transfers or 0,
+        stripe_calls=counts.stripe_calls or 0,
         stored=stored,
+        report_path=report_path,
         seconds=seconds,
-        incremental=True,
+        incremental=scope is not None,
     )
 
 

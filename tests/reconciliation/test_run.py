@@ -297,3 +297,28 @@ def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
         plan = recheck_plan(connection, DAY, *day_bounds(DAY), now=datetime.now(UTC))
     assert plan.scope is None
     assert "3 page(s)" in plan.reason
+
+
+def test_a_write_begun_before_a_run_and_committed_after_it_keeps_the_day_stale(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+) -> None:
+    """The change carries its transaction's start, earlier than the run that missed it."""
+    row, *_ = seed_rows(engine, stripe_emulator.control(), 101, status="completed")  # 2 pages
+    reconcile_day(engine, stripe, DAY, run_id="r1", windows=DEFAULTS)
+    with engine.connect() as writer:
+        writer.execute(
+            sa.text("UPDATE seller_transfers SET status = 'permanently_failed' WHERE id = :id"),
+            {"id": row.id},
+        )  # open, not committed: the run below reads the row as it was
+
+        missed = reconcile_day(engine, stripe, DAY, run_id="r2", windows=DEFAULTS)
+
+        writer.commit()
+    assert missed.complete
+    assert missed.drift_findings.empty
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert "rows changed" in _stale(engine, later)[DAY]
+    with engine.connect() as connection:
+        plan = recheck_plan(connection, DAY, *day_bounds(DAY), now=later)
+    assert plan.scope is not None
+    assert plan.scope.seller_transfer_ids == (row.id,)
