@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,25 +13,18 @@ from reversal_pipeline.ops.actions import resolve
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
-from tests.defs.reconciliation.harness import check_results, run_reconciliation
+from tests.defs.reconciliation.harness import (
+    CRITICAL_DAY,
+    check_results,
+    open_categories,
+    plant_critical_drift,
+    plant_failed_row_stripe_reversed,
+    run_reconciliation,
+    run_repair_job,
+)
 from tests.plugins.dagster_job import load_defs, materialization_metadata
-from tests.plugins.marketplace import seed_rows
 
-CRITICAL_DAY, EMPTY_DAY = "2026-11-18", "2026-11-19"
-
-
-def plant_critical_drift(engine: sa.Engine, emulator: EmulatorServer) -> int:
-    """A row the DB calls reversed whose transfer Stripe never reversed: db_reversed_stripe_not."""
-    [row] = seed_rows(
-        engine,
-        emulator.control(),
-        1,
-        status="reversed",
-        transferred_at=datetime(2026, 11, 18, 12, tzinfo=UTC),
-        stripe_reversal_id="trr_never_made",
-        reversed_at=datetime(2026, 11, 18, 13, tzinfo=UTC),
-    )
-    return row.id
+EMPTY_DAY = "2026-11-19"
 
 
 def refresh_open_drift(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -132,37 +124,6 @@ def test_refresh_sensor_requests_a_run_only_when_findings_or_runs_changed(
     assert len(tick(before_fix.cursor).run_requests) == 1  # a fix by hand refreshes too
 
 
-def plant_failed_row_stripe_reversed(
-    engine: sa.Engine, emulator: EmulatorServer
-) -> tuple[int, str]:
-    """permanently_failed in the DB, reversed at Stripe: stripe_reversed_db_failed (high)."""
-    control = emulator.control()
-    [row] = seed_rows(engine, control, 1, status="completed")
-    reversal_id = control.reverse_transfer(row.stripe_transfer_id)["id"]
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "UPDATE seller_transfers SET status = 'permanently_failed',"
-                " reversal_requested_at = now() WHERE id = :id"
-            ),
-            {"id": row.id},
-        )
-    return row.id, reversal_id
-
-
-def open_categories(engine: sa.Engine, row_id: int) -> list[str]:
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                sa.text(
-                    "SELECT category FROM reconciliation_drift"
-                    " WHERE seller_transfer_id = :id AND resolved_at IS NULL"
-                ),
-                {"id": row_id},
-            ).scalars()
-        )
-
-
 def test_the_repair_job_resolves_the_finding_it_repaired(
     job_env: dict,
     engine: sa.Engine,
@@ -173,13 +134,10 @@ def test_the_repair_job_resolves_the_finding_it_repaired(
     row_id, _ = plant_failed_row_stripe_reversed(engine, stripe_emulator)
     assert run_reconciliation(dagster_instance).success
     assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]
-    job = load_defs().resolve_job_def("reconciliation_repair_job")
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": True}}}}
-    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
+    assert run_repair_job(dagster_instance, dry_run=True).success
     assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]  # dry run: unchanged
 
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": False}}}}
-    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
+    assert run_repair_job(dagster_instance, dry_run=False).success
 
     assert open_categories(engine, row_id) == []
 

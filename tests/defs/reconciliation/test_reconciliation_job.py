@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.stripe_emulator import EmulatorServer
@@ -14,20 +15,13 @@ from tests.defs.reconciliation.harness import (
     check_results,
     open_findings_by_category,
     run_reconciliation,
+    update_row,
 )
 from tests.plugins.dagster_job import materialization_metadata, run_reversal_job
 from tests.plugins.marketplace import seed_rows
+from tests.reconciliation import backdate_changes
 
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
-
-
-def _set(engine: sa.Engine, row_id: int, **values: object) -> None:
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
-            {"id": row_id, **values},
-        )
 
 
 def test_clean_day_has_no_findings_and_green_checks(
@@ -57,7 +51,9 @@ def test_clean_day_has_no_findings_and_green_checks(
     assert "No drift" in metadata["report"]
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_each_planted_drift_is_found_with_its_severity(
+    defaults: bool,
     job_env: dict,
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
@@ -67,7 +63,7 @@ def test_each_planted_drift_is_found_with_its_severity(
     control = stripe_emulator.control()
     rows = seed_rows(engine, control, 6, status="completed")
     db_says_reversed, pending_reversed, failed_reversed, unrequested, mismatch, _ = rows
-    _set(
+    update_row(
         engine,
         db_says_reversed.id,
         status="reversed",
@@ -76,7 +72,7 @@ def test_each_planted_drift_is_found_with_its_severity(
         reversal_requested_at=NOON,
     )
     control.reverse_transfer(pending_reversed.stripe_transfer_id)
-    _set(
+    update_row(
         engine,
         pending_reversed.id,
         status="reversal_pending",
@@ -84,20 +80,23 @@ def test_each_planted_drift_is_found_with_its_severity(
         next_retry_at=datetime.now(UTC) + timedelta(hours=1),
     )
     control.reverse_transfer(failed_reversed.stripe_transfer_id)
-    _set(engine, failed_reversed.id, status="permanently_failed", reversal_requested_at=NOON)
+    update_row(engine, failed_reversed.id, status="permanently_failed", reversal_requested_at=NOON)
     control.reverse_transfer(unrequested.stripe_transfer_id)
-    _set(engine, mismatch.id, amount=999)
+    update_row(engine, mismatch.id, amount=999)
     [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_NotAtStripe1")
     control.create_transfers([{"amount": 700, "currency": "eur", "created": int(NOON.timestamp())}])
     [stuck] = seed_rows(engine, None, 1, stripe_transfer_id="tr_StuckButAbsent")
-    _set(
+    update_row(
         engine,
         stuck.id,
         reversal_requested_at=NOON - timedelta(days=10),
         next_retry_at=NOON - timedelta(days=9),
     )
 
-    result = run_reconciliation(dagster_instance)
+    if defaults:  # the default one-hour grace: drift written long before the run
+        backdate_changes(engine, timedelta(hours=2))
+
+    result = run_reconciliation(dagster_instance, defaults=defaults)
 
     assert result.success
     found = open_findings_by_category(engine)
@@ -245,7 +244,9 @@ def test_a_key_for_another_account_raises_one_alarm_not_a_finding_per_row(
     assert open_findings_by_category(engine) == {}
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
+    defaults: bool,
     job_env: dict,
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
@@ -253,10 +254,12 @@ def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
     reports_dir: Path,
 ) -> None:
     first, second = seed_rows(engine, stripe_emulator.control(), 2, status="completed")
-    _set(engine, first.id, stripe_account_id="acct_seller1")  # second's account
-    _set(engine, second.id, stripe_account_id="acct_seller0")
+    update_row(engine, first.id, stripe_account_id="acct_seller1")  # second's account
+    update_row(engine, second.id, stripe_account_id="acct_seller0")
+    if defaults:
+        backdate_changes(engine, timedelta(hours=2))
 
-    result = run_reconciliation(dagster_instance)
+    result = run_reconciliation(dagster_instance, defaults=defaults)
 
     found = open_findings_by_category(engine)
     assert sorted(f["seller_transfer_id"] for f in found["destination_mismatch"]) == [
@@ -267,7 +270,9 @@ def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
     assert check_results(result)["no_critical_drift"] is False
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_sensor_mode_rechecks_only_the_changed_row_and_checks_count_the_whole_day(
+    defaults: bool,
     job_env: dict,
     engine: sa.Engine,
     stripe_emulator: EmulatorServer,
@@ -275,11 +280,15 @@ def test_sensor_mode_rechecks_only_the_changed_row_and_checks_count_the_whole_da
     reports_dir: Path,
 ) -> None:
     rows = seed_rows(engine, stripe_emulator.control(), 150, status="completed")  # 2 pages
-    _set(engine, rows[0].id, stripe_account_id="acct_other")  # critical, before the full run
-    assert run_reconciliation(dagster_instance).success
-    _set(engine, rows[1].id, status="permanently_failed", error_message="x")  # a real change
+    update_row(engine, rows[0].id, stripe_account_id="acct_other")  # critical, before the full run
+    if defaults:
+        backdate_changes(engine, timedelta(hours=2))
+    assert run_reconciliation(dagster_instance, defaults=defaults).success
+    update_row(engine, rows[1].id, status="permanently_failed", error_message="x")  # a real change
 
-    result = run_reconciliation(dagster_instance, tags={"reconciliation/mode": "auto"})
+    result = run_reconciliation(
+        dagster_instance, tags={"reconciliation/mode": "auto"}, defaults=defaults
+    )
 
     assert result.success
     metadata = materialization_metadata(result, "reversal_reconciliation")
