@@ -40,6 +40,8 @@ _OPEN_TRANSACTIONS = sa.text(
            count(*) FILTER (WHERE query = '<insufficient privilege>') AS hidden
     FROM pg_stat_activity
     WHERE datname = current_database() AND pid <> pg_backend_pid()
+      -- Autovacuum and other workers write no rows of ours; a hidden session may say NULL.
+      AND coalesce(backend_type, 'client backend') = 'client backend'
     """
 )
 
