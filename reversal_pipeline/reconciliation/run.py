@@ -159,16 +159,8 @@ def reconcile_day(
             engine, day, started_at, now(), run_id, wrong_account, counts, seconds, drift_findings
         )
     report = None if reports_dir is None else reports_dir / f"reconciliation-{day}-{run_id}.csv"
-    return _store_complete(
-        engine,
-        day,
-        drift_findings,
-        _Stamps(started_at, covered, now),
-        run_id=run_id,
-        counts=counts,
-        seconds=seconds,
-        report=report,
-    )
+    run = _CompleteRun(day, run_id, started_at, covered, now, counts, seconds)
+    return _store_complete(engine, run, drift_findings, report=report)
 
 
 def reconcile_rows(
@@ -228,63 +220,55 @@ def reconcile_rows(
         seller_transfer_ids=scope.seller_transfer_ids,
         stripe_transfer_ids=tuple(transfer_ids),
     )
-    return _store_complete(
-        engine,
-        day,
-        drift_findings,
-        _Stamps(started_at, covered, now),
-        run_id=run_id,
-        counts=counts,
-        seconds=seconds,
-        scope=scope,
-    )
+    run = _CompleteRun(day, run_id, started_at, covered, now, counts, seconds)
+    return _store_complete(engine, run, drift_findings, scope=scope)
 
 
 @dataclass(frozen=True)
-class _Stamps:
-    """A run's clock: when it started, up to when it saw every change, and now."""
+class _CompleteRun:
+    """What storing a complete run needs to know about it, full or incremental."""
 
+    day: date
+    run_id: str | None
     started_at: datetime
-    covered_until: datetime
+    covered_until: datetime  # coverage.covered_until, measured when it read the rows
     now: Callable[[], datetime]
+    counts: RunCounts
+    seconds: dict[str, float]
 
 
 def _store_complete(
     engine: sa.Engine,
-    day: date,
+    run: _CompleteRun,
     drift_findings: pd.DataFrame,
-    stamps: _Stamps,
     *,
-    run_id: str | None,
-    counts: RunCounts,
-    seconds: dict[str, float],
     scope: FindingScope | None = None,
     report: Path | None = None,
 ) -> DayReconciliation:
     """Store a complete run (full, or incremental with ``scope``) and say what it did."""
-    with _timed(seconds, "writing_findings"):
+    with _timed(run.seconds, "writing_findings"):
         stored = store_findings(
             engine,
-            day,
+            run.day,
             drift_findings,
-            now=stamps.now(),
-            started_at=stamps.started_at,
-            run_id=run_id,
-            counts=counts,
+            now=run.now(),
+            started_at=run.started_at,
+            run_id=run.run_id,
+            counts=run.counts,
             scope=scope,
-            covered_until=stamps.covered_until,
+            covered_until=run.covered_until,
         )
         report_path = None if report is None else write_csv(drift_findings, report)
     return DayReconciliation(
-        day,
+        run.day,
         True,
         drift_findings,
-        db_rows=counts.db_rows or 0,
-        stripe_transfers=counts.stripe_transfers or 0,
-        stripe_calls=counts.stripe_calls or 0,
+        db_rows=run.counts.db_rows or 0,
+        stripe_transfers=run.counts.stripe_transfers or 0,
+        stripe_calls=run.counts.stripe_calls or 0,
         stored=stored,
         report_path=report_path,
-        seconds=seconds,
+        seconds=run.seconds,
         incremental=scope is not None,
     )
 

@@ -198,3 +198,13 @@ def backdate_changes(engine: sa.Engine, ago: timedelta) -> None:
             ),
             {"at": datetime.now(UTC) - ago},
         )
+
+
+def update_row(engine: sa.Engine, row_id: int, **values: object) -> None:
+    """A plain UPDATE of one row (the triggers stamp it changed now)."""
+    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
+            {"id": row_id, **values},
+        )

@@ -25,7 +25,7 @@ from reversal_pipeline.reconciliation.store import latest_findings_for_day, open
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.marketplace import seed_rows
-from tests.reconciliation import backdate_changes
+from tests.reconciliation import backdate_changes, update_row
 
 DAY = date(2026, 11, 20)
 NEXT_DAY = date(2026, 11, 21)
@@ -52,15 +52,6 @@ def stripe(stripe_emulator: EmulatorServer, stripe_api_key: str) -> Iterator[Str
     resource = StripeResource(api_key=stripe_api_key, api_base=stripe_emulator.url)
     yield resource
     resource.close()
-
-
-def _set(engine: sa.Engine, row_id: int, **values: object) -> None:
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
-            {"id": row_id, **values},
-        )
 
 
 def _stale(engine: sa.Engine, now: datetime) -> dict[date, str]:
@@ -121,7 +112,7 @@ def test_only_reconciliation_columns_mark_a_day_stale(
     assert _stale(engine, later) == {}
 
     # What every reversal run does to a row: claim, lease, count, note, reschedule.
-    _set(
+    update_row(
         engine,
         row.id,
         claimed_by="worker-1",
@@ -133,7 +124,7 @@ def test_only_reconciliation_columns_mark_a_day_stale(
     )
     assert _stale(engine, later) == {}
 
-    _set(engine, row.id, status="permanently_failed")
+    update_row(engine, row.id, status="permanently_failed")
     assert DAY in _stale(engine, later)
 
 
@@ -148,7 +139,7 @@ def test_transferred_at_corrected_to_another_day_makes_both_days_stale(
         reconcile_day(engine, stripe, day, run_id=f"r-{day}", windows=DEFAULTS)
     later = datetime.now(UTC) + timedelta(days=1)
 
-    _set(engine, row.id, transferred_at=NOON + timedelta(days=1))  # wrong, but it happens
+    update_row(engine, row.id, transferred_at=NOON + timedelta(days=1))  # wrong, but it happens
 
     stale = _stale(engine, later)
     assert sorted(stale) == [DAY, NEXT_DAY]
@@ -270,7 +261,7 @@ def test_new_row_with_transfer_id_needs_transferred_at_and_old_ones_are_named(
     legacy_id = _add_legacy_row_without_transferred_at(engine, "tr_legacy")
 
     with pytest.raises(sa.exc.IntegrityError, match="chk_transfer_id_has_transferred_at"):
-        _set(engine, legacy_id, amount=999)  # any write to it is checked now
+        update_row(engine, legacy_id, amount=999)  # any write to it is checked now
     with pytest.raises(sa.exc.IntegrityError, match="chk_transfer_id_has_transferred_at"):
         _add_new_row_without_transferred_at(engine)
     with engine.connect() as connection:
@@ -295,7 +286,7 @@ def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
     reconcile_day(engine, stripe, DAY, run_id="full", windows=windows)
     assert _open(engine, DAY) == [("missing_at_stripe", str(ghost.id), False)]
     for row in rows[:2]:  # the job says reversed; Stripe has no reversal
-        _set(
+        update_row(
             engine, row.id, status="reversed", stripe_reversal_id=f"trr_{row.id}", reversed_at=NOON
         )
 
@@ -321,7 +312,7 @@ def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
         assert kind == "incremental"
         # k at or above the day's page count: the full listing is cheaper.
         for row in rows[2:5]:
-            _set(engine, row.id, status="failed")
+            update_row(engine, row.id, status="failed")
         plan = recheck_plan(connection, DAY, *day_bounds(DAY), now=datetime.now(UTC))
     assert plan.scope is None
     assert "3 page(s)" in plan.reason

@@ -46,16 +46,6 @@ def run_repair_job(instance: dg.DagsterInstance, *, dry_run: bool) -> dg.Execute
     return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
 
 
-def update_row(engine: sa.Engine, row_id: int, **values: object) -> None:
-    """A plain UPDATE of one row (the triggers stamp it changed now)."""
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
-            {"id": row_id, **values},
-        )
-
-
 def plant_critical_drift(engine: sa.Engine, emulator: EmulatorServer) -> int:
     """A row the DB calls reversed whose transfer Stripe never reversed: db_reversed_stripe_not."""
     [row] = seed_rows(
