@@ -353,3 +353,13 @@ def test_json_records_turn_every_dtype_into_plain_json_values() -> None:
         {"count": None, "big": 0, "flag": False, "when": None, "text": None},
     ]
     assert type(json_records(frame)[0]["count"]) is int
+
+
+def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> None:
+    rows = [reversed_row(1, stripe_reversal_id=None)]
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", seller_transfer_id=1)])]
+
+    found = drift_findings_for(rows, snapshots)
+
+    assert found["category"].astype(str).tolist() == ["reversal_id_mismatch"]
+    assert found["details"].tolist() == [{"stripe_reversal_id": None, "reversal_count": 1}]
