@@ -130,6 +130,7 @@ def test_every_database_column_read_back_exactly(engine: sa.Engine) -> None:
         db_row(2, transferred_at=DAY_START),  # the first instant of the day is the day's
         db_row(3, transferred_at=DAY_END - timedelta(microseconds=1)),
         db_row(4, transferred_at=DAY_END),  # the next day's
+        db_row(5, transferred_at=DAY_START - timedelta(microseconds=1)),  # the previous day's
     ]
     insert_rows(engine, rows)
 
