@@ -74,17 +74,23 @@ TARGETS: dict[str, Target] = {
         ("tests/reversals/test_writer.py", "tests/reliability/test_simulation.py"),
     ),
     # Reconciliation (issue 13): the comparison, its frames and the findings store.
+    # Focused selections (no Dagster, no emulator; compare's without a database): each
+    # mutant's pytest session takes seconds, not an embedded PostgreSQL start per mutant.
     "compare": Target(
         "reversal_pipeline/reconciliation/compare.py",
-        ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_run.py"),
+        ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_compare_mutants.py"),
     ),
     "frames": Target(
         "reversal_pipeline/reconciliation/frames.py",
-        ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_run.py"),
+        (
+            "tests/reconciliation/test_compare.py",
+            "tests/reconciliation/test_frames.py",
+            "tests/reconciliation/test_frames_mutants.py",
+        ),
     ),
     "store": Target(
         "reversal_pipeline/reconciliation/store.py",
-        ("tests/reconciliation/test_store.py", "tests/reconciliation/test_run.py"),
+        ("tests/reconciliation/test_store.py", "tests/reconciliation/test_store_mutants.py"),
     ),
 }
 

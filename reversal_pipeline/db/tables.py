@@ -165,6 +165,8 @@ reconciliation_runs = sa.Table(
     sa.Column("open_findings", sa.Integer),
     sa.Column("error_message", sa.Text),
     sa.Column("kind", sa.Text, nullable=False, server_default="full"),
+    # Migration 0009: changes up to here were visible to the run (NULL: started_at).
+    sa.Column("covered_until", TZ),
 )
 
 # The shared Stripe request budget (migration 0005; reversal_pipeline/stripe/shared_budget.py).

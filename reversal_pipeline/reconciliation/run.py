@@ -39,6 +39,7 @@ from reversal_pipeline.reconciliation.compare import (
     DEFAULT_STUCK_MAX_AGE,
     compare,
 )
+from reversal_pipeline.reconciliation.coverage import covered_until
 from reversal_pipeline.reconciliation.frames import (
     db_rows_frame,
     db_transfers_frame,
@@ -139,6 +140,7 @@ def reconcile_day(
     stripe_calls = _list_calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "database_read"), engine.connect() as connection:
+        covered = covered_until(connection, started_at)
         db_frame = _with_rows_lacking_transferred_at(
             connection,
             db_transfers_frame(connection, window_start, window_end),
@@ -156,32 +158,9 @@ def reconcile_day(
         return _incomplete(
             engine, day, started_at, now(), run_id, wrong_account, counts, seconds, drift_findings
         )
-    with _timed(seconds, "writing_findings"):
-        stored = store_findings(
-            engine,
-            day,
-            drift_findings,
-            now=now(),
-            started_at=started_at,
-            run_id=run_id,
-            counts=counts,
-        )
-        report_path = None
-        if reports_dir is not None:
-            report_path = write_csv(
-                drift_findings, reports_dir / f"reconciliation-{day.isoformat()}-{run_id}.csv"
-            )
-    return DayReconciliation(
-        day,
-        True,
-        drift_findings,
-        db_rows=counts.db_rows or 0,
-        stripe_transfers=len(stripe_frame),
-        stripe_calls=stripe_calls,
-        stored=stored,
-        report_path=report_path,
-        seconds=seconds,
-    )
+    report = None if reports_dir is None else reports_dir / f"reconciliation-{day}-{run_id}.csv"
+    run = _CompleteRun(day, run_id, started_at, covered, now, counts, seconds)
+    return _store_complete(engine, run, drift_findings, report=report)
 
 
 def reconcile_rows(
@@ -206,6 +185,7 @@ def reconcile_rows(
     calls_before = _retrieve_calls(stripe.calls_made)
     seconds: dict[str, float] = {}
     with _timed(seconds, "database_read"), engine.connect() as connection:
+        covered = covered_until(connection, started_at)
         db_frame = db_rows_frame(
             connection, rows_select(seller_transfers.c.id.in_(scope.seller_transfer_ids))
         )
@@ -240,27 +220,56 @@ def reconcile_rows(
         seller_transfer_ids=scope.seller_transfer_ids,
         stripe_transfer_ids=tuple(transfer_ids),
     )
-    with _timed(seconds, "writing_findings"):
+    run = _CompleteRun(day, run_id, started_at, covered, now, counts, seconds)
+    return _store_complete(engine, run, drift_findings, scope=scope)
+
+
+@dataclass(frozen=True)
+class _CompleteRun:
+    """What storing a complete run needs to know about it, full or incremental."""
+
+    day: date
+    run_id: str | None
+    started_at: datetime
+    covered_until: datetime  # coverage.covered_until, measured when it read the rows
+    now: Callable[[], datetime]
+    counts: RunCounts
+    seconds: dict[str, float]
+
+
+def _store_complete(
+    engine: sa.Engine,
+    run: _CompleteRun,
+    drift_findings: pd.DataFrame,
+    *,
+    scope: FindingScope | None = None,
+    report: Path | None = None,
+) -> DayReconciliation:
+    """Store a complete run (full, or incremental with ``scope``) and say what it did."""
+    with _timed(run.seconds, "writing_findings"):
         stored = store_findings(
             engine,
-            day,
+            run.day,
             drift_findings,
-            now=now(),
-            started_at=started_at,
-            run_id=run_id,
-            counts=counts,
+            now=run.now(),
+            started_at=run.started_at,
+            run_id=run.run_id,
+            counts=run.counts,
             scope=scope,
+            covered_until=run.covered_until,
         )
+        report_path = None if report is None else write_csv(drift_findings, report)
     return DayReconciliation(
-        day,
+        run.day,
         True,
         drift_findings,
-        db_rows=len(db_frame),
-        stripe_transfers=len(stripe_frame),
-        stripe_calls=stripe_calls,
+        db_rows=run.counts.db_rows or 0,
+        stripe_transfers=run.counts.stripe_transfers or 0,
+        stripe_calls=run.counts.stripe_calls or 0,
         stored=stored,
-        seconds=seconds,
-        incremental=True,
+        report_path=report_path,
+        seconds=run.seconds,
+        incremental=scope is not None,
     )
 
 

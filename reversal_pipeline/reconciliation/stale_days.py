@@ -15,10 +15,11 @@ reconciliation (full or incremental):
 
 or when it was never reconciled completely.
 
-Fragile on purpose, and said so: "changed after the run started" trusts
-``now()`` of the writing transaction, which is its *start*; a write that
-started before a run and committed after the run read the day is missed
-until the row changes again or the daily full pass of that day runs.
+"Changed after the run" compares the writing transaction's ``now()`` (its
+*start*) with the run's ``covered_until``, not its start: a write that began
+before a run and committed after the run read the day was open when the run
+read, so the run's coverage ends before it began (``coverage.py``), and the
+day stays stale until a later run sees the row.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from reversal_pipeline.reconciliation.store import FindingScope
 
 # Rows readers fall back to updated_at for: written before migration 0004.
 _CHANGED_AT = "coalesce(t.reconciliation_changed_at, t.updated_at)"
+# What a run surely saw (reconciliation/coverage.py); runs before migration 0009: their start.
+_COVERED_UNTIL = "coalesce(covered_until, started_at)"
 
 STALE_DAYS_SQL = sa.text(
     f"""
@@ -54,7 +57,7 @@ STALE_DAYS_SQL = sa.text(
           AND d.partition_day >= :since_day AND d.partition_day < :until_day
         GROUP BY 1
     ), reconciled AS (
-        SELECT partition_day AS day, max(started_at) AS reconciled_at
+        SELECT partition_day AS day, max({_COVERED_UNTIL}) AS reconciled_at
         FROM reconciliation_runs
         WHERE complete AND partition_day >= :since_day
         GROUP BY 1
@@ -123,8 +126,8 @@ class RecheckPlan:
 TRANSFERS_PER_PAGE = 100
 
 _LAST_COMPLETE = sa.text(
-    """
-    SELECT max(started_at) AS since,
+    f"""
+    SELECT max({_COVERED_UNTIL}) AS since,
            max(greatest(db_rows, stripe_transfers)) FILTER (WHERE kind = 'full') AS size,
            bool_or(kind = 'full') AS had_full
     FROM reconciliation_runs WHERE partition_day = :day AND complete

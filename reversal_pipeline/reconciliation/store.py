@@ -181,12 +181,15 @@ def store_findings(
     run_id: str | None,
     counts: RunCounts,
     scope: FindingScope | None = None,
+    covered_until: datetime | None = None,
 ) -> StoredRun:
     """Store a complete run's findings for ``partition_day``, in one transaction.
 
     Idempotent: storing the same findings again leaves the same rows, with only
     ``last_seen_at`` (and ``last_run_id``) moved. ``scope`` (an incremental
     run) limits what may be resolved to the findings of those rows/transfers.
+    ``covered_until`` (``coverage.covered_until``; default ``started_at``) is
+    recorded with the run for ``stale_days``.
     """
     kind = RunKind.FULL if scope is None else RunKind.INCREMENTAL
     with engine.begin() as connection:
@@ -245,6 +248,7 @@ def store_findings(
             counts=counts,
             open_findings=open_count,
             kind=kind,
+            covered_until=covered_until,
         )
     return StoredRun(run_row_id, upserted, resolved, open_count)
 
@@ -353,6 +357,7 @@ def _insert_run(
     open_findings: int | None,
     error_message: str | None = None,
     kind: RunKind = RunKind.FULL,
+    covered_until: datetime | None = None,
 ) -> int:
     statement = (
         sa.insert(reconciliation_runs)
@@ -368,6 +373,7 @@ def _insert_run(
             open_findings=open_findings,
             error_message=error_message,
             kind=kind.value,
+            covered_until=covered_until or started_at,
         )
         .returning(reconciliation_runs.c.id)
     )

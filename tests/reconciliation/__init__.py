@@ -181,3 +181,30 @@ def drift_findings_for(
         stuck_max_age=timedelta(days=3),
         high_after=timedelta(days=7),
     )
+
+
+def backdate_changes(engine: sa.Engine, ago: timedelta) -> None:
+    """Every row last changed ``ago`` before now, as if written then (triggers off for this).
+
+    With the default one-hour grace a row changed seconds before the run is
+    work in progress; the drift the review found with the default
+    configuration was on rows written long before the run.
+    """
+    with engine.begin() as connection:
+        connection.execute(sa.text("SET LOCAL session_replication_role = replica"))
+        connection.execute(
+            sa.text(
+                "UPDATE seller_transfers SET updated_at = :at, reconciliation_changed_at = :at"
+            ),
+            {"at": datetime.now(UTC) - ago},
+        )
+
+
+def update_row(engine: sa.Engine, row_id: int, **values: object) -> None:
+    """A plain UPDATE of one row (the triggers stamp it changed now)."""
+    assignments = ", ".join(f"{k} = :{k}" for k in values)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
+            {"id": row_id, **values},
+        )

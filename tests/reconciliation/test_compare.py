@@ -7,12 +7,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
-import sqlalchemy as sa
 
 from reversal_pipeline.reconciliation.compare import FINDING_COLUMNS, compare
 from reversal_pipeline.reconciliation.frames import (
-    DB_FRAME_COLUMNS,
-    db_transfers_frame,
     stripe_transfers_frame,
 )
 from tests.reconciliation import (
@@ -22,7 +19,6 @@ from tests.reconciliation import (
     db_frame,
     db_row,
     drift_findings_for,
-    insert_rows,
     matching_snapshot,
     reversal,
     reversed_row,
@@ -284,39 +280,6 @@ def test_stripe_frame_summarises_reversals_newest_first() -> None:
     assert (first["latest_reversal_id"], first["amount_reversed"]) == ("trr_c", 300)
     assert pd.isna(frame.loc["tr_6", "reversal_ids"])
     assert str(frame["stripe_created"].dtype) == "datetime64[ns, UTC]"
-
-
-def test_db_frame_from_postgres_compares_like_the_in_memory_one(engine: sa.Engine) -> None:
-    rows = [
-        db_row(1),
-        reversed_row(2),
-        db_row(3, transferred_at=DAY_END),  # next day: not read
-        db_row(4, status="pending", stripe_transfer_id=None, stripe_account_id=None),
-        db_row(5, amount=999),
-    ]
-    insert_rows(engine, rows)
-
-    with engine.connect() as connection:
-        frame = db_transfers_frame(connection, DAY_START, DAY_END)
-
-    assert list(frame.columns) == list(DB_FRAME_COLUMNS)
-    assert sorted(frame["seller_transfer_id"]) == [1, 2, 4, 5]
-    expected_dtypes = db_frame([]).dtypes.astype(str).to_dict()
-    assert frame.dtypes.astype(str).to_dict() | {"stripe_account_id": "category"} == (
-        expected_dtypes | {"stripe_account_id": "category"}
-    )
-    snapshots = [matching_snapshot(row) for row in (rows[0], rows[1], db_row(5))]
-    drift_findings = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
-    assert severities_by_category(drift_findings) == {"amount_or_currency_mismatch": "high"}
-
-
-def test_db_frame_of_an_empty_day_is_empty_with_the_same_columns(engine: sa.Engine) -> None:
-    with engine.connect() as connection:
-        frame = db_transfers_frame(connection, DAY_START, DAY_END)
-
-    assert frame.empty
-    assert list(frame.columns) == list(DB_FRAME_COLUMNS)
-    assert compare(frame, stripe_transfers_frame([]), now=NOW).empty
 
 
 def test_naive_now_is_refused_rather_than_compared_wrongly() -> None:

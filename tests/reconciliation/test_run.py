@@ -6,7 +6,8 @@ end of the default one-hour grace without waiting for it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -24,11 +25,26 @@ from reversal_pipeline.reconciliation.store import latest_findings_for_day, open
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.marketplace import seed_rows
+from tests.reconciliation import backdate_changes, update_row
 
 DAY = date(2026, 11, 20)
 NEXT_DAY = date(2026, 11, 21)
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
 DEFAULTS = ReconciliationWindows()  # grace 60 min, margin 15 min: what production runs
+ZERO_GRACE = ReconciliationWindows(grace_period=timedelta(0))
+Clock = Callable[[], datetime]
+
+
+@pytest.fixture(params=["grace_0", "default_config"])
+def setting(request: pytest.FixtureRequest) -> tuple[ReconciliationWindows, Clock]:
+    """The tests' own grace 0, and the default config read once the rows' grace has passed.
+
+    The defects of issue 13 were found with the default configuration, where a
+    row written seconds ago is work in progress: each defect test runs both ways.
+    """
+    if request.param == "grace_0":
+        return ZERO_GRACE, lambda: datetime.now(UTC)
+    return DEFAULTS, lambda: datetime.now(UTC) + timedelta(minutes=61)
 
 
 @pytest.fixture
@@ -36,15 +52,6 @@ def stripe(stripe_emulator: EmulatorServer, stripe_api_key: str) -> Iterator[Str
     resource = StripeResource(api_key=stripe_api_key, api_base=stripe_emulator.url)
     yield resource
     resource.close()
-
-
-def _set(engine: sa.Engine, row_id: int, **values: object) -> None:
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
-            {"id": row_id, **values},
-        )
 
 
 def _stale(engine: sa.Engine, now: datetime) -> dict[date, str]:
@@ -105,7 +112,7 @@ def test_only_reconciliation_columns_mark_a_day_stale(
     assert _stale(engine, later) == {}
 
     # What every reversal run does to a row: claim, lease, count, note, reschedule.
-    _set(
+    update_row(
         engine,
         row.id,
         claimed_by="worker-1",
@@ -117,33 +124,39 @@ def test_only_reconciliation_columns_mark_a_day_stale(
     )
     assert _stale(engine, later) == {}
 
-    _set(engine, row.id, status="permanently_failed")
+    update_row(engine, row.id, status="permanently_failed")
     assert DAY in _stale(engine, later)
 
 
 def test_transferred_at_corrected_to_another_day_makes_both_days_stale(
-    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe: StripeResource,
+    setting: tuple[ReconciliationWindows, Clock],
 ) -> None:
     [row] = seed_rows(engine, stripe_emulator.control(), 1, status="completed")
     for day in (DAY, NEXT_DAY):
         reconcile_day(engine, stripe, day, run_id=f"r-{day}", windows=DEFAULTS)
     later = datetime.now(UTC) + timedelta(days=1)
 
-    _set(engine, row.id, transferred_at=NOON + timedelta(days=1))  # wrong, but it happens
+    update_row(engine, row.id, transferred_at=NOON + timedelta(days=1))  # wrong, but it happens
 
     stale = _stale(engine, later)
     assert sorted(stale) == [DAY, NEXT_DAY]
     assert "moved to another day" in stale[DAY]
-    zero_grace = ReconciliationWindows(grace_period=timedelta(0))
+    windows, clock = setting
     for day in (DAY, NEXT_DAY):
-        reconcile_day(engine, stripe, day, run_id=f"r2-{day}", windows=zero_grace)
+        reconcile_day(engine, stripe, day, run_id=f"r2-{day}", windows=windows, now=clock)
     # The transfer's own day now shows it unrecorded; the row's new day shows it missing.
     assert [c for c, _, _ in _open(engine, DAY)] == ["unknown_to_db"]
     assert [c for c, _, _ in _open(engine, NEXT_DAY)] == ["missing_at_stripe"]
 
 
 def test_midnight_skew_gives_no_finding_on_either_day(
-    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe: StripeResource,
+    setting: tuple[ReconciliationWindows, Clock],
 ) -> None:
     midnight = datetime(2026, 11, 21, tzinfo=UTC)
     [transfer_id] = stripe_emulator.control().create_transfers(
@@ -166,14 +179,14 @@ def test_midnight_skew_gives_no_finding_on_either_day(
         transferred_at=midnight - timedelta(seconds=1),
         stripe_account_id="acct_seller0",
     )
-    zero_grace = ReconciliationWindows(grace_period=timedelta(0))
+    windows, clock = setting
 
     for day in (DAY, NEXT_DAY):
-        outcome = reconcile_day(engine, stripe, day, run_id=f"r-{day}", windows=zero_grace)
+        outcome = reconcile_day(engine, stripe, day, run_id=f"r-{day}", windows=windows, now=clock)
         assert outcome.complete, day
         assert outcome.drift_findings.empty, day
-    no_margin = ReconciliationWindows(grace_period=timedelta(0), day_margin=timedelta(0))
-    outcome = reconcile_day(engine, stripe, DAY, run_id="no-margin", windows=no_margin)
+    no_margin = dataclasses.replace(windows, day_margin=timedelta(0))
+    outcome = reconcile_day(engine, stripe, DAY, run_id="no-margin", windows=no_margin, now=clock)
     assert outcome.drift_findings["category"].tolist() == ["missing_at_stripe"]
 
 
@@ -205,7 +218,10 @@ def _add_legacy_row_without_transferred_at(engine: sa.Engine, transfer_id: str) 
 
 
 def test_row_without_transferred_at_is_reconciled_by_its_transfers_day_and_flagged(
-    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe: StripeResource,
+    setting: tuple[ReconciliationWindows, Clock],
 ) -> None:
     [transfer_id] = stripe_emulator.control().create_transfers(
         [
@@ -219,12 +235,12 @@ def test_row_without_transferred_at_is_reconciled_by_its_transfers_day_and_flagg
         returning="ids",
     )
     row_id = _add_legacy_row_without_transferred_at(engine, transfer_id)
-    zero_grace = ReconciliationWindows(grace_period=timedelta(0))
+    windows, clock = setting
 
-    outcome = reconcile_day(engine, stripe, DAY, run_id="r1", windows=zero_grace)
+    outcome = reconcile_day(engine, stripe, DAY, run_id="r1", windows=windows, now=clock)
 
-    categories = {c for c, key, _ in _open(engine, DAY) if key == str(row_id)}
-    assert {"db_reversed_stripe_not", "transferred_at_missing"} <= categories
+    findings = {(c, in_grace) for c, key, in_grace in _open(engine, DAY) if key == str(row_id)}
+    assert {("db_reversed_stripe_not", False), ("transferred_at_missing", False)} <= findings
     assert "unknown_to_db" not in {c for c, _, _ in _open(engine, DAY)}
     assert outcome.db_rows == 1
 
@@ -245,7 +261,7 @@ def test_new_row_with_transfer_id_needs_transferred_at_and_old_ones_are_named(
     legacy_id = _add_legacy_row_without_transferred_at(engine, "tr_legacy")
 
     with pytest.raises(sa.exc.IntegrityError, match="chk_transfer_id_has_transferred_at"):
-        _set(engine, legacy_id, amount=999)  # any write to it is checked now
+        update_row(engine, legacy_id, amount=999)  # any write to it is checked now
     with pytest.raises(sa.exc.IntegrityError, match="chk_transfer_id_has_transferred_at"):
         _add_new_row_without_transferred_at(engine)
     with engine.connect() as connection:
@@ -258,15 +274,19 @@ def test_new_row_with_transfer_id_needs_transferred_at_and_old_ones_are_named(
 
 
 def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
-    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe: StripeResource,
+    setting: tuple[ReconciliationWindows, Clock],
 ) -> None:
     rows = seed_rows(engine, stripe_emulator.control(), 250, status="completed")  # 3 pages
     [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost1")
-    zero_grace = ReconciliationWindows(grace_period=timedelta(0))
-    reconcile_day(engine, stripe, DAY, run_id="full", windows=zero_grace)
+    backdate_changes(engine, timedelta(hours=2))  # written long before the full run
+    windows, _ = setting  # the real clock: the changes below are seconds old
+    reconcile_day(engine, stripe, DAY, run_id="full", windows=windows)
     assert _open(engine, DAY) == [("missing_at_stripe", str(ghost.id), False)]
     for row in rows[:2]:  # the job says reversed; Stripe has no reversal
-        _set(
+        update_row(
             engine, row.id, status="reversed", stripe_reversal_id=f"trr_{row.id}", reversed_at=NOON
         )
 
@@ -275,16 +295,15 @@ def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
     assert plan.scope is not None
     assert plan.scope.seller_transfer_ids == (rows[0].id, rows[1].id)
     calls_before = stripe.calls_made
-    outcome = reconcile_rows(
-        engine, stripe, DAY, plan.scope, run_id="incremental", windows=zero_grace
-    )
+    outcome = reconcile_rows(engine, stripe, DAY, plan.scope, run_id="incremental", windows=windows)
 
     calls = {k: v - calls_before[k] for k, v in stripe.calls_made.items()}
     assert (calls["retrieve_transfer"], calls["list_transfers"]) == (2, 0)
     assert outcome.stripe_calls == 2
     assert outcome.incremental
-    critical = {key for c, key, _ in _open(engine, DAY) if c == "db_reversed_stripe_not"}
-    assert critical == {str(rows[0].id), str(rows[1].id)}
+    critical = {(key, g) for c, key, g in _open(engine, DAY) if c == "db_reversed_stripe_not"}
+    in_grace = windows.grace_period > timedelta(0)  # default: found, held until its grace ends
+    assert critical == {(str(rows[0].id), in_grace), (str(rows[1].id), in_grace)}
     assert ("missing_at_stripe", str(ghost.id), False) in _open(engine, DAY)  # left alone
     with engine.connect() as connection:
         kind = connection.execute(
@@ -293,7 +312,32 @@ def test_incremental_recheck_of_k_rows_costs_k_retrieves_and_touches_only_them(
         assert kind == "incremental"
         # k at or above the day's page count: the full listing is cheaper.
         for row in rows[2:5]:
-            _set(engine, row.id, status="failed")
+            update_row(engine, row.id, status="failed")
         plan = recheck_plan(connection, DAY, *day_bounds(DAY), now=datetime.now(UTC))
     assert plan.scope is None
     assert "3 page(s)" in plan.reason
+
+
+def test_a_write_begun_before_a_run_and_committed_after_it_keeps_the_day_stale(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe: StripeResource
+) -> None:
+    """The change carries its transaction's start, earlier than the run that missed it."""
+    row, *_ = seed_rows(engine, stripe_emulator.control(), 101, status="completed")  # 2 pages
+    reconcile_day(engine, stripe, DAY, run_id="r1", windows=DEFAULTS)
+    with engine.connect() as writer:
+        writer.execute(
+            sa.text("UPDATE seller_transfers SET status = 'permanently_failed' WHERE id = :id"),
+            {"id": row.id},
+        )  # open, not committed: the run below reads the row as it was
+
+        missed = reconcile_day(engine, stripe, DAY, run_id="r2", windows=DEFAULTS)
+
+        writer.commit()
+    assert missed.complete
+    assert missed.drift_findings.empty
+    later = datetime.now(UTC) + timedelta(days=1)
+    assert "rows changed" in _stale(engine, later)[DAY]
+    with engine.connect() as connection:
+        plan = recheck_plan(connection, DAY, *day_bounds(DAY), now=later)
+    assert plan.scope is not None
+    assert plan.scope.seller_transfer_ids == (row.id,)

@@ -5,29 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 
-from reversal_pipeline.stripe_emulator import EmulatorServer
-from tests.defs.reconciliation.harness import run_reconciliation
-from tests.defs.reconciliation.test_open_drift import (
+from tests.defs.reconciliation.conftest import JobWorld
+from tests.defs.reconciliation.harness import (
     CRITICAL_DAY,
     plant_critical_drift,
     plant_failed_row_stripe_reversed,
+    run_reconciliation,
+    run_repair_job,
 )
-from tests.plugins.dagster_job import load_defs, materialization_metadata
+from tests.plugins.dagster_job import materialization_metadata
 
 
 def test_the_day_findings_are_a_table_with_typed_columns(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    row_id = plant_critical_drift(engine, stripe_emulator)
+    row_id = plant_critical_drift(world.engine, world.emulator)
 
     metadata = materialization_metadata(
-        run_reconciliation(dagster_instance, CRITICAL_DAY), "reversal_reconciliation"
+        run_reconciliation(world.instance, CRITICAL_DAY), "reversal_reconciliation"
     )
 
     findings = metadata["findings"]
@@ -42,18 +38,12 @@ def test_the_day_findings_are_a_table_with_typed_columns(
 
 
 def test_the_repair_job_lists_its_repairs_as_a_table(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    row_id, reversal_id = plant_failed_row_stripe_reversed(engine, stripe_emulator)
-    assert run_reconciliation(dagster_instance).success
-    job = load_defs().resolve_job_def("reconciliation_repair_job")
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": True}}}}
+    row_id, reversal_id = plant_failed_row_stripe_reversed(world.engine, world.emulator)
+    assert run_reconciliation(world.instance).success
 
-    result = job.execute_in_process(instance=dagster_instance, run_config=config)
+    result = run_repair_job(world.instance, dry_run=True)
 
     [output] = [e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"]
     metadata = output.event_specific_data.metadata

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,25 +13,19 @@ from reversal_pipeline.ops.actions import resolve
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
-from tests.defs.reconciliation.harness import check_results, run_reconciliation
+from tests.defs.reconciliation.conftest import JobWorld
+from tests.defs.reconciliation.harness import (
+    CRITICAL_DAY,
+    check_results,
+    open_categories,
+    plant_critical_drift,
+    plant_failed_row_stripe_reversed,
+    run_reconciliation,
+    run_repair_job,
+)
 from tests.plugins.dagster_job import load_defs, materialization_metadata
-from tests.plugins.marketplace import seed_rows
 
-CRITICAL_DAY, EMPTY_DAY = "2026-11-18", "2026-11-19"
-
-
-def plant_critical_drift(engine: sa.Engine, emulator: EmulatorServer) -> int:
-    """A row the DB calls reversed whose transfer Stripe never reversed: db_reversed_stripe_not."""
-    [row] = seed_rows(
-        engine,
-        emulator.control(),
-        1,
-        status="reversed",
-        transferred_at=datetime(2026, 11, 18, 12, tzinfo=UTC),
-        stripe_reversal_id="trr_never_made",
-        reversed_at=datetime(2026, 11, 18, 13, tzinfo=UTC),
-    )
-    return row.id
+EMPTY_DAY = "2026-11-19"
 
 
 def refresh_open_drift(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
@@ -41,19 +34,15 @@ def refresh_open_drift(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResul
 
 
 def test_open_critical_drift_stays_red_after_a_clean_day_is_reconciled(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    plant_critical_drift(engine, stripe_emulator)
-    assert run_reconciliation(dagster_instance, CRITICAL_DAY).success
-    clean_day = run_reconciliation(dagster_instance, EMPTY_DAY)
+    plant_critical_drift(world.engine, world.emulator)
+    assert run_reconciliation(world.instance, CRITICAL_DAY).success
+    clean_day = run_reconciliation(world.instance, EMPTY_DAY)
     # The per-day checks of the day reconciled last are green: the trap this asset closes.
     assert check_results(clean_day)["no_critical_drift"] is True
 
-    result = refresh_open_drift(dagster_instance)
+    result = refresh_open_drift(world.instance)
 
     assert result.success
     # The planted row also names a reversal Stripe does not have (reversal_id_mismatch, high).
@@ -78,19 +67,15 @@ def test_open_critical_drift_stays_red_after_a_clean_day_is_reconciled(
 
 
 def test_a_finding_resolved_by_a_fix_turns_the_check_green(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    row_id = plant_critical_drift(engine, stripe_emulator)
-    assert run_reconciliation(dagster_instance, CRITICAL_DAY).success
-    with engine.begin() as connection:
+    row_id = plant_critical_drift(world.engine, world.emulator)
+    assert run_reconciliation(world.instance, CRITICAL_DAY).success
+    with world.engine.begin() as connection:
         assert resolve_fixed_findings(connection, row_id, ["stripe_reversed_db_failed"]) == 0
         assert resolve_fixed_findings(connection, row_id, ["db_reversed_stripe_not"]) == 1
 
-    result = refresh_open_drift(dagster_instance)
+    result = refresh_open_drift(world.instance)
 
     assert check_results(result)["no_open_critical_drift"] is True
     metadata = materialization_metadata(result, "open_drift")
@@ -132,69 +117,29 @@ def test_refresh_sensor_requests_a_run_only_when_findings_or_runs_changed(
     assert len(tick(before_fix.cursor).run_requests) == 1  # a fix by hand refreshes too
 
 
-def plant_failed_row_stripe_reversed(
-    engine: sa.Engine, emulator: EmulatorServer
-) -> tuple[int, str]:
-    """permanently_failed in the DB, reversed at Stripe: stripe_reversed_db_failed (high)."""
-    control = emulator.control()
-    [row] = seed_rows(engine, control, 1, status="completed")
-    reversal_id = control.reverse_transfer(row.stripe_transfer_id)["id"]
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "UPDATE seller_transfers SET status = 'permanently_failed',"
-                " reversal_requested_at = now() WHERE id = :id"
-            ),
-            {"id": row.id},
-        )
-    return row.id, reversal_id
-
-
-def open_categories(engine: sa.Engine, row_id: int) -> list[str]:
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                sa.text(
-                    "SELECT category FROM reconciliation_drift"
-                    " WHERE seller_transfer_id = :id AND resolved_at IS NULL"
-                ),
-                {"id": row_id},
-            ).scalars()
-        )
-
-
 def test_the_repair_job_resolves_the_finding_it_repaired(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    row_id, _ = plant_failed_row_stripe_reversed(engine, stripe_emulator)
-    assert run_reconciliation(dagster_instance).success
-    assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]
-    job = load_defs().resolve_job_def("reconciliation_repair_job")
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": True}}}}
-    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
-    assert open_categories(engine, row_id) == ["stripe_reversed_db_failed"]  # dry run: unchanged
+    row_id, _ = plant_failed_row_stripe_reversed(world.engine, world.emulator)
+    assert run_reconciliation(world.instance).success
+    assert open_categories(world.engine, row_id) == ["stripe_reversed_db_failed"]
+    assert run_repair_job(world.instance, dry_run=True).success
+    assert open_categories(world.engine, row_id) == [
+        "stripe_reversed_db_failed"
+    ]  # dry run: unchanged
 
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": False}}}}
-    assert job.execute_in_process(instance=dagster_instance, run_config=config).success
+    assert run_repair_job(world.instance, dry_run=False).success
 
-    assert open_categories(engine, row_id) == []
+    assert open_categories(world.engine, row_id) == []
 
 
 def test_resolve_resolves_the_finding_of_the_row(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    row_id, reversal_id = plant_failed_row_stripe_reversed(engine, stripe_emulator)
-    assert run_reconciliation(dagster_instance).success
-    stripe = StripeResource(api_key=job_env["STRIPE_API_KEY"], api_base=stripe_emulator.url)
+    row_id, reversal_id = plant_failed_row_stripe_reversed(world.engine, world.emulator)
+    assert run_reconciliation(world.instance).success
+    stripe = StripeResource(api_key=world.env["STRIPE_API_KEY"], api_base=world.emulator.url)
 
-    resolve(engine, stripe, row_id, reversal_id, "seen in the Dashboard")
+    resolve(world.engine, stripe, row_id, reversal_id, "seen in the Dashboard")
 
-    assert open_categories(engine, row_id) == []
+    assert open_categories(world.engine, row_id) == []

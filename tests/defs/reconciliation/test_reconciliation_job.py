@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
-from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.defs.reconciliation.conftest import JobWorld
 from tests.defs.reconciliation.harness import (
     check_results,
     open_findings_by_category,
@@ -17,31 +18,19 @@ from tests.defs.reconciliation.harness import (
 )
 from tests.plugins.dagster_job import materialization_metadata, run_reversal_job
 from tests.plugins.marketplace import seed_rows
+from tests.reconciliation import backdate_changes, update_row
 
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
 
 
-def _set(engine: sa.Engine, row_id: int, **values: object) -> None:
-    assignments = ", ".join(f"{k} = :{k}" for k in values)
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(f"UPDATE seller_transfers SET {assignments} WHERE id = :id"),
-            {"id": row_id, **values},
-        )
-
-
 def test_clean_day_has_no_findings_and_green_checks(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    seed_rows(engine, stripe_emulator.control(), 4, status="completed")
-    seed_rows(engine, stripe_emulator.control(), 4)
-    assert run_reversal_job(dagster_instance).success
+    seed_rows(world.engine, world.emulator.control(), 4, status="completed")
+    seed_rows(world.engine, world.emulator.control(), 4)
+    assert run_reversal_job(world.instance).success
 
-    result = run_reconciliation(dagster_instance)
+    result = run_reconciliation(world.instance)
 
     assert result.success
     metadata = materialization_metadata(result, "reversal_reconciliation")
@@ -52,23 +41,21 @@ def test_clean_day_has_no_findings_and_green_checks(
         "no_high_drift": True,
         "reconciliation_complete": True,
     }
-    assert open_findings_by_category(engine) == {}
+    assert open_findings_by_category(world.engine) == {}
     assert Path(metadata["report_csv"]).is_file()
     assert "No drift" in metadata["report"]
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_each_planted_drift_is_found_with_its_severity(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    defaults: bool,
+    world: JobWorld,
 ) -> None:
-    control = stripe_emulator.control()
-    rows = seed_rows(engine, control, 6, status="completed")
+    control = world.emulator.control()
+    rows = seed_rows(world.engine, control, 6, status="completed")
     db_says_reversed, pending_reversed, failed_reversed, unrequested, mismatch, _ = rows
-    _set(
-        engine,
+    update_row(
+        world.engine,
         db_says_reversed.id,
         status="reversed",
         stripe_reversal_id="trr_NotAtStripe",
@@ -76,31 +63,38 @@ def test_each_planted_drift_is_found_with_its_severity(
         reversal_requested_at=NOON,
     )
     control.reverse_transfer(pending_reversed.stripe_transfer_id)
-    _set(
-        engine,
+    update_row(
+        world.engine,
         pending_reversed.id,
         status="reversal_pending",
         reversal_requested_at=NOON,
         next_retry_at=datetime.now(UTC) + timedelta(hours=1),
     )
     control.reverse_transfer(failed_reversed.stripe_transfer_id)
-    _set(engine, failed_reversed.id, status="permanently_failed", reversal_requested_at=NOON)
+    update_row(
+        world.engine, failed_reversed.id, status="permanently_failed", reversal_requested_at=NOON
+    )
     control.reverse_transfer(unrequested.stripe_transfer_id)
-    _set(engine, mismatch.id, amount=999)
-    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_NotAtStripe1")
+    update_row(world.engine, mismatch.id, amount=999)
+    [ghost] = seed_rows(
+        world.engine, None, 1, status="completed", stripe_transfer_id="tr_NotAtStripe1"
+    )
     control.create_transfers([{"amount": 700, "currency": "eur", "created": int(NOON.timestamp())}])
-    [stuck] = seed_rows(engine, None, 1, stripe_transfer_id="tr_StuckButAbsent")
-    _set(
-        engine,
+    [stuck] = seed_rows(world.engine, None, 1, stripe_transfer_id="tr_StuckButAbsent")
+    update_row(
+        world.engine,
         stuck.id,
         reversal_requested_at=NOON - timedelta(days=10),
         next_retry_at=NOON - timedelta(days=9),
     )
 
-    result = run_reconciliation(dagster_instance)
+    if defaults:  # the default one-hour grace: drift written long before the run
+        backdate_changes(world.engine, timedelta(hours=2))
+
+    result = run_reconciliation(world.instance, defaults=defaults)
 
     assert result.success
-    found = open_findings_by_category(engine)
+    found = open_findings_by_category(world.engine)
     expected = {
         "db_reversed_stripe_not": ("critical", db_says_reversed.id),
         "reversal_id_mismatch": ("high", db_says_reversed.id),
@@ -126,29 +120,29 @@ def test_each_planted_drift_is_found_with_its_severity(
 
 
 def test_rerun_resolves_a_fixed_finding_and_is_idempotent(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    seed_rows(engine, stripe_emulator.control(), 2, status="completed")
-    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00001")
-    assert run_reconciliation(dagster_instance).success
-    [first] = open_findings_by_category(engine)["missing_at_stripe"]
-    assert run_reconciliation(dagster_instance).success
-    [again] = open_findings_by_category(engine)["missing_at_stripe"]
+    seed_rows(world.engine, world.emulator.control(), 2, status="completed")
+    [ghost] = seed_rows(
+        world.engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00001"
+    )
+    assert run_reconciliation(world.instance).success
+    [first] = open_findings_by_category(world.engine)["missing_at_stripe"]
+    assert run_reconciliation(world.instance).success
+    [again] = open_findings_by_category(world.engine)["missing_at_stripe"]
     assert (again["id"], again["first_seen_at"]) == (first["id"], first["first_seen_at"])
     assert again["last_seen_at"] > first["last_seen_at"]
 
-    with engine.begin() as connection:  # fixed: the row pointed at a transfer of another account
+    with (
+        world.engine.begin() as connection
+    ):  # fixed: the row pointed at a transfer of another account
         connection.execute(
             sa.text("UPDATE seller_transfers SET transferred_at = :t WHERE id = :id"),
             {"t": NOON - timedelta(days=30), "id": ghost.id},
         )
-    assert run_reconciliation(dagster_instance).success
-    assert open_findings_by_category(engine) == {}
-    with engine.connect() as connection:
+    assert run_reconciliation(world.instance).success
+    assert open_findings_by_category(world.engine) == {}
+    with world.engine.connect() as connection:
         resolved = connection.execute(
             sa.text("SELECT resolved_at FROM reconciliation_drift WHERE id = :id"),
             {"id": first["id"]},
@@ -157,19 +151,17 @@ def test_rerun_resolves_a_fixed_finding_and_is_idempotent(
 
 
 def test_listing_that_fails_midway_is_never_green(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    seed_rows(engine, stripe_emulator.control(), 150, status="completed")
-    [ghost] = seed_rows(engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00002")
-    assert run_reconciliation(dagster_instance).success  # one finding to not resolve later
-    control = stripe_emulator.control()
+    seed_rows(world.engine, world.emulator.control(), 150, status="completed")
+    [ghost] = seed_rows(
+        world.engine, None, 1, status="completed", stripe_transfer_id="tr_Ghost00002"
+    )
+    assert run_reconciliation(world.instance).success  # one finding to not resolve later
+    control = world.emulator.control()
     control.add_script(respond="hold", method="GET", path="/v1/transfers")
     outcome: list[dg.ExecuteInProcessResult] = []
-    worker = threading.Thread(target=lambda: outcome.append(run_reconciliation(dagster_instance)))
+    worker = threading.Thread(target=lambda: outcome.append(run_reconciliation(world.instance)))
     worker.start()
     assert control.wait_for_held(1, timeout=60)
     # The first page is in flight; every later page fails, beyond the SDK's retries.
@@ -180,7 +172,7 @@ def test_listing_that_fails_midway_is_never_green(
     [result] = outcome
     assert not result.success
     assert check_results(result) == {"reconciliation_complete": False}
-    with engine.connect() as connection:
+    with world.engine.connect() as connection:
         run = connection.execute(
             sa.text(
                 "SELECT complete, error_message FROM reconciliation_runs ORDER BY id DESC LIMIT 1"
@@ -189,27 +181,26 @@ def test_listing_that_fails_midway_is_never_green(
     assert run.complete is False
     assert "stopped after 100 transfer(s)" in run.error_message
     assert [
-        f["seller_transfer_id"] for f in open_findings_by_category(engine)["missing_at_stripe"]
+        f["seller_transfer_id"]
+        for f in open_findings_by_category(world.engine)["missing_at_stripe"]
     ] == [ghost.id]
 
 
 def test_a_thousand_transfers_take_ten_list_calls_plus_has_more_extras(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    rows = seed_rows(engine, stripe_emulator.control(), 1_000, status="completed", amount=5_000)
+    rows = seed_rows(
+        world.engine, world.emulator.control(), 1_000, status="completed", amount=5_000
+    )
     for row in rows[:2]:  # two transfers with more reversals than a transfer embeds
         for _ in range(12):
-            stripe_emulator.state.reverse_transfer(row.stripe_transfer_id, amount=100)
-    before = stripe_emulator.control().counters()["by_endpoint"]
+            world.emulator.state.reverse_transfer(row.stripe_transfer_id, amount=100)
+    before = world.emulator.control().counters()["by_endpoint"]
 
-    result = run_reconciliation(dagster_instance)
+    result = run_reconciliation(world.instance)
 
     assert result.success
-    after = stripe_emulator.control().counters()["by_endpoint"]
+    after = world.emulator.control().counters()["by_endpoint"]
     lists = after.get("GET /v1/transfers", 0) - before.get("GET /v1/transfers", 0)
     extras = after.get("GET /v1/transfers/{id}/reversals", 0) - before.get(
         "GET /v1/transfers/{id}/reversals", 0
@@ -220,45 +211,41 @@ def test_a_thousand_transfers_take_ten_list_calls_plus_has_more_extras(
 
 
 def test_a_key_for_another_account_raises_one_alarm_not_a_finding_per_row(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    world: JobWorld,
 ) -> None:
-    seed_rows(engine, None, 60, status="completed", stripe_transfer_id=None)
-    with engine.begin() as connection:  # 60 transfers that this account has never seen
+    seed_rows(world.engine, None, 60, status="completed", stripe_transfer_id=None)
+    with world.engine.begin() as connection:  # 60 transfers that this account has never seen
         connection.execute(
             sa.text("UPDATE seller_transfers SET stripe_transfer_id = 'tr_OtherAccount' || id")
         )
 
-    result = run_reconciliation(dagster_instance)
+    result = run_reconciliation(world.instance)
 
     assert not result.success
     assert check_results(result) == {"reconciliation_complete": False}
-    with engine.connect() as connection:
+    with world.engine.connect() as connection:
         run = connection.execute(
             sa.text("SELECT complete, error_message FROM reconciliation_runs")
         ).one()
     assert run.complete is False
     assert "another account or mode" in run.error_message
-    assert open_findings_by_category(engine) == {}
+    assert open_findings_by_category(world.engine) == {}
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    defaults: bool,
+    world: JobWorld,
 ) -> None:
-    first, second = seed_rows(engine, stripe_emulator.control(), 2, status="completed")
-    _set(engine, first.id, stripe_account_id="acct_seller1")  # second's account
-    _set(engine, second.id, stripe_account_id="acct_seller0")
+    first, second = seed_rows(world.engine, world.emulator.control(), 2, status="completed")
+    update_row(world.engine, first.id, stripe_account_id="acct_seller1")  # second's account
+    update_row(world.engine, second.id, stripe_account_id="acct_seller0")
+    if defaults:
+        backdate_changes(world.engine, timedelta(hours=2))
 
-    result = run_reconciliation(dagster_instance)
+    result = run_reconciliation(world.instance, defaults=defaults)
 
-    found = open_findings_by_category(engine)
+    found = open_findings_by_category(world.engine)
     assert sorted(f["seller_transfer_id"] for f in found["destination_mismatch"]) == [
         first.id,
         second.id,
@@ -267,19 +254,25 @@ def test_swapped_seller_accounts_are_critical_and_the_check_is_red(
     assert check_results(result)["no_critical_drift"] is False
 
 
+@pytest.mark.parametrize("defaults", [False, True], ids=["grace_0", "default_config"])
 def test_sensor_mode_rechecks_only_the_changed_row_and_checks_count_the_whole_day(
-    job_env: dict,
-    engine: sa.Engine,
-    stripe_emulator: EmulatorServer,
-    dagster_instance: dg.DagsterInstance,
-    reports_dir: Path,
+    defaults: bool,
+    world: JobWorld,
 ) -> None:
-    rows = seed_rows(engine, stripe_emulator.control(), 150, status="completed")  # 2 pages
-    _set(engine, rows[0].id, stripe_account_id="acct_other")  # critical, before the full run
-    assert run_reconciliation(dagster_instance).success
-    _set(engine, rows[1].id, status="permanently_failed", error_message="x")  # a real change
+    rows = seed_rows(world.engine, world.emulator.control(), 150, status="completed")  # 2 pages
+    update_row(
+        world.engine, rows[0].id, stripe_account_id="acct_other"
+    )  # critical, before the full run
+    if defaults:
+        backdate_changes(world.engine, timedelta(hours=2))
+    assert run_reconciliation(world.instance, defaults=defaults).success
+    update_row(
+        world.engine, rows[1].id, status="permanently_failed", error_message="x"
+    )  # a real change
 
-    result = run_reconciliation(dagster_instance, tags={"reconciliation/mode": "auto"})
+    result = run_reconciliation(
+        world.instance, tags={"reconciliation/mode": "auto"}, defaults=defaults
+    )
 
     assert result.success
     metadata = materialization_metadata(result, "reversal_reconciliation")
@@ -289,5 +282,6 @@ def test_sensor_mode_rechecks_only_the_changed_row_and_checks_count_the_whole_da
     assert metadata["drift_findings"] == 0
     assert check_results(result)["no_critical_drift"] is False
     assert [
-        f["seller_transfer_id"] for f in open_findings_by_category(engine)["destination_mismatch"]
+        f["seller_transfer_id"]
+        for f in open_findings_by_category(world.engine)["destination_mismatch"]
     ] == [rows[0].id]

@@ -8,17 +8,10 @@ import dagster as dg
 import sqlalchemy as sa
 
 from reversal_pipeline.stripe_emulator import EmulatorServer
-from tests.defs.reconciliation.harness import run_reconciliation
-from tests.plugins.dagster_job import load_defs
+from tests.defs.reconciliation.harness import run_reconciliation, run_repair_job
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
-
-
-def _repair(instance: dg.DagsterInstance, dry_run: bool) -> dg.ExecuteInProcessResult:
-    job = load_defs().resolve_job_def("reconciliation_repair_job")
-    config = {"ops": {"repair_proven_drift": {"config": {"dry_run": dry_run}}}}
-    return job.execute_in_process(instance=instance, run_config=config, raise_on_error=False)
 
 
 def test_repair_marks_reversed_only_rows_stripe_proves(
@@ -52,12 +45,12 @@ def test_repair_marks_reversed_only_rows_stripe_proves(
     assert run_reconciliation(dagster_instance).success
     writes_before = control.counters()["by_endpoint"].get("POST /v1/transfers/{id}/reversals", 0)
 
-    dry = _repair(dagster_instance, dry_run=True)
+    dry = run_repair_job(dagster_instance, dry_run=True)
     assert dry.success
     assert row_state(engine, pending.id)["status"] == "reversal_pending"
     assert row_state(engine, failed.id)["status"] == "permanently_failed"
 
-    real = _repair(dagster_instance, dry_run=False)
+    real = run_repair_job(dagster_instance, dry_run=False)
     assert real.success
     for row in (pending, failed):
         state = row_state(engine, row.id)
