@@ -10,7 +10,7 @@ hint, the run reads the inbox itself, and a lost notification (no listener, a
 dropped connection) costs at most the run's poll interval.
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-11-30
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
