@@ -15,8 +15,11 @@ target change is audited and ``show`` and the reports can list each refund.
 Backfill: rows already on their way back (``reversal_pending``,
 ``permanently_failed``) or done (``reversed``) owed their whole amount under the
 old rule, so their target is their amount; a ``reversed`` row has had it all
-confirmed. The new CHECKs are added NOT VALID (a hand-edited row must not stop
-the deploy) and validated by ``reversal-pipeline db validate-constraints``.
+confirmed. A row moved on its way back without a target by anything but intake
+(the application, a hand edit) gets its whole amount as target from a trigger,
+the seed's meaning of ``reversal_pending``. The new CHECKs are added NOT VALID
+(a hand-edited row must not stop the deploy) and validated by
+``reversal-pipeline db validate-constraints``.
 
 Revision ID: 0008
 Revises: 0006 (the lead re-chains at merge)
@@ -68,6 +71,25 @@ COMMENT ON COLUMN seller_transfers.amount_reversed IS
 UPDATE seller_transfers SET reversal_target = amount
 WHERE status IN ('reversal_pending', 'reversed', 'permanently_failed');
 UPDATE seller_transfers SET amount_reversed = amount WHERE status = 'reversed';
+-- The seed's contract: a row put on its way back without a target (the application's
+-- own insert or update, a hand edit) owes its whole amount, as every row did before
+-- partial refunds; a reversed one has had it confirmed. Intake always sets a target
+-- first, so this never overrides an allocation.
+CREATE FUNCTION seller_transfers_default_target() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.reversal_target := NEW.amount;
+    IF TG_OP = 'INSERT' AND NEW.status = 'reversed' AND NEW.amount_reversed = 0 THEN
+        NEW.amount_reversed := NEW.amount;
+    END IF;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER trg_seller_transfers_default_target
+    BEFORE INSERT OR UPDATE OF status ON seller_transfers
+    FOR EACH ROW WHEN (NEW.reversal_target = 0
+        AND NEW.status IN ('reversal_pending', 'reversed', 'permanently_failed'))
+    EXECUTE FUNCTION seller_transfers_default_target();
 ALTER TABLE seller_transfers ADD CONSTRAINT chk_seller_transfers_amount_reversed_nonnegative
     CHECK (amount_reversed >= 0) NOT VALID;
 ALTER TABLE seller_transfers ADD CONSTRAINT chk_seller_transfers_reversal_target_range
@@ -105,6 +127,8 @@ ALTER TABLE reversal_attempts DROP CONSTRAINT chk_reversal_attempts_action;
 ALTER TABLE reversal_attempts ADD CONSTRAINT chk_reversal_attempts_action
     CHECK (action IN ({ACTIONS})) NOT VALID;
 DROP TABLE refund_allocations;
+DROP TRIGGER trg_seller_transfers_default_target ON seller_transfers;
+DROP FUNCTION seller_transfers_default_target();
 ALTER TABLE seller_transfers DROP COLUMN amount_reversed;
 ALTER TABLE seller_transfers DROP COLUMN reversal_target;
 -- The old schema knew no refusals: such an event waits, as an early refund did.

@@ -581,7 +581,11 @@ class Simulation:
                 )
             keys = {a["idempotency_key"] for a in calls if a["action"] == "create_reversal"}
             for reversal in [] if row_id in self.unauditable else reversals:
-                key = idempotency_key_for(row_id, int(reversal.metadata["attempt"]))
+                key = idempotency_key_for(
+                    row_id,
+                    int(reversal.metadata["attempt"]),
+                    int(reversal.metadata["reversal_target"]),
+                )
                 if key not in keys:
                     found.append(f"(b) {label}: no audit row for the create of {reversal.id}")
             # (c) never more reversed than the row's amount
