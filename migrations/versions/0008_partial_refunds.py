@@ -90,6 +90,19 @@ CREATE TRIGGER trg_seller_transfers_default_target
     FOR EACH ROW WHEN (NEW.reversal_target = 0
         AND NEW.status IN ('reversal_pending', 'reversed', 'permanently_failed'))
     EXECUTE FUNCTION seller_transfers_default_target();
+-- A row that owed its whole amount still does when its amount is corrected by hand.
+CREATE FUNCTION seller_transfers_target_follows_amount() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.reversal_target := NEW.amount;
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER trg_seller_transfers_target_follows_amount
+    BEFORE UPDATE OF amount ON seller_transfers
+    FOR EACH ROW WHEN (OLD.reversal_target = OLD.amount AND OLD.reversal_target > 0
+        AND NEW.reversal_target = OLD.reversal_target AND NEW.amount IS DISTINCT FROM OLD.amount)
+    EXECUTE FUNCTION seller_transfers_target_follows_amount();
 ALTER TABLE seller_transfers ADD CONSTRAINT chk_seller_transfers_amount_reversed_nonnegative
     CHECK (amount_reversed >= 0) NOT VALID;
 ALTER TABLE seller_transfers ADD CONSTRAINT chk_seller_transfers_reversal_target_range
@@ -127,6 +140,8 @@ ALTER TABLE reversal_attempts DROP CONSTRAINT chk_reversal_attempts_action;
 ALTER TABLE reversal_attempts ADD CONSTRAINT chk_reversal_attempts_action
     CHECK (action IN ({ACTIONS})) NOT VALID;
 DROP TABLE refund_allocations;
+DROP TRIGGER trg_seller_transfers_target_follows_amount ON seller_transfers;
+DROP FUNCTION seller_transfers_target_follows_amount();
 DROP TRIGGER trg_seller_transfers_default_target ON seller_transfers;
 DROP FUNCTION seller_transfers_default_target();
 ALTER TABLE seller_transfers DROP COLUMN amount_reversed;
