@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.errors import ConfigurationError, InvalidRowError
+from reversal_pipeline.ops.refund_events import close_refund_event
 from reversal_pipeline.reversals.intake import (
     IntakeSummary,
     process_refund_events,
@@ -406,3 +407,19 @@ def test_a_target_raised_while_the_call_is_in_flight_is_not_marked_reversed(
         1_500,
         [500, 1_000],
     )
+
+
+def test_a_refused_partial_refund_can_be_closed_while_its_sibling_transfers_stay_completed(
+    engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    """The runbook's way out of needs_scope: place it by hand, then close the event."""
+    rows = _order(engine, stripe_emulator, [1_000, 2_000], "ord_close")
+    _refund(engine, "re_close", "ord_close", amount=100, currency="usd")
+    _intake(engine)
+    assert _event(engine, "re_close")["outcome"] == "needs_scope"
+
+    close_refund_event(engine, refund_id="re_close", reason="placed on seller 0 by hand")
+
+    event = _event(engine, "re_close")
+    assert (event["outcome"], event["processed_at"] is not None) == ("closed_by_operator", True)
+    assert {row_state(engine, r.id)["status"] for r in rows} == {"completed"}
