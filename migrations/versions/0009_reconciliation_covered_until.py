@@ -9,7 +9,7 @@ oldest transaction open when it read the rows (``reconciliation/coverage.py``);
 stored before this migration) reads as ``started_at``.
 
 Revision ID: 0009
-Revises: 0007
+Revises: 0008
 Create Date: 2026-11-30
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 

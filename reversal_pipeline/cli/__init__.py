@@ -17,6 +17,7 @@ from reversal_pipeline.cli.emulator import stripe_emulator_command
 from reversal_pipeline.cli.group import OneLineErrorGroup
 from reversal_pipeline.cli.job import run_job_command
 from reversal_pipeline.cli.ops import (
+    adjust_command,
     reopen_command,
     requeue_command,
     resolve_command,
@@ -43,6 +44,7 @@ for command in (
     requeue_command,
     resolve_command,
     reopen_command,
+    adjust_command,
     show_command,
     close_refund_event_command,
     reconcile_command,

@@ -1,4 +1,4 @@
-"""Operator commands: ``status``, ``requeue``, ``resolve``, ``reopen``, ``show``.
+"""Operator commands: ``status``, ``requeue``, ``resolve``, ``reopen``, ``adjust``, ``show``.
 
 Thin shells over ``reversal_pipeline.ops``: they parse, call, and print. Ids
 and dates are parsed here rather than by click types so that bad input ends
@@ -16,7 +16,7 @@ import click
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
 from reversal_pipeline.cli.environment import require_stripe_key
 from reversal_pipeline.ops import OperatorInputError
-from reversal_pipeline.ops.actions import failed_since_ids, reopen, requeue, resolve
+from reversal_pipeline.ops.actions import adjust, failed_since_ids, reopen, requeue, resolve
 from reversal_pipeline.ops.parse import (
     parse_one_row_id,
     parse_row_ids,
@@ -154,6 +154,29 @@ def reopen_command(row_id: str | None, reason: str | None) -> None:
     )
 
 
+@click.command("adjust")
+@click.option("--id", "row_id", metavar="N", help="Row id.")
+@click.option("--target", metavar="X", help="New reversal target, minor units (0..amount).")
+@click.option("--reason", metavar="TEXT", help="Why (kept in the audit row). Required.")
+@one_line_errors
+def adjust_command(row_id: str | None, target: str | None, reason: str | None) -> None:
+    """Set a row's reversal target, audited; refused below what Stripe already reversed."""
+    why = require_reason(reason)
+    parsed_id = parse_one_row_id(row_id)
+    try:
+        parsed_target = int((target or "").strip())
+    except ValueError:
+        raise OperatorInputError(
+            f"--target wants a whole number of minor units, got {target!r}"
+        ) from None
+    result = adjust(connected_engine(), stripe_from_env(), parsed_id, parsed_target, why)
+    click.echo(
+        f"row {result.row_id}: reversal target {result.target_before} -> {result.target_after} "
+        f"(ours at Stripe: {result.ours_at_stripe}); {result.status_before} -> "
+        f"{result.status_after}"
+    )
+
+
 def stripe_from_env() -> Any:
     """The same Stripe resource the job uses, configured from the same variables."""
     from reversal_pipeline.stripe.resource import StripeResource
@@ -181,6 +204,20 @@ def show_lines(row_id: int, detail: RowDetail) -> list[str]:
     lines = [f"seller transfer {row_id}:"]
     for name, value in detail.row.items():
         lines.append(f"  {name:<22} {'' if value is None else value}")
+    lines.append(f"refunds ({len(detail.refunds)}):")
+    for r in detail.refunds:
+        lines.append(
+            f"  {_when(r['created_at'])} {r['refund_id']}: {r['amount']} "
+            f"{str(detail.row['currency']).upper()}, target {r['target_before']} -> "
+            f"{r['target_after']}"
+        )
+    reversals = [a for a in detail.attempts if a["stripe_reversal_id"] and a["status_after"]]
+    lines.append(
+        f"reversals ({len(reversals)}; confirmed at Stripe {detail.row['amount_reversed']} "
+        f"of target {detail.row['reversal_target']}):"
+    )
+    for a in reversals:
+        lines.append(f"  {_when(a['created_at'])} {a['stripe_reversal_id']} ({a['action']})")
     lines.append(f"attempts ({len(detail.attempts)}):")
     for a in detail.attempts:
         http = f" HTTP {a['http_status']}" if a["http_status"] else ""

@@ -37,6 +37,8 @@ JOB_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "reversal_attempts": ("SELECT", "INSERT"),
     # Append-only like the audit table: every outcome a refund event goes through.
     "refund_event_history": ("SELECT", "INSERT"),
+    # Append-only too: each refund's share of a transfer's reversal target.
+    "refund_allocations": ("SELECT", "INSERT"),
     # Written by a trigger, under the caller's rights, when transferred_at moves day.
     "seller_transfer_day_moves": ("SELECT", "INSERT"),
     "reconciliation_drift": ("SELECT", "INSERT", "UPDATE"),

@@ -50,6 +50,10 @@ seller_transfers = sa.Table(
     # Moved by a trigger only when a column reconciliation compares changes
     # (migration 0004); NULL on older rows, which fall back to updated_at.
     sa.Column("reconciliation_changed_at", TZ),
+    # Partial refunds (migration 0008): what the seller owes back on this transfer
+    # (0..amount), and what Stripe has confirmed of our reversals for the row.
+    sa.Column("reversal_target", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("amount_reversed", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 # transferred_at moved to another UTC day (written by the trigger of migration 0004).
@@ -75,6 +79,29 @@ refund_events = sa.Table(
     sa.Column("processed_at", TZ),
     sa.Column("outcome", sa.Text),
     sa.Column("outcome_detail", sa.Text),
+    # Partial refunds (migration 0008): NULL amount = the whole order; NULL
+    # seller_transfer_id = REVERSAL_PARTIAL_REFUND_POLICY decides.
+    sa.Column("amount", sa.BigInteger),
+    sa.Column("currency", sa.Text),
+    sa.Column("seller_transfer_id", sa.BigInteger, sa.ForeignKey("seller_transfers.id")),
+)
+
+# Append-only (migration 0008): each refund's share of a seller transfer's target.
+refund_allocations = sa.Table(
+    "refund_allocations",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("refund_event_id", sa.BigInteger, sa.ForeignKey("refund_events.id"), nullable=False),
+    sa.Column(
+        "seller_transfer_id", sa.BigInteger, sa.ForeignKey("seller_transfers.id"), nullable=False
+    ),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("target_before", sa.BigInteger, nullable=False),
+    sa.Column("target_after", sa.BigInteger, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
 )
 
 # Append-only audit of refund_events (migration 0003): every outcome an event

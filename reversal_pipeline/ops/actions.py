@@ -1,4 +1,4 @@
-"""``requeue``, ``resolve`` and ``reopen``: the state changes an operator may make.
+"""``requeue``, ``resolve``, ``reopen`` and ``adjust``: the state changes an operator may make.
 
 Both lock the rows (``SELECT ... FOR UPDATE``) and re-check their status in
 the transaction that writes, so a run that changed a row since the operator
@@ -71,7 +71,15 @@ def _audit(row_id: int, action: str, before: str, after: str, message: str) -> d
 
 def _locked_rows(connection: sa.Connection, row_ids: list[int]) -> dict[int, sa.Row]:
     rows = connection.execute(
-        sa.select(st.c.id, st.c.status, st.c.stripe_transfer_id, st.c.amount, st.c.currency)
+        sa.select(
+            st.c.id,
+            st.c.status,
+            st.c.stripe_transfer_id,
+            st.c.amount,
+            st.c.currency,
+            st.c.reversal_target,
+            st.c.amount_reversed,
+        )
         .where(st.c.id.in_(row_ids))
         .order_by(st.c.id)
         .with_for_update()
@@ -167,10 +175,11 @@ def resolve(
                 f"reversal {reversal_id} is in {reversal.currency.upper()}, not row {row_id}'s "
                 f"{row.currency.upper()}: its amount says nothing about this row; nothing changed"
             )
-        if reversal.amount < row.amount:
+        if reversal.amount < row.reversal_target:
             raise OperatorInputError(
                 f"reversal {reversal_id} is {reversal.amount} {reversal.currency}, less than "
-                f"row {row_id}'s {row.amount} {row.currency}; nothing changed"
+                f"row {row_id}'s {row.reversal_target} {row.currency} (its reversal target); "
+                "nothing changed"
             )
         connection.execute(
             sa.update(st)
@@ -182,6 +191,7 @@ def resolve(
                 next_retry_at=None,
                 claimed_by=None,
                 claim_expires_at=None,
+                amount_reversed=row.reversal_target,
             )
         )
         audit = _audit(
@@ -221,6 +231,7 @@ def reopen(engine: sa.Engine, stripe: TransferLookup, row_id: int, reason: str) 
                 st.c.amount,
                 st.c.currency,
                 st.c.stripe_reversal_id,
+                st.c.reversal_target,
             )
             .where(st.c.id == row_id)
             .with_for_update()
@@ -252,6 +263,7 @@ def reopen(engine: sa.Engine, stripe: TransferLookup, row_id: int, reason: str) 
                 error_message=f"reopened by an operator: {reason}",
                 claimed_by=None,
                 claim_expires_at=None,
+                amount_reversed=_ours_total(row, transfer),
             )
         )
         audit = _audit(
@@ -276,18 +288,117 @@ def _reopen_refusal(row: sa.Row, transfer: Any) -> str | None:
     covering = [
         r.id
         for r in transfer.reversals
-        if r.currency.lower() == row.currency.lower() and r.amount >= row.amount
+        if r.currency.lower() == row.currency.lower() and r.amount >= row.reversal_target
     ]
     if covering or transfer.amount_reversed >= transfer.amount:
         which = ", ".join(covering) or "the transfer is fully reversed"
         return f"Stripe shows the money back ({which}); nothing to reverse again"
-    ours = [r.id for r in transfer.reversals if r.metadata.get("seller_transfer_id") == str(row.id)]
-    if ours:
+    ours = _ours_total(row, transfer)
+    if ours >= row.reversal_target:
         return (
-            f"a partial reversal made for this row exists ({', '.join(ours)}); the rest "
-            "needs a person, not the job"
+            f"our reversals for this row at Stripe total {ours}, which covers its reversal "
+            f"target {row.reversal_target}; nothing to reverse again"
         )
+    # Issue 17: ours short of the target is what the job completes (it sends only the
+    # difference), so a reopening is no longer refused for a partial reversal of ours.
     return None
+
+
+def _ours_total(row: sa.Row, transfer: Any) -> int:
+    """What Stripe shows of our reversals for the row (by the metadata the job writes)."""
+    return sum(
+        r.amount
+        for r in transfer.reversals
+        if r.metadata.get("seller_transfer_id") == str(row.id)
+        and r.currency.lower() == row.currency.lower()
+    )
+
+
+@dataclass(frozen=True)
+class AdjustResult:
+    row_id: int
+    target_before: int
+    target_after: int
+    status_before: str
+    status_after: str
+    ours_at_stripe: int
+
+
+#: A raised target makes these due now (as a refund does); others keep their status.
+_DUE_ON_RAISE = (TransferStatus.COMPLETED.value, REVERSED)
+
+
+def adjust(
+    engine: sa.Engine, stripe: TransferLookup, row_id: int, target: int, reason: str
+) -> AdjustResult:
+    """Set a row's ``reversal_target`` by hand, audited; never below what Stripe reversed.
+
+    For the refusals intake cannot place (``needs_scope``, ``over_refund``) and
+    for corrections. Stripe is read while the row is locked: a target below
+    what our reversals for the row already took back cannot be met (a reversal
+    cannot be undone), so it is refused. A raised target makes a ``completed``
+    or ``reversed`` row due now, like a refund.
+    """
+    with engine.begin() as connection:
+        row = connection.execute(
+            sa.select(
+                st.c.id,
+                st.c.status,
+                st.c.stripe_transfer_id,
+                st.c.amount,
+                st.c.currency,
+                st.c.reversal_target,
+                st.c.claimed_by,
+                (st.c.claim_expires_at > sa.func.now()).label("claim_live"),
+            )
+            .where(st.c.id == row_id)
+            .with_for_update()
+        ).first()
+        if row is None:
+            raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+        if not 0 <= target <= row.amount:
+            raise OperatorInputError(
+                f"--target {target} is outside 0..{row.amount} (row {row_id}'s amount in "
+                f"{row.currency.upper()} minor units); nothing changed"
+            )
+        if row.status in (TransferStatus.PENDING.value, TransferStatus.FAILED.value):
+            raise OperatorInputError(
+                f"row {row_id} is {row.status}: no payout to reverse; nothing changed"
+            )
+        if row.claim_live:
+            raise OperatorInputError(
+                f"row {row_id} is claimed by {row.claimed_by} (a run is working on it); retry "
+                "later; nothing changed"
+            )
+        ours = _ours_total(row, _transfer_of(row, stripe))
+        if target < ours:
+            raise OperatorInputError(
+                f"--target {target} is below what Stripe already reversed for row {row_id} "
+                f"({ours} {row.currency.upper()}); a reversal cannot be undone; nothing changed"
+            )
+        values: dict[str, Any] = {"reversal_target": target}
+        status_after = row.status
+        if target > row.reversal_target and row.status in _DUE_ON_RAISE and target > ours:
+            status_after = PENDING
+            values.update(
+                status=PENDING,
+                next_retry_at=sa.func.now(),
+                reversal_requested_at=sa.func.now(),
+                retry_count=0,
+                error_message=f"reversal target adjusted by an operator: {reason}",
+            )
+        connection.execute(sa.update(st).where(st.c.id == row_id).values(**values))
+        audit = _audit(
+            row_id,
+            AttemptAction.ADJUST.value,
+            row.status,
+            status_after,
+            f"reversal target {row.reversal_target} -> {target} of {row.amount} "
+            f"{row.currency.upper()} (ours at Stripe: {ours}): {reason}",
+        )
+        audit["outcome"] = "adjusted"
+        connection.execute(sa.insert(reversal_attempts), [audit])
+    return AdjustResult(row_id, row.reversal_target, target, row.status, status_after, ours)
 
 
 def _transfer_of(row: sa.Row, stripe: TransferLookup) -> Any:

@@ -6,7 +6,9 @@ such an event keeps ``no_refund_events_past_window`` red for good, and an
 alert nobody can clear stops being read. Closing one is a person's decision,
 so it takes a reason, is written to ``refund_event_history`` with the state
 change, and is refused while the order has a ``completed`` transfer: that
-money must be reversed, not waved through.
+money must be reversed, not waved through. A partial refund intake refused
+(``needs_scope``, ``over_refund``, ``currency_mismatch``) is the exception: it
+concerns part of the order, and is closed once a person has placed it.
 """
 
 from __future__ import annotations
@@ -61,7 +63,10 @@ def close_refund_event(engine: sa.Engine, *, refund_id: str, reason: str) -> Clo
             .scalars()
             .all()
         )
-        if paid:
+        # A refused partial refund (issue 17) concerns part of the order: once a person
+        # has placed it (``adjust``), the order's other paid transfers owe nothing for it.
+        refused = event.outcome is not None and RefundOutcome(event.outcome).refused
+        if paid and not refused:
             raise OperatorInputError(
                 f"order {event.order_id} of refund {refund_id} has completed transfer(s) "
                 f"{', '.join(map(str, paid))} to reverse: run reversal_job, do not close it; "

@@ -10,7 +10,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from reversal_pipeline.db.statuses import STATUS_VALUES
-from reversal_pipeline.db.tables import reconciliation_drift, reversal_attempts
+from reversal_pipeline.db.tables import (
+    reconciliation_drift,
+    refund_allocations,
+    refund_events,
+    reversal_attempts,
+)
 from reversal_pipeline.db.tables import seller_transfers as st
 from reversal_pipeline.ops import OperatorInputError
 from reversal_pipeline.reversals.intake_window import refund_open_window
@@ -141,6 +146,8 @@ class RowDetail:
     row: dict[str, Any]
     attempts: list[dict[str, Any]]
     findings: list[dict[str, Any]]
+    #: Each refund's share of the row's reversal target, oldest first (issue 17).
+    refunds: list[dict[str, Any]] = field(default_factory=list)
 
 
 def row_detail(engine: sa.Engine, row_id: int) -> RowDetail:
@@ -167,4 +174,25 @@ def row_detail(engine: sa.Engine, row_id: int) -> RowDetail:
             .mappings()
             .all()
         )
-    return RowDetail(dict(row), [dict(a) for a in attempts], [dict(f) for f in findings])
+        refunds = (
+            connection.execute(
+                sa.select(
+                    refund_events.c.refund_id,
+                    refund_allocations.c.amount,
+                    refund_allocations.c.target_before,
+                    refund_allocations.c.target_after,
+                    refund_allocations.c.created_at,
+                )
+                .join(refund_events, refund_events.c.id == refund_allocations.c.refund_event_id)
+                .where(refund_allocations.c.seller_transfer_id == row_id)
+                .order_by(refund_allocations.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    return RowDetail(
+        dict(row),
+        [dict(a) for a in attempts],
+        [dict(f) for f in findings],
+        [dict(r) for r in refunds],
+    )

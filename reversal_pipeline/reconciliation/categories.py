@@ -57,7 +57,8 @@ _DEFINITIONS: tuple[DriftCategory, ...] = (
     DriftCategory(
         Category.DB_REVERSED_STRIPE_NOT,
         Severity.CRITICAL,
-        "DB says reversed but Stripe shows no reversal, or less than the row's amount: the "
+        "DB says reversed but Stripe shows no reversal, or less than the row's reversal target "
+        "(its amount, or what partial refunds made it): the "
         "seller kept money we believe we recovered. Check the transfer in the Dashboard; if "
         "it is really not reversed, reopen the row (`reversal-pipeline reopen --id N --reason "
         "TEXT`, refused if Stripe shows the money back) so the job reverses it.",
@@ -65,8 +66,9 @@ _DEFINITIONS: tuple[DriftCategory, ...] = (
     DriftCategory(
         Category.OVER_REVERSED,
         Severity.CRITICAL,
-        "Stripe reversed more than the row's amount, or more than one reversal carries this "
-        "row's seller_transfer_id: we took back too much from the seller. Escalate to finance "
+        "Stripe reversed more than the row's amount, or more than its reversal target (what "
+        "its refunds made the seller owe): we took back too much from the seller. Escalate to "
+        "finance "
         "to return the excess to the seller; find which run sent the extra reversal.",
     ),
     DriftCategory(

@@ -213,15 +213,22 @@ def category_masks(
     status = matched["status"]
     amount = _floats(matched["amount"])
     reversed_amount = _floats(matched["amount_reversed"])
+    # Issue 17: a row owes its reversal_target (its amount, or what partial refunds
+    # made it); "reversed" means Stripe shows that much, no less and no more.
+    target = _targets(matched, amount)
+    recorded = _recorded(matched, reversed_amount)
     is_reversed = both & (status == TransferStatus.REVERSED).to_numpy()
     pending = (status == TransferStatus.REVERSAL_PENDING).to_numpy()
-    fully_reversed = both & (reversed_amount >= amount)
-    partly_reversed = both & (reversed_amount > 0) & (reversed_amount < amount)
+    fully_reversed = both & (target > 0) & (reversed_amount >= target)
+    partly_reversed = both & (reversed_amount > 0) & (reversed_amount < target)
     asked_not_done = status.isin(_ASKED_NOT_DONE).to_numpy()
     return {
-        Category.DB_REVERSED_STRIPE_NOT: is_reversed & (reversed_amount < amount),
+        # Under-reversed: the row says done, Stripe shows less than its target.
+        Category.DB_REVERSED_STRIPE_NOT: is_reversed & (reversed_amount < target),
+        # Over-reversed beyond the target (several reversals of ours for one row are
+        # normal since partial refunds; more than the row owes is not).
         Category.OVER_REVERSED: both
-        & ((reversed_amount > amount) | (_floats(matched["our_reversal_count_max"]) > 1)),
+        & ((reversed_amount > amount) | ((target > 0) & (reversed_amount > target))),
         Category.REVERSAL_ID_MISMATCH: _reversal_id_unknown(matched, is_reversed),
         Category.STRIPE_REVERSED_DB_FAILED: fully_reversed
         & (status == TransferStatus.PERMANENTLY_FAILED).to_numpy(),
@@ -237,10 +244,33 @@ def category_masks(
         Category.STUCK_PENDING: pending
         & _overdue(matched, now=now, stuck_margin=stuck_margin, stuck_max_age=stuck_max_age),
         Category.DESTINATION_MISMATCH: both & _destination_differs(matched),
-        Category.PARTIAL_REVERSAL_UNRECORDED: partly_reversed & asked_not_done,
+        # Part reversed at Stripe that the row does not record (a raised target whose
+        # earlier parts the job confirmed is recorded, not drift).
+        Category.PARTIAL_REVERSAL_UNRECORDED: partly_reversed
+        & asked_not_done
+        & (recorded != reversed_amount),
         Category.TRANSFERRED_AT_MISSING: matched["stripe_transfer_id"].notna().to_numpy()
         & matched["transferred_at"].isna().to_numpy(),
     }
+
+
+def _targets(matched: pd.DataFrame, amount: np.ndarray) -> np.ndarray:
+    """Each row's reversal_target; unknown (no column, or empty) means its whole amount.
+
+    The seed's meaning, kept for frames built without targets; the database
+    always has one (a trigger gives a row on its way back its amount).
+    """
+    if "reversal_target" not in matched:
+        return amount
+    targets = _floats(matched["reversal_target"])
+    return np.where(np.isnan(targets), amount, targets)
+
+
+def _recorded(matched: pd.DataFrame, reversed_amount: np.ndarray) -> np.ndarray:
+    """What each row records Stripe confirming; without the column, nothing recorded."""
+    if "db_amount_reversed" not in matched:
+        return np.zeros_like(reversed_amount)
+    return np.nan_to_num(_floats(matched["db_amount_reversed"]), nan=0.0)
 
 
 def _destination_differs(matched: pd.DataFrame) -> np.ndarray:

@@ -65,6 +65,10 @@ DB_FRAME_COLUMNS: tuple[str, ...] = (
     "currency",
     "status",
     "stripe_reversal_id",
+    # Issue 17: what the seller owes back, and what the job recorded Stripe confirming.
+    # ``db_`` because the Stripe frame's ``amount_reversed`` is the transfer's total.
+    "reversal_target",
+    "db_amount_reversed",
     "transferred_at",
     "next_retry_at",
     "reversal_requested_at",
@@ -281,6 +285,8 @@ _CSV_TYPES: dict[str, pa.DataType] = {
     "currency": pa.dictionary(pa.int32(), pa.string()),
     "status": pa.dictionary(pa.int32(), pa.string()),
     "stripe_reversal_id": pa.string(),
+    "reversal_target": pa.int64(),
+    "db_amount_reversed": pa.int64(),
     **dict.fromkeys(_EPOCH_US_COLUMNS, pa.int64()),
 }
 
@@ -309,6 +315,8 @@ def rows_select(*conditions: sa.ColumnElement[bool]) -> sa.Select[Any]:
         t.currency,
         t.status,
         t.stripe_reversal_id,
+        t.reversal_target,
+        t.amount_reversed.label("db_amount_reversed"),
         *(_epoch_us(t[name]).label(name) for name in _EPOCH_US_COLUMNS),
     ).where(*conditions)
 

@@ -2,7 +2,8 @@
 
 Only two categories qualify (``categories.REPAIRABLE``): the row is
 ``reversal_pending`` or ``permanently_failed`` while Stripe shows the
-transfer reversed for at least the row's amount. A reversal at Stripe cannot
+transfer reversed for at least the row's ``reversal_target`` (issue 17: the
+whole amount, or what partial refunds made the seller owe). A reversal at Stripe cannot
 be undone, so that proof does not go stale; the row's status can, so each
 repair re-reads the row under ``SELECT ... FOR UPDATE`` and refuses if it
 changed since the plan. The row update and its ``reversal_attempts`` audit
@@ -57,6 +58,8 @@ class PlannedRepair:
     amount_reversed: int
     #: The transfer's currency at Stripe: an amount in another currency proves nothing.
     currency: str = ""
+    #: The row's reversal_target when planned: what Stripe's reversed amount must cover.
+    reversal_target: int = 0
 
     @property
     def finding_label(self) -> str:
@@ -163,9 +166,9 @@ def _current_rows(
 ) -> dict[int, Mapping[str, Any]]:
     ids = [int(i) for i in candidates["seller_transfer_id"].dropna()]
     t = seller_transfers.c
-    query = sa.select(t.id, t.status, t.stripe_transfer_id, t.amount, t.currency).where(
-        t.id.in_(ids)
-    )
+    query = sa.select(
+        t.id, t.status, t.stripe_transfer_id, t.amount, t.currency, t.reversal_target
+    ).where(t.id.in_(ids))
     return {row["id"]: row for row in connection.execute(query).mappings()}
 
 
@@ -195,6 +198,7 @@ def _plan_one(
         amount=int(row["amount"]),
         amount_reversed=int(details["amount_reversed"]),
         currency=str(details["stripe_currency"]).lower(),
+        reversal_target=int(row["reversal_target"]),
     )
 
 
@@ -222,8 +226,8 @@ def _skip_reason(
             f"Stripe's transfer is in {stripe_currency.upper()}, not the row's "
             f"{str(row['currency']).upper()}: its amount proves nothing; needs a person"
         )
-    if int(details.get("amount_reversed") or 0) < int(row["amount"]):
-        return "Stripe reversed less than the row's current amount"
+    if int(details.get("amount_reversed") or 0) < int(row["reversal_target"]):
+        return "Stripe reversed less than the row's current amount (its reversal target)"
     return None
 
 
@@ -276,6 +280,7 @@ def _locked_row(
         t.stripe_transfer_id,
         t.amount,
         t.currency,
+        t.reversal_target,
         t.claimed_by,
         (t.claim_expires_at > sa.func.now()).label("claim_live"),
     ).where(t.id == repair.seller_transfer_id)
@@ -293,8 +298,9 @@ def _refusal(row: Mapping[str, Any] | None, repair: PlannedRepair) -> str | None
         return "stripe_transfer_id changed since the plan"
     if str(row["currency"]).lower() != repair.currency:
         return f"currency is {row['currency']}, not the {repair.currency} Stripe reversed in"
-    if int(row["amount"]) > repair.amount_reversed:
-        return "amount changed since the plan and exceeds what Stripe reversed"
+    if int(row["reversal_target"]) > repair.amount_reversed:
+        return "amount changed since the plan and exceeds what Stripe reversed (a refund "
+        "raised the reversal target)"
     if row["claim_live"]:
         return f"claimed by {row['claimed_by']} (a run is working on it); retry later"
     return None
@@ -314,6 +320,7 @@ def _write_repair(connection: sa.Connection, repair: PlannedRepair, *, run_id: s
             claimed_by=None,
             claim_expires_at=None,
             error_message=message,
+            amount_reversed=repair.reversal_target,
         )
     )
     connection.execute(
@@ -335,7 +342,8 @@ def _audit_message(repair: PlannedRepair) -> str:
     return (
         f"Repaired by reconciliation from {repair.finding_label}: Stripe shows transfer "
         f"{repair.stripe_transfer_id} reversed ({repair.amount_reversed} of {repair.amount} "
-        f"minor units), reversal {repair.stripe_reversal_id} at "
+        f"minor units, covering the reversal target {repair.reversal_target}), "
+        f"reversal {repair.stripe_reversal_id} at "
         f"{repair.reversed_at.isoformat()}; status was {repair.status_before}. "
         "No Stripe call was made."
     )

@@ -290,12 +290,17 @@ class ReversalBatch:
             self._count("lease_lost")
             return
         earlier_calls = []
-        if row.stripe_attempts > 0:
+        already_ours = 0
+        # Look first whenever a reversal of ours may exist: an earlier attempt (a lost
+        # reply), or an earlier target already confirmed (a raised target sends only
+        # the difference, issue 17). A row never sent skips the call.
+        if row.stripe_attempts > 0 or row.amount_reversed > 0:
             lookup = look_for_earlier_reversal(row, self.stripe)
             if lookup is not None and lookup.kind != "continue":
                 self._finish(row, lookup)
                 return
             earlier_calls = lookup.calls if lookup else []
+            already_ours = lookup.already_ours if lookup else 0
         lease_held = self._lease.may_send()
         if self._stop.is_set() or not lease_held:
             # Not sent: released at the end of the run; its counted attempt makes the
@@ -304,7 +309,13 @@ class ReversalBatch:
             if not lease_held:
                 self._count("lease_at_risk")
             return
-        decision = send_reversal(row, self.stripe, attempt=attempt, earlier_calls=earlier_calls)
+        decision = send_reversal(
+            row,
+            self.stripe,
+            attempt=attempt,
+            earlier_calls=earlier_calls,
+            already_ours=already_ours,
+        )
         self._finish(row, decision)
 
     def _exhausted(self, row: ClaimedRow) -> bool:
@@ -377,7 +388,10 @@ class ReversalBatch:
             self.report.outcomes[decision.kind] += 1
             self.report.statuses[change.status_after] += 1
             if change.status_after == "reversed":
-                self.report.reversed_amount_by_currency[row.currency] += row.amount
+                confirmed = change.amount_reversed or row.target
+                self.report.reversed_amount_by_currency[row.currency] += max(
+                    confirmed - row.amount_reversed, 0
+                )
             elif len(self.report.failures) < FAILURE_LIST_LIMIT:
                 self.report.failures.append(
                     {
@@ -409,6 +423,8 @@ class ReversalBatch:
                 kind="found_existing",
                 calls=calls,
                 reversal_id=lookup.reversal_id,
+                amount_reversed=lookup.amount_reversed,
+                message=lookup.message,
                 idempotency_key=decision.idempotency_key,
                 attempt_number=decision.attempt_number,
             )

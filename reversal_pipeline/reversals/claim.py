@@ -34,8 +34,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from reversal_pipeline.db.statuses import TransferStatus
+from reversal_pipeline.db.tables import refund_allocations as ra
+from reversal_pipeline.db.tables import refund_events as ev
 from reversal_pipeline.db.tables import seller_transfers as st
 
 PENDING = TransferStatus.REVERSAL_PENDING.value
@@ -74,6 +77,22 @@ TAKE_FOR_BATCH_SQL = sa.text(
 )
 
 
+# The refunds that raised the row's target, oldest first: they go into the
+# reversal's metadata so a reversal at Stripe names what it answers.
+_REFUND_IDS = (
+    sa.select(
+        sa.func.coalesce(
+            sa.func.array_agg(aggregate_order_by(ev.c.refund_id, ra.c.id)),
+            sa.literal_column("'{}'::text[]"),
+        )
+    )
+    .select_from(ra.join(ev, ev.c.id == ra.c.refund_event_id))
+    .where(ra.c.seller_transfer_id == st.c.id)
+    .scalar_subquery()
+    .label("refund_ids")
+)
+
+
 @dataclass(frozen=True)
 class ClaimSummary:
     """What a claim took, for the ``due_reversals`` metadata."""
@@ -97,6 +116,16 @@ class ClaimedRow:
     retry_count: int
     stripe_attempts: int
     reversal_requested_at: datetime | None
+    # Partial refunds (issue 17). None only for a row built by hand (a test): its
+    # whole amount, the seed's meaning of reversal_pending.
+    reversal_target: int | None = None
+    amount_reversed: int = 0
+    refund_ids: tuple[str, ...] = ()
+
+    @property
+    def target(self) -> int:
+        """What Stripe must show of our reversals for this row to be ``reversed``."""
+        return self.amount if self.reversal_target is None else self.reversal_target
 
 
 def claim_due_rows(
@@ -194,6 +223,9 @@ def iter_claimed_pages(
                     st.c.retry_count,
                     st.c.stripe_attempts,
                     st.c.reversal_requested_at,
+                    st.c.reversal_target,
+                    st.c.amount_reversed,
+                    _REFUND_IDS,
                 )
                 .where(_held_by(token, batch_id), st.c.id > after_id)
                 .order_by(st.c.id)
@@ -201,7 +233,7 @@ def iter_claimed_pages(
             ).all()
         if not rows:
             return
-        yield [ClaimedRow(**row._mapping) for row in rows]
+        yield [ClaimedRow(**{**row._mapping, "refund_ids": tuple(row.refund_ids)}) for row in rows]
         after_id = rows[-1].id
 
 

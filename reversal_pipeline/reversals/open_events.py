@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reversal_pipeline.db.statuses import REFUSED_OUTCOMES
 from reversal_pipeline.db.tables import refund_events
 
 LIST_LIMIT = 20
@@ -80,3 +81,26 @@ def list_open_events(
         event["age_days"] = round(event.pop("age").total_seconds() / 86_400, 1)
         rows.append(event)
     return rows
+
+
+def list_refused_events(
+    connection: sa.Connection, *, limit: int = LIST_LIMIT
+) -> list[dict[str, Any]]:
+    """Open events intake refused to place (issue 17), oldest first: a person must act."""
+    query = (
+        sa.select(
+            refund_events.c.id,
+            refund_events.c.refund_id,
+            refund_events.c.order_id,
+            refund_events.c.outcome,
+            refund_events.c.received_at,
+            refund_events.c.outcome_detail,
+        )
+        .where(
+            refund_events.c.processed_at.is_(None),
+            refund_events.c.outcome.in_([o.value for o in REFUSED_OUTCOMES]),
+        )
+        .order_by(refund_events.c.received_at, refund_events.c.id)
+        .limit(limit)
+    )
+    return [dict(row) for row in connection.execute(query).mappings()]

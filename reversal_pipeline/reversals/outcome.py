@@ -28,6 +28,9 @@ def change_for(
             stripe_reversal_id=decision.reversal_id,
             calls=decision.calls,
             message=decision.message,
+            amount_reversed=row.target
+            if decision.amount_reversed is None
+            else decision.amount_reversed,
         )
     if status == FAILED:
         return _give_up(decision, decision.message or "failed")

@@ -26,11 +26,20 @@ ACTOR = "reversal_job"
 
 # Built once: every row's writes are guarded by the claim. Building the clause per
 # call cost more CPU than executing it (benchmarks/pipeline_cost.py profile).
+# A ``reversed`` outcome is also guarded by the target (issue 17): if a refund
+# raised it while the call was in flight, what Stripe confirmed no longer covers
+# it, so the row is not written (the calls are audited), is released at the end
+# of the run, and the next run sends the difference.
 _CLAIM_GUARD = sa.and_(
     st.c.id == sa.bindparam("guard_row_id"),
     st.c.claimed_by == sa.bindparam("guard_token"),
     st.c.claimed_by_batch == sa.bindparam("guard_batch"),
     st.c.status == PENDING,
+    sa.or_(
+        sa.bindparam("guard_status", type_=sa.Text) != REVERSED,
+        sa.bindparam("guard_amount_reversed", type_=sa.BigInteger).is_(None),
+        st.c.reversal_target <= sa.bindparam("guard_amount_reversed", type_=sa.BigInteger),
+    ),
 )
 
 
@@ -61,6 +70,8 @@ class RowChange:
     retry_delay_seconds: float | None = None
     calls: Sequence[StripeCallRecord] = field(default_factory=tuple)
     message: str | None = None
+    # What Stripe confirmed of our reversals for the row (written with ``reversed``).
+    amount_reversed: int | None = None
 
     @property
     def values(self) -> dict[str, Any]:
@@ -75,6 +86,8 @@ class RowChange:
         if self.status_after == REVERSED:
             values["stripe_reversal_id"] = self.stripe_reversal_id
             values["reversed_at"] = sa.func.now()
+        if self.amount_reversed is not None:
+            values["amount_reversed"] = self.amount_reversed
         if self.retry_count is not None:
             values["retry_count"] = self.retry_count
         return values
@@ -129,7 +142,13 @@ def write_change(
     with engine.begin() as connection:
         updated = connection.execute(
             sa.update(st).where(_CLAIM_GUARD).values(**values),
-            {"guard_row_id": row_id, "guard_token": token, "guard_batch": batch_id},
+            {
+                "guard_row_id": row_id,
+                "guard_token": token,
+                "guard_batch": batch_id,
+                "guard_status": change.status_after,
+                "guard_amount_reversed": change.amount_reversed,
+            },
         ).rowcount
         audit_rows = audit_rows_for(row_id, run_id, change, written=bool(updated))
         if audit_rows:
@@ -208,5 +227,8 @@ def _audit_row(
 
 
 def _lease_lost(message: object) -> str:
-    prefix = "claim lost before the outcome was written (another run holds the row)"
+    prefix = (
+        "claim lost before the outcome was written (another run holds the row), or a "
+        "refund raised the reversal target meanwhile (the next run sends the difference)"
+    )
     return f"{prefix}: {message}" if message else prefix

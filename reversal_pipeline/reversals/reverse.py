@@ -38,9 +38,9 @@ class ReversalGateway(Protocol):
 
     def get_transfer(self, transfer_id: str) -> Any: ...
 
-    def find_reversal_for_seller_transfer(
+    def reversals_for_seller_transfer(
         self, transfer_id: str, seller_transfer_id: str
-    ) -> Any: ...
+    ) -> list[Any]: ...
 
 
 @dataclass
@@ -60,11 +60,20 @@ class RowDecision:
     message: str | None = None
     idempotency_key: str | None = None
     attempt_number: int | None = None
+    #: What Stripe shows of our reversals for the row once this decision holds (None: unknown).
+    amount_reversed: int | None = None
+    #: After a look-up that found less than the target: ours so far, to send only the rest.
+    already_ours: int = 0
 
 
-def idempotency_key_for(row_id: int, attempt: int) -> str:
-    """Unique per row and attempt: a key reused across attempts would replay a stored 500."""
-    return f"reversal_pipeline:seller_transfer:{row_id}:attempt:{attempt}"
+def idempotency_key_for(row_id: int, attempt: int, target: int) -> str:
+    """Unique per row, target and attempt.
+
+    Per attempt: a key reused across attempts would replay a stored 500. The
+    target is in it too (issue 17): a raised target must never replay the
+    reversal of an older, smaller one, whatever the attempt counter says.
+    """
+    return f"reversal_pipeline:seller_transfer:{row_id}:target:{target}:attempt:{attempt}"
 
 
 def row_problem(row: ClaimedRow) -> str | None:
@@ -79,6 +88,11 @@ def row_problem(row: ClaimedRow) -> str | None:
         return (
             f"{label} has stripe_transfer_id {transfer_id[:64]!r}, not shaped like tr_...; "
             "fix the row and requeue"
+        )
+    if row.target <= 0 or row.target > row.amount:
+        return (
+            f"{label} has reversal_target {row.target}, outside 1..{row.amount}: nothing to "
+            "send; set it with `reversal-pipeline adjust` and requeue"
         )
     return None
 
@@ -95,23 +109,27 @@ def call_record(
 
 
 def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDecision | None:
-    """Find a reversal an earlier attempt made but never recorded (a lost reply).
+    """Find what earlier attempts reversed but never recorded (a lost reply), and sum it.
 
-    A reversal of ours counts as this row's only if it covers the row's amount in
-    the row's currency: after an operator corrects a row's amount and requeues it,
-    an earlier, smaller reversal must not turn the row ``reversed``. Nor may the
-    job add the difference on its own; that is a person's decision (``not_confirmed``).
+    Every reversal of ours carries the row id in its metadata. A row with
+    partial refunds has one per raise of its target; their sum is what Stripe
+    shows of our reversals for the row. It covers the target: the row is
+    ``reversed`` without sending (``found_existing``). It falls short:
+    ``continue`` with ``already_ours`` set, and only the difference is sent.
+    A reversal of ours in another currency is never counted: the row's amount
+    was taken in the wrong unit, a person must look (``not_confirmed``).
     """
     assert row.stripe_transfer_id is not None
     try:
-        found = stripe.find_reversal_for_seller_transfer(row.stripe_transfer_id, str(row.id))
+        ours = stripe.reversals_for_seller_transfer(row.stripe_transfer_id, str(row.id))
     except StripeSentinel as error:
         return _route_error(
             row, error, [call_record(AttemptAction.LOOKUP_REVERSAL, "error", error=error)]
         )
-    if found is None:
+    if not ours:
         return RowDecision(
             kind="continue",
+            amount_reversed=0,
             calls=[
                 call_record(
                     AttemptAction.LOOKUP_REVERSAL,
@@ -120,9 +138,12 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
                 )
             ],
         )
-    mismatch = _coverage_problem(row, found.amount, found.currency)
-    if mismatch is not None:
-        shown = f"reversal {found.id} of {found.amount} {found.currency.upper()}"
+    listed = ", ".join(f"{r.id} of {r.amount} {r.currency.upper()}" for r in ours)
+    other_currency = [r for r in ours if r.currency.lower() != row.currency.lower()]
+    if other_currency:
+        mismatch = (
+            f"it is in {other_currency[0].currency.upper()}, not the row's {row.currency.upper()}"
+        )
         return RowDecision(
             kind="not_confirmed",
             reversal_id=None,
@@ -130,36 +151,82 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
                 call_record(
                     AttemptAction.LOOKUP_REVERSAL,
                     "not_confirmed",
-                    stripe_reversal_id=found.id,
-                    message=f"{shown} from an earlier attempt found by its metadata; {mismatch}",
+                    stripe_reversal_id=other_currency[0].id,
+                    message=f"reversal(s) {listed} from earlier attempts found by their "
+                    f"metadata; {mismatch}",
                 )
             ],
             message=(
-                f"an earlier attempt made {shown} for seller transfer {row.id}, but {mismatch}: "
-                "not sent again, needs a person (resolve, or correct the row)"
+                f"an earlier attempt made reversal(s) {listed} for seller transfer {row.id}, "
+                f"but {mismatch}: not sent again, needs a person (resolve, or correct the row)"
             ),
         )
+    total = sum(r.amount for r in ours)
+    newest = ours[-1]
+    if total < row.target:
+        return RowDecision(
+            kind="continue",
+            amount_reversed=total,
+            already_ours=total,
+            calls=[
+                call_record(
+                    AttemptAction.LOOKUP_REVERSAL,
+                    "partial",
+                    stripe_reversal_id=newest.id,
+                    message=(
+                        f"ours at Stripe: {listed} ({total} in all), short of the target "
+                        f"{row.target}: sending the difference {row.target - total}"
+                    ),
+                )
+            ],
+        )
+    over = (
+        f"; {total} is more than the target {row.target}: over-reversed, needs a person"
+        if total > row.target
+        else ""
+    )
     return RowDecision(
         kind="found_existing",
-        reversal_id=found.id,
+        reversal_id=newest.id,
+        amount_reversed=total,
+        message=f"over-reversed: ours at Stripe {listed}{over}" if over else None,
         calls=[
             call_record(
                 AttemptAction.LOOKUP_REVERSAL,
                 "found_existing",
-                stripe_reversal_id=found.id,
-                message=f"reversal {found.id} from an earlier attempt found by its metadata",
+                stripe_reversal_id=newest.id,
+                message=(
+                    f"reversal(s) {listed} from earlier attempts found by their metadata: "
+                    f"{total} covers the target {row.target}{over}"
+                ),
             )
         ],
     )
 
 
-def _coverage_problem(row: ClaimedRow, amount: int, currency: str) -> str | None:
-    """Why a reversal of ``amount`` ``currency`` does not cover the row, or None."""
-    if currency.lower() != row.currency.lower():
-        return f"it is in {currency.upper()}, not the row's {row.currency.upper()}"
-    if amount < row.amount:
-        return f"it is less than the row's {row.amount} {row.currency.upper()}"
-    return None
+#: Stripe allows 500 characters per metadata value.
+_METADATA_VALUE_LIMIT = 500
+
+
+def reversal_metadata(row: ClaimedRow, attempt: int) -> dict[str, str]:
+    """What a reversal says about itself at Stripe: the row, the target and the refunds.
+
+    ``seller_transfer_id`` is what the look-up for lost replies matches on;
+    the target and refund ids let a person at the Dashboard see what a
+    reversal answers. The refund list is cut (oldest kept) at Stripe's limit.
+    """
+    refund_ids = ",".join(row.refund_ids)
+    if len(refund_ids) > _METADATA_VALUE_LIMIT:
+        refund_ids = refund_ids[: _METADATA_VALUE_LIMIT - 3].rsplit(",", 1)[0] + ",..."
+    metadata = {
+        "seller_transfer_id": str(row.id),
+        "order_id": row.order_id,
+        "attempt": str(attempt),
+        "reversal_target": str(row.target),
+    }
+    if refund_ids:
+        metadata["refund_ids"] = refund_ids
+    return metadata
 
 
 def send_reversal(
@@ -169,19 +236,23 @@ def send_reversal(
     attempt: int,
     key: str | None = None,
     earlier_calls: list[StripeCallRecord] | None = None,
+    already_ours: int = 0,
 ) -> RowDecision:
-    """Create the reversal (or send the same request again after a 429)."""
+    """Create the reversal of what the target still lacks (or send it again after a 429).
+
+    ``already_ours`` is what the look-up found of our reversals for the row;
+    only ``target - already_ours`` is sent. Never more than the transfer has
+    left: Stripe refuses such an amount (400), which is retried and then
+    given up like any other refusal, never split or forced.
+    """
     assert row.stripe_transfer_id is not None
-    key = key or idempotency_key_for(row.id, attempt)
+    key = key or idempotency_key_for(row.id, attempt, row.target)
     calls = list(earlier_calls or [])
-    metadata = {
-        "seller_transfer_id": str(row.id),
-        "order_id": row.order_id,
-        "attempt": str(attempt),
-    }
+    metadata = reversal_metadata(row, attempt)
+    amount = row.target - already_ours
     base = {"attempt_number": attempt, "idempotency_key": key}
     try:
-        reversal = stripe.reverse_transfer(row.stripe_transfer_id, row.amount, key, metadata)
+        reversal = stripe.reverse_transfer(row.stripe_transfer_id, amount, key, metadata)
     except StripeSentinel as error:
         calls.append(
             call_record(AttemptAction.CREATE_REVERSAL, _outcome_name(error), error=error, **base)
@@ -200,11 +271,12 @@ def send_reversal(
         calls=calls,
         idempotency_key=key,
         attempt_number=attempt,
-        message=_currency_warning(row, getattr(reversal, "currency", None)),
+        amount_reversed=already_ours + int(getattr(reversal, "amount", amount)),
+        message=_currency_warning(row, getattr(reversal, "currency", None), amount),
     )
 
 
-def _currency_warning(row: ClaimedRow, stripe_currency: str | None) -> str | None:
+def _currency_warning(row: ClaimedRow, stripe_currency: str | None, amount: int) -> str | None:
     """Say so at once when the transfer's currency is not the row's.
 
     A reversal's amount is in the transfer's currency, so the row's amount was
@@ -216,7 +288,7 @@ def _currency_warning(row: ClaimedRow, stripe_currency: str | None) -> str | Non
         return None
     return (
         f"reversed, but the transfer is in {stripe_currency.upper()}, not the row's "
-        f"{row.currency.upper()}: {row.amount} minor units of {stripe_currency.upper()} "
+        f"{row.currency.upper()}: {amount} minor units of {stripe_currency.upper()} "
         "were taken back; check the order and correct it by hand (needs a person)"
     )
 
@@ -295,7 +367,9 @@ def confirm_already_reversed(
                 f"{row.currency.upper()}: needs a person"
             ),
         )
-    if transfer.amount_reversed >= row.amount and chosen is not None:
+    # The transfer shows the target covered (by us or out-of-band): the row owes nothing
+    # more, so its confirmed amount is its target (issue 17).
+    if transfer.amount_reversed >= row.target and chosen is not None:
         source = "by an earlier attempt of ours" if ours else "out-of-band (not by this job)"
         calls.append(
             call_record(
@@ -309,6 +383,7 @@ def confirm_already_reversed(
             kind="already_reversed",
             calls=calls,
             reversal_id=chosen.id,
+            amount_reversed=row.target,
             error=error,
             message=f"already reversed {source}: {shown}; recorded {chosen.id}",
         )
@@ -319,7 +394,7 @@ def confirm_already_reversed(
         error=error,
         message=(
             f"Stripe said the transfer is already reversed, but {shown}, "
-            f"less than this row's {row.amount}: needs a person"
+            f"less than this row's {row.target} (its reversal target): needs a person"
         ),
     )
 

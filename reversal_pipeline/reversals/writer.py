@@ -60,16 +60,22 @@ GROUP_UPDATE = sa.text(
         next_retry_at = CASE WHEN v.retry_delay_seconds IS NULL THEN NULL
                              ELSE now() + make_interval(secs => v.retry_delay_seconds) END,
         retry_count = COALESCE(v.retry_count, s.retry_count),
+        amount_reversed = COALESCE(v.amount_reversed, s.amount_reversed),
         claimed_by = NULL,
         claimed_by_batch = NULL,
         claim_expires_at = NULL
     FROM unnest(
         CAST(:ids AS bigint[]), CAST(:statuses AS text[]), CAST(:error_messages AS text[]),
         CAST(:reversal_ids AS text[]), CAST(:retry_counts AS integer[]),
-        CAST(:retry_delays AS double precision[])
-    ) AS v(id, status, error_message, stripe_reversal_id, retry_count, retry_delay_seconds)
+        CAST(:retry_delays AS double precision[]), CAST(:amounts_reversed AS bigint[])
+    ) AS v(id, status, error_message, stripe_reversal_id, retry_count, retry_delay_seconds,
+           amount_reversed)
     WHERE s.id = v.id AND s.claimed_by = :token AND s.claimed_by_batch = :batch
       AND s.status = 'reversal_pending'
+      -- reversed only if what Stripe confirmed covers the target as it is now (issue 17)
+      -- (NULL: the change does not say; every change the job makes does)
+      AND (v.status <> 'reversed' OR v.amount_reversed IS NULL
+           OR s.reversal_target <= v.amount_reversed)
     RETURNING s.id
     """
 )
@@ -204,6 +210,7 @@ class GroupCommitWriter:
             "reversal_ids": [c.stripe_reversal_id for c in changes],
             "retry_counts": [c.retry_count for c in changes],
             "retry_delays": [c.retry_delay_seconds for c in changes],
+            "amounts_reversed": [c.amount_reversed for c in changes],
         }
         with self.engine.begin() as connection:
             written_ids = set(connection.execute(GROUP_UPDATE, params).scalars())

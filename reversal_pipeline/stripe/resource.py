@@ -558,6 +558,24 @@ class StripeResource(dg.ConfigurableResource):
             )
         return min(matches, key=lambda r: (r.created, r.id))
 
+    def reversals_for_seller_transfer(
+        self, transfer_id: str, seller_transfer_id: str | int
+    ) -> list[ReversalRecord]:
+        """Every reversal on the transfer made for this ``seller_transfers`` row, oldest first.
+
+        A row with partial refunds has one reversal per raise of its target;
+        their sum is what Stripe shows of our reversals for the row, the
+        amount the job subtracts from the target before sending (issue 17).
+        The same listing as ``find_reversal_for_seller_transfer``.
+        """
+        wanted = str(seller_transfer_id)
+        matches = [
+            r
+            for r in self._iter_reversals(transfer_id)
+            if r.metadata.get(SELLER_TRANSFER_ID_KEY) == wanted
+        ]
+        return sorted(matches, key=lambda r: (r.created, r.id))
+
     # -- internals -----------------------------------------------------------
 
     # We page by hand instead of ListObject.auto_paging_iter(): its generator

@@ -147,9 +147,13 @@ def test_reopen_refuses_when_stripe_shows_the_money_back(
     assert _snapshot(engine) == before
 
 
-def test_reopen_refuses_a_partial_reversal_of_ours(
-    job_env: dict[str, str], engine: sa.Engine, stripe_emulator: EmulatorServer
+def test_reopen_of_a_row_with_a_partial_reversal_of_ours_sends_only_the_rest(
+    job_env: dict[str, str],
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    stripe_resource: StripeResource,
 ) -> None:
+    """Issue 17 changed this from a refusal: the job now completes a partial to the target."""
     [row] = seed_rows(
         engine,
         stripe_emulator.control(),
@@ -161,13 +165,17 @@ def test_reopen_refuses_a_partial_reversal_of_ours(
     partial = stripe_emulator.control().reverse_transfer(
         row.stripe_transfer_id, amount=400, metadata={"seller_transfer_id": str(row.id)}
     )
-    before = _snapshot(engine)
 
     result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
 
-    assert result.exit_code != 0
-    assert partial["id"] in result.stderr
-    assert _snapshot(engine) == before
+    assert result.exit_code == 0, result.output
+    assert row_state(engine, row.id)["amount_reversed"] == 400
+    _run_job(engine, stripe_resource, "run-after-reopen")
+    reversals = stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]
+    assert sorted(r["amount"] for r in reversals) == [400, 600]
+    assert partial["id"] in {r["id"] for r in reversals}
+    state = row_state(engine, row.id)
+    assert (state["status"], state["amount_reversed"]) == ("reversed", 1_000)
 
 
 def test_reopen_refuses_a_row_that_is_not_reversed(

@@ -14,6 +14,7 @@ EXPECTED_TABLES = {
     "seller_transfers",
     "refund_events",
     "refund_event_history",
+    "refund_allocations",
     "reversal_attempts",
     "reconciliation_drift",
     "reconciliation_runs",

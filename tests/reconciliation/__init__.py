@@ -60,11 +60,23 @@ def reversed_row(seller_transfer_id: int, **overrides: Any) -> dict[str, Any]:
     return db_row(seller_transfer_id, **{**values, **overrides})
 
 
+def _with_target(row: Mapping[str, Any]) -> dict[str, Any]:
+    """Issue 17's columns as the database fills them when a row does not say."""
+    on_its_way_back = row["status"] in ("reversal_pending", "reversed", "permanently_failed")
+    return {
+        "reversal_target": row["amount"] if on_its_way_back else 0,
+        "db_amount_reversed": row["amount"] if row["status"] == "reversed" else 0,
+        **row,
+    }
+
+
 def db_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     """A frame with the columns and dtypes ``frames.db_transfers_frame`` returns."""
-    frame = pd.DataFrame(list(rows), columns=list(DB_FRAME_COLUMNS))
+    frame = pd.DataFrame([_with_target(row) for row in rows], columns=list(DB_FRAME_COLUMNS))
     return frame.astype(
         {
+            "reversal_target": "int64",
+            "db_amount_reversed": "int64",
             "seller_transfer_id": "int64",
             "stripe_transfer_id": ID_DTYPE,
             "stripe_account_id": "category",
@@ -154,6 +166,8 @@ def insert_rows(engine: sa.Engine, rows: Iterable[Mapping[str, Any]]) -> None:
         record["id"] = row["seller_transfer_id"]
         record["order_id"] = f"order_{row['seller_transfer_id']}"
         record["seller_id"] = "seller_1"
+        if "db_amount_reversed" in record:  # the frame's name for the table's column
+            record["amount_reversed"] = record.pop("db_amount_reversed")
         is_reversed = record["status"] == "reversed"
         record["reversed_at"] = DAY_START + timedelta(hours=6) if is_reversed else None
         records.append(record)

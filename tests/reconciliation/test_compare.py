@@ -66,7 +66,8 @@ SCENARIOS = {
         "critical",
     ),
     "over_reversed": (
-        [reversed_row(1)],
+        # Issue 17: two reversals of ours are normal; more than the row's target is not.
+        [reversed_row(1, reversal_target=500, db_amount_reversed=500)],
         [
             snapshot(
                 "tr_1",

@@ -328,7 +328,9 @@ def count_faults(log: list[dict[str, Any]]) -> Counter[str]:
 
 
 def _key_row_and_attempt(key: str) -> tuple[int, int]:
-    row, _, attempt = key[len(KEY_PREFIX) :].partition(":attempt:")
+    # "<row>:target:<target>:attempt:<n>" (the target is in the key since issue 17)
+    row, _, rest = key[len(KEY_PREFIX) :].partition(":target:")
+    _, _, attempt = rest.partition(":attempt:")
     return int(row), int(attempt)
 
 

@@ -19,7 +19,11 @@ reversal is audited with that reversal's idempotency key;
 (c) the total reversed at Stripe for a row never exceeds the row's amount;
 (d) every claimed row gets its outcome written (or a retry scheduled, its
 ``retry_count`` counted), or the run fails (or was told to stop);
-(e) no ``reversal_pending`` row without ``next_retry_at``.
+(e) no ``reversal_pending`` row without ``next_retry_at``;
+(f) (issue 17) the total reversed at Stripe by our reversals for a row never exceeds
+its ``reversal_target``. Rows are seeded with partial targets too, and between runs
+a partial refund may raise a row's target through the real intake
+(``raise_a_target``), so a row is reversed in several parts.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import sqlalchemy as sa
 from reversal_pipeline.db.tables import reversal_attempts, seller_transfers
 from reversal_pipeline.reversals.batch import BatchReport, ReversalBatch
 from reversal_pipeline.reversals.claim import claim_due_rows
+from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
+from reversal_pipeline.reversals.refund_policy import PartialRefundPolicy
 from reversal_pipeline.reversals.reverse import idempotency_key_for
 from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe import StripeResource
@@ -131,7 +137,11 @@ class Simulation:
     counts: Counter[str] = field(default_factory=Counter)
     violations: list[str] = field(default_factory=list)
     unauditable: set[int] = field(default_factory=set)
+    # Partial targets draw from their own generator: the fault schedules of the main
+    # one (and so the paths each seed reaches) stay what they were before issue 17.
+    partial_rng: random.Random = field(default_factory=lambda: random.Random("partial"))
     _runs: int = 0
+    _refunds: int = 0
 
     def __post_init__(self) -> None:
         with self.engine.begin() as connection:
@@ -164,6 +174,9 @@ class Simulation:
                 "transferred_at": now,
                 "next_retry_at": now,
                 "reversal_requested_at": now,
+                # A partial target for some rows (issue 17): 0 lets the database give
+                # the whole amount, the seed's meaning of reversal_pending.
+                "reversal_target": self.partial_rng.choice([0, 0, row_amount // 2, 1]),
             }
             for tid, (row_amount, _) in zip(ids, amounts, strict=True)
         ]
@@ -173,6 +186,34 @@ class Simulation:
                     sa.insert(seller_transfers).returning(seller_transfers.c.id), values
                 ).scalars()
             )
+
+    def raise_a_target(self) -> None:
+        """A partial refund of a random row not yet at its full amount, through real intake."""
+        candidates = [
+            r
+            for r in self.rows()
+            if r["status"] in ("reversal_pending", "reversed")
+            and r["reversal_target"] < r["amount"]
+            and r["claimed_by"] is None
+        ]
+        if not candidates:
+            return
+        row = self.partial_rng.choice(candidates)
+        self._refunds += 1
+        with self.engine.begin() as connection:
+            request_reversal(
+                connection,
+                refund_id=f"re_sim_{self._refunds}",
+                order_id=row["order_id"],
+                amount=self.partial_rng.randint(1, row["amount"] - row["reversal_target"]),
+                currency=row["currency"],
+                seller_transfer_id=row["id"],
+            )
+        summary = process_refund_events(
+            self.engine, run_id="sim-intake", policy=PartialRefundPolicy.REFUSE
+        )
+        assert summary.outcomes == {"reversal_requested": 1}, summary
+        self.counts["partial_refund"] += 1
 
     def rows(self, **where: Any) -> list[dict[str, Any]]:
         query = sa.select(seller_transfers).order_by(seller_transfers.c.id)
@@ -282,6 +323,8 @@ class Simulation:
         """Drive ``path`` once (on a chosen row), run, then check every invariant."""
         if self.rng.random() < 0.5 or not self.rows(status="reversal_pending"):
             self.seed(self.rng.randint(1, 3))
+        if self.partial_rng.random() < 0.4:
+            self.raise_a_target()
         result = getattr(self, f"_drive_{path.value}")()
         self.server.faults.clear_scripts()
         self.server.faults.release_holds()
@@ -581,13 +624,25 @@ class Simulation:
                 )
             keys = {a["idempotency_key"] for a in calls if a["action"] == "create_reversal"}
             for reversal in [] if row_id in self.unauditable else reversals:
-                key = idempotency_key_for(row_id, int(reversal.metadata["attempt"]))
+                key = idempotency_key_for(
+                    row_id,
+                    int(reversal.metadata["attempt"]),
+                    int(reversal.metadata["reversal_target"]),
+                )
                 if key not in keys:
                     found.append(f"(b) {label}: no audit row for the create of {reversal.id}")
             # (c) never more reversed than the row's amount
             total = sum(r.amount for r in reversals)
             if total > row["amount"]:
                 found.append(f"(c) {label}: {total} reversed at Stripe, row amount {row['amount']}")
+            # (f) never more reversed by us than the row's target (issue 17)
+            ours = sum(
+                r.amount for r in reversals if r.metadata.get("seller_transfer_id") == str(row_id)
+            )
+            if ours > row["reversal_target"]:
+                found.append(
+                    f"(f) {label}: {ours} reversed by us at Stripe, target {row['reversal_target']}"
+                )
             # (e) pending rows always come due again
             if row["status"] == "reversal_pending" and row["next_retry_at"] is None:
                 found.append(f"(e) {label}: reversal_pending without next_retry_at")

@@ -256,6 +256,10 @@ def test_an_exhausted_row_with_nothing_at_stripe_gives_up_after_its_lookup(
 def test_an_earlier_smaller_reversal_of_ours_is_not_taken_as_covering_the_row(
     engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
 ) -> None:
+    """Issue 17 changed the second half: the job now sends only the difference to the target.
+
+    Still true from issue 12: a smaller reversal never makes the row ``reversed`` as it is.
+    """
     [row] = seed_rows(engine, stripe_emulator.control(), 1, stripe_attempts=1)
     earlier = stripe_emulator.control().reverse_transfer(
         row.stripe_transfer_id, amount=300, metadata={"seller_transfer_id": str(row.id)}
@@ -264,10 +268,14 @@ def test_an_earlier_smaller_reversal_of_ours_is_not_taken_as_covering_the_row(
     run_batch(engine, impatient_stripe, "run-a")
 
     state = row_state(engine, row.id)
-    assert state["status"] == "permanently_failed"
-    assert earlier["id"] in state["error_message"]
-    assert "300" in state["error_message"]
-    assert len(_reversals(stripe_emulator, row.stripe_transfer_id)) == 1  # nothing more sent
+    reversals = _reversals(stripe_emulator, row.stripe_transfer_id)
+    assert sorted(r["amount"] for r in reversals) == [300, 700]  # the difference, once
+    [added] = [r for r in reversals if r["id"] != earlier["id"]]
+    assert (state["status"], state["stripe_reversal_id"]) == ("reversed", added["id"])
+    assert (state["reversal_target"], state["amount_reversed"]) == (1_000, 1_000)
+    [lookup] = [a for a in _stripe_audit(engine, row.id) if a["action"] == "lookup_reversal"]
+    assert lookup["outcome"] == "partial"
+    assert earlier["id"] in lookup["message"]
 
 
 def test_an_earlier_reversal_in_another_currency_is_not_taken_as_covering_the_row(

@@ -51,6 +51,8 @@ def refund_intake(
         context.log.warning(f"refund {refund_id}: {outcome}: {why}")
     for refund_id, why in summary.newly_expired:
         context.log.error(f"refund {refund_id}: expired_unmatched: {why}")
+    for refund_id, outcome, why in summary.refused:
+        context.log.error(f"refund {refund_id}: {outcome}: {why}")
     with engine.connect() as connection:
         still_open = summarize_open_events(connection, window)
         oldest = list_open_events(connection, window)

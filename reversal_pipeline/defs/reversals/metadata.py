@@ -51,6 +51,12 @@ OPEN_EVENT_COLUMNS = (
     _column("age_days", "float"),
     _column("outcome_detail", "string"),
 )
+REFUSED_EVENT_COLUMNS = (
+    _column("refund_id", "string"),
+    _column("order_id", "string"),
+    _column("outcome", "string", "needs_scope, over_refund or currency_mismatch"),
+    _column("outcome_detail", "string"),
+)
 EXPIRED_CLAIM_COLUMNS = (
     _column("id", "int", "seller_transfers.id"),
     _column("claimed_by", "string", "the run id that held the claim"),
@@ -105,6 +111,10 @@ def _cell(value: Any, kind: str) -> str | int | float | bool | None:
 
 def open_events_table(events: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
     return rows_table(events, OPEN_EVENT_COLUMNS)
+
+
+def refused_events_table(events: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:
+    return rows_table(events, REFUSED_EVENT_COLUMNS)
 
 
 def claim_metadata(summary: ClaimSummary, token: str) -> dict[str, Any]:
