@@ -155,17 +155,33 @@ def test_reversed_amount_boundaries_of_a_failed_row(reversed_amount: int, expect
     assert set(findings["category"].astype(str)) == expected
 
 
-def test_one_reversal_of_ours_is_not_over_reversed_and_two_are() -> None:
+def test_our_reversals_are_over_reversed_only_beyond_the_target() -> None:
+    """Since partial refunds (issue 17) several reversals of ours for one row are
+    normal; only more than the row's target is ``over_reversed``."""
     once = [reversal("trr_1", 500, seller_transfer_id=1)]
     twice = [*once, reversal("trr_2", 500, seller_transfer_id=1, created=DAY_START)]
-    rows = [reversed_row(1, amount=1000), reversed_row(2, amount=1000, stripe_reversal_id="trr_2")]
-    snapshots = [snapshot("tr_1", reversals=once), snapshot("tr_2", reversals=twice)]
+    beyond = [
+        reversal("trr_3a", 600, seller_transfer_id=3),
+        reversal("trr_3", 600, seller_transfer_id=3, created=DAY_START),
+    ]
+    rows = [
+        reversed_row(1, amount=1000),
+        reversed_row(2, amount=1000, stripe_reversal_id="trr_2"),
+        reversed_row(3, amount=1500, reversal_target=1000, db_amount_reversed=1000),
+    ]
+    snapshots = [
+        snapshot("tr_1", reversals=once),
+        snapshot("tr_2", reversals=twice),
+        snapshot("tr_3", amount=1500, reversals=beyond),
+    ]
 
     found = _records(drift_findings_for(rows, snapshots))
 
     assert ("over_reversed", "1") not in found
     assert ("db_reversed_stripe_not", "1") in found  # 500 of 1000
-    assert found[("over_reversed", "2")]["details"]["our_reversal_count_max"] == 2
+    assert not [key for key in found if key[1] == "2"]  # 500 + 500 = its target
+    assert found[("over_reversed", "3")]["details"]["our_reversal_count_max"] == 2
+    assert found[("over_reversed", "3")]["details"]["amount_reversed"] == 1200
 
 
 def test_a_requested_row_reversed_at_stripe_is_not_reversed_without_request() -> None:
