@@ -12,10 +12,17 @@ directory and writes ``mutants/`` there; a copy keeps the worktree clean and
 lets modules run one after the other with different test selections.
 
 Each pytest session mutmut starts (one per mutant, forked) gets its own base
-temp directory and so its own embedded PostgreSQL (``tests/conftest.py``): a
-shared ``/tmp/pytest-of-root`` once made PostgreSQL fail under parallel
-sessions, and mutmut counted those failures as kills. The script also refuses
-a module whose targeted tests fail on the unmutated code (mutmut's clean run).
+temp directory (``tests/conftest.py``): a shared ``/tmp/pytest-of-root`` once
+made PostgreSQL fail under parallel sessions, and mutmut counted those failures
+as kills. A module whose tests need PostgreSQL (``database=True``) gets one
+embedded server for its whole run, handed to every session through
+``TEST_DATABASE_URL``: starting one per mutant took ~25 s on a loaded machine,
+longer than the tests. Each session still migrates its own template and each
+test clones its own database from it, so sessions running at once share
+nothing but the server; if the server is not answering at the end of the run,
+the module is reported as not measured (its failures would have counted as
+kills). The script also refuses a module whose targeted tests fail on the
+unmutated code (mutmut's clean run).
 
     uv run python benchmarks/mutation.py                      # every module
     uv run python benchmarks/mutation.py classify backoff     # some modules
@@ -40,6 +47,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from reversal_pipeline.db.embedded import throwaway_embedded_server
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,6 +58,8 @@ REPO = Path(__file__).resolve().parent.parent
 class Target:
     source: str
     tests: tuple[str, ...]
+    #: The tests need PostgreSQL: one server is started for the module's whole run.
+    database: bool = False
 
 
 TARGETS: dict[str, Target] = {
@@ -70,11 +83,13 @@ TARGETS: dict[str, Target] = {
     ),
     "batch": Target(
         "reversal_pipeline/reversals/batch.py",
-        ("tests/reversals/", "tests/reliability/test_simulation.py"),
+        ("tests/reversals/test_batch_mutants.py",),
+        database=True,
     ),
     "writer": Target(
         "reversal_pipeline/reversals/writer.py",
-        ("tests/reversals/test_writer.py", "tests/reliability/test_simulation.py"),
+        ("tests/reversals/test_writer.py", "tests/reversals/test_writer_mutants.py"),
+        database=True,
     ),
     # Reconciliation (issue 13): the comparison, its frames and the findings store.
     "compare": Target(
@@ -96,6 +111,8 @@ TARGETS: dict[str, Target] = {
 PYTEST_ARGS = ["-n", "0", "--no-cov", "-p", "no:cacheprovider", "-x", "-q"]
 KEEP = bool(os.environ.get("MUTATION_KEEP"))  # keep the copies, for debugging a run
 RESULT_LINE = re.compile(r"^\s*(\S+): (.+)$")
+#: Read by ``tests/plugins/database.py``: use this server instead of starting one.
+TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
 
 
 def tracked_copy(destination: Path) -> None:
@@ -132,21 +149,48 @@ def configure(copy: Path, target: Target) -> None:
 def run_module(name: str, target: Target, time_limit: float, max_children: int) -> Counter[str]:
     copy = Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
     try:
-        return _measure(name, target, copy, time_limit, max_children)
+        if not target.database:
+            return _measure(name, target, copy, time_limit, max_children, dict(os.environ))
+        with throwaway_embedded_server(prefix=f"mutmut-{name}-pg-") as server_url:
+            environment = {**os.environ, TEST_DATABASE_URL_ENV: server_url}
+            statuses = _measure(name, target, copy, time_limit, max_children, environment)
+            if statuses and not _server_answers(server_url):
+                # Every mutant checked after the server died "failed": not kills.
+                print(f"{name}: the shared PostgreSQL stopped during the run; not measured")
+                return Counter()
+            return statuses
     finally:
         if not KEEP:
             shutil.rmtree(copy, ignore_errors=True)
 
 
+def _server_answers(server_url: str) -> bool:
+    engine = sa.create_engine(server_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT 1")).scalar() == 1
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _measure(
-    name: str, target: Target, copy: Path, time_limit: float, max_children: int
+    name: str,
+    target: Target,
+    copy: Path,
+    time_limit: float,
+    max_children: int,
+    environment: dict[str, str],
 ) -> Counter[str]:
     tracked_copy(copy)
     configure(copy, target)
     started = time.monotonic()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
     with open(copy / "mutmut-run.log", "w") as log:
-        process = subprocess.Popen(command, cwd=copy, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=copy, stdout=log, stderr=subprocess.STDOUT, env=environment
+        )
         try:
             process.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
