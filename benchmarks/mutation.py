@@ -27,6 +27,7 @@ unmutated code (mutmut's clean run).
     uv run python benchmarks/mutation.py                      # every module
     uv run python benchmarks/mutation.py classify backoff     # some modules
     uv run python benchmarks/mutation.py --time-limit 600 --max-children 2 reverse
+    uv run python benchmarks/mutation.py batch --only _finish --only _account  # some functions
 
 Kill rate = (killed + timeout) / (killed + timeout + survived); mutants not
 checked before the time bound are reported apart, never counted as kills.
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import fnmatch
 import os
 import re
 import shutil
@@ -146,14 +148,16 @@ def configure(copy: Path, target: Target) -> None:
     )
 
 
-def run_module(name: str, target: Target, time_limit: float, max_children: int) -> Counter[str]:
+def run_module(
+    name: str, target: Target, time_limit: float, max_children: int, only: list[str]
+) -> Counter[str]:
     copy = Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
     try:
         if not target.database:
-            return _measure(name, target, copy, time_limit, max_children, dict(os.environ))
+            return _measure(name, target, copy, time_limit, max_children, dict(os.environ), only)
         with throwaway_embedded_server(prefix=f"mutmut-{name}-pg-") as server_url:
             environment = {**os.environ, TEST_DATABASE_URL_ENV: server_url}
-            statuses = _measure(name, target, copy, time_limit, max_children, environment)
+            statuses = _measure(name, target, copy, time_limit, max_children, environment, only)
             if statuses and not _server_answers(server_url):
                 # Every mutant checked after the server died "failed": not kills.
                 print(f"{name}: the shared PostgreSQL stopped during the run; not measured")
@@ -182,11 +186,15 @@ def _measure(
     time_limit: float,
     max_children: int,
     environment: dict[str, str],
+    only: list[str],
 ) -> Counter[str]:
     tracked_copy(copy)
     configure(copy, target)
     started = time.monotonic()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    # mutmut matches these with fnmatch against names like
+    # reversal_pipeline.reversals.batch.xǁReversalBatchǁ_finish__mutmut_3
+    command += [f"*{pattern}*" for pattern in only]
     with open(copy / "mutmut-run.log", "w") as log:
         process = subprocess.Popen(
             command, cwd=copy, stdout=log, stderr=subprocess.STDOUT, env=environment
@@ -218,6 +226,12 @@ def _measure(
         match = RESULT_LINE.match(line)
         if match:
             by_mutant[match.group(1)] = match.group(2)
+    if only:  # mutants outside the selection are listed "not checked": leave them out
+        by_mutant = {
+            mutant: status
+            for mutant, status in by_mutant.items()
+            if any(fnmatch.fnmatch(mutant, f"*{pattern}*") for pattern in only)
+        }
     statuses: Counter[str] = Counter(by_mutant.values())
     survivors = sorted(name for name, status in by_mutant.items() if status == "survived")
     killed = statuses["killed"] + statuses["timeout"]
@@ -275,10 +289,17 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=[], help=f"any of {sorted(TARGETS)}")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds per module")
     parser.add_argument("--max-children", type=int, default=2, help="mutmut's parallel workers")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only mutants whose name contains NAME (a function, e.g. _finish); repeatable",
+    )
     args = parser.parse_args()
     totals: Counter[str] = Counter()
     for name in args.modules or list(TARGETS):
-        totals += run_module(name, TARGETS[name], args.time_limit, args.max_children)
+        totals += run_module(name, TARGETS[name], args.time_limit, args.max_children, args.only)
     killed = totals["killed"] + totals["timeout"]
     checked = killed + totals["survived"]
     if checked:
