@@ -358,6 +358,7 @@ def test_already_reversed_in_another_currency_is_not_confirmed(
     decision = send_reversal(_row(transfer_id, currency="usd"), impatient_stripe, attempt=2)
 
     assert (decision.kind, decision.reversal_id) == ("not_confirmed", None)
+    assert isinstance(decision.error, TransferAlreadyReversed)
     shown = "Stripe shows 1000 of 1000 eur reversed in 1 reversal(s)"
     assert decision.message == (
         f"Stripe said the transfer is already reversed, but {shown}, not in the row's USD: "
@@ -435,6 +436,22 @@ def test_confirm_already_reversed_called_alone_keeps_the_calls_given(
         ("create_reversal", "already_reversed"),
         ("confirm_reversed", "confirmed"),
     ]
+
+
+def test_already_reversed_with_no_reversal_on_the_transfer_is_not_confirmed(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    """Stripe's answer and its transfer disagree: believe neither, ask a person."""
+    transfer_id = _transfer(control)
+    error = TransferAlreadyReversed("already reversed", http_status=400)
+
+    decision = confirm_already_reversed(_row(transfer_id), impatient_stripe, error, [])
+
+    assert (decision.kind, decision.reversal_id, decision.error) == ("not_confirmed", None, error)
+    assert decision.message == (
+        "Stripe said the transfer is already reversed, but Stripe shows 0 of 1000 usd "
+        "reversed in 0 reversal(s), less than this row's 1000: needs a person"
+    )
 
 
 # -- the look-up for an earlier reversal ------------------------------------------------------
