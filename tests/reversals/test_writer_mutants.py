@@ -9,6 +9,9 @@ the database refuses (its Stripe calls audited alone, the row reported
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.reversals.claim import claim_due_rows
@@ -158,3 +161,42 @@ def test_closing_twice_is_harmless_and_an_unstarted_writer_closes(engine: sa.Eng
         pass
     writer.close()
     assert writer.groups_written == 0
+
+
+def test_every_failure_is_logged_at_error_naming_the_row(
+    engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator reading the log sees which row lost what, with the traceback."""
+    bad, good = seed_rows(engine, None, 2, stripe_transfer_id=None)
+    claim_due_rows(engine, token="run-l", max_rows=2, lease_seconds=60)
+    with engine.begin() as connection:  # its call's key already used: nothing of it commits
+        connection.execute(
+            sa.text(
+                "INSERT INTO reversal_attempts"
+                " (seller_transfer_id, action, idempotency_key, outcome, actor)"
+                " VALUES (:id, 'create_reversal', 'k-used', 'transient', 'test')"
+            ),
+            {"id": bad.id},
+        )
+
+    def broken(_result: WriteResult) -> None:
+        raise RuntimeError("a reporting bug")
+
+    writer = GroupCommitWriter(engine, token="run-l", run_id="run-l")
+    writer.submit(bad.id, _unwritable("k-used"), lambda _w: None)
+    writer.submit(good.id, _reversed("trr_l", "k-l"), broken)
+    with caplog.at_level(logging.ERROR, logger="reversal_pipeline.reversals.writer"), writer:
+        pass
+
+    logged = [
+        (r.levelname, r.getMessage(), r.exc_info is not None)
+        for r in caplog.records
+        if r.name == "reversal_pipeline.reversals.writer"
+    ]
+    assert logged == [
+        ("ERROR", "group write of 2 row(s) failed; writing them one by one", True),
+        ("ERROR", f"seller transfer {bad.id}: outcome not written", True),
+        ("ERROR", f"seller transfer {bad.id}: its Stripe calls not audited", True),
+        ("ERROR", f"seller transfer {good.id}: outcome callback failed", True),
+    ]
+    assert row_state(engine, good.id)["status"] == "reversed"
