@@ -196,12 +196,62 @@ def test_the_last_attempt_looks_before_giving_up(
     assert audit[0]["idempotency_key"] == (
         f"reversal_pipeline:seller_transfer:{lost_reply.id}:attempt:1"
     )
-    assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
+    # Counted before the page was sent (start_attempts), never sent: 2, no POST.
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
     message = row_state(engine, unanswered.id)["error_message"]
     assert "the last attempt's error: TransientStripeError (HTTP 500" in message
     assert _audit(engine, unanswered) == [
         ("create_reversal", "transient", None, "run-g"),
         ("lookup_reversal", "error", "reversal_pending", "run-g"),
+    ]
+
+
+def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    # Sent before, on its last attempt; its first look-up goes unanswered, and so
+    # does the one before giving up: unknown, so looked at again later.
+    [unanswered] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="u")
+    control.add_script(
+        respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id, times=2
+    )
+    # Last attempt fails; the look-up finds a smaller reversal of ours: a person decides.
+    [smaller] = seed_rows(engine, control, 1, amount=600, order_prefix="s")
+    partial = _ours(control, smaller, 200)
+    control.add_script(respond=500, method="POST", transfer_id=smaller.stripe_transfer_id)
+    # Last attempt fails; the look-up finds no such transfer any more.
+    [gone] = seed_rows(engine, control, 1, order_prefix="g")
+    control.add_script(respond=500, method="POST", transfer_id=gone.stripe_transfer_id)
+    control.add_script(respond=404, method="GET", transfer_id=gone.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-k", max_attempts=1)
+
+    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 1, "not_found": 1}
+    # Counted before the page was sent (start_attempts), never sent: 2, no POST.
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
+    assert _posts(control, unanswered.stripe_transfer_id) == 0
+    assert _audit(engine, unanswered) == [
+        ("lookup_reversal", "error", None, "run-k"),
+        ("lookup_reversal", "error", "reversal_pending", "run-k"),
+    ]
+    assert _state(engine, smaller) == ("permanently_failed", 0, 1, None)
+    assert row_state(engine, smaller.id)["error_message"] == (
+        f"an earlier attempt made reversal {partial} of 200 USD for seller transfer "
+        f"{smaller.id}, but it is less than the row's 600 USD: not sent again, needs a "
+        "person (resolve, or correct the row)"
+    )
+    assert _audit(engine, smaller) == [
+        ("create_reversal", "transient", None, "run-k"),
+        ("lookup_reversal", "not_confirmed", "permanently_failed", "run-k"),
+    ]
+    assert _state(engine, gone) == ("permanently_failed", 0, 1, None)
+    assert row_state(engine, gone.id)["error_message"].startswith(
+        "data-integrity incident: Stripe has no transfer"
+    )
+    assert _audit(engine, gone) == [
+        ("create_reversal", "transient", None, "run-k"),
+        ("lookup_reversal", "error", "permanently_failed", "run-k"),
     ]
 
 
