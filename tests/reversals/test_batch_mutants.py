@@ -57,7 +57,7 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
     engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
 ) -> None:
     control = stripe_emulator.control()
-    [usd] = seed_rows(engine, control, 1, order_prefix="usd")
+    [usd, usd2] = seed_rows(engine, control, 2, order_prefix="usd")
     [eur] = seed_rows(engine, control, 1, amount=700, currency="eur", order_prefix="eur")
     [invalid] = seed_rows(engine, None, 1, stripe_transfer_id=None, order_prefix="bad")
     [flaky] = seed_rows(engine, control, 1, order_prefix="flaky")
@@ -66,10 +66,10 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
 
     report = run_batch(engine, impatient_stripe, "run-m", page_size=2, max_attempts=3)
 
-    assert report.outcomes == {"reversed": 2, "invalid": 1, "transient": 1, "not_found": 1}
-    assert report.statuses == {"reversed": 2, "permanently_failed": 2, "reversal_pending": 1}
-    assert report.rows_finished == 5
-    assert report.reversed_amount_by_currency == {"usd": 1_000, "eur": 700}
+    assert report.outcomes == {"reversed": 3, "invalid": 1, "transient": 1, "not_found": 1}
+    assert report.statuses == {"reversed": 3, "permanently_failed": 2, "reversal_pending": 1}
+    assert report.rows_finished == 6
+    assert report.reversed_amount_by_currency == {"usd": 2_000, "eur": 700}
     assert (report.rows_released, report.outcomes_not_written) == (0, [])
     assert report.systemic_error is None
     assert report.elapsed_seconds > 0
@@ -85,7 +85,7 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
         state = row_state(engine, failure["seller_transfer_id"])  # type: ignore[arg-type]
         assert failure["message"] == state["error_message"]
 
-    for row in (usd, eur):
+    for row in (usd, usd2, eur):
         [reversal] = control.get_transfer(row.stripe_transfer_id)["reversals"]
         state = row_state(engine, row.id)
         assert (state["status"], state["stripe_reversal_id"]) == ("reversed", reversal["id"])
@@ -196,9 +196,9 @@ def test_the_last_attempt_looks_before_giving_up(
     assert audit[0]["idempotency_key"] == (
         f"reversal_pipeline:seller_transfer:{lost_reply.id}:attempt:1"
     )
-    # Counted before the page was sent (start_attempts), never sent: 2, no POST.
-    assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
     message = row_state(engine, unanswered.id)["error_message"]
+    assert "had no answer (StripeRateLimited (HTTP 429" in message  # the look-up's error
     assert "the last attempt's error: TransientStripeError (HTTP 500" in message
     assert _audit(engine, unanswered) == [
         ("create_reversal", "transient", None, "run-g"),
@@ -342,6 +342,35 @@ def test_an_answer_that_is_not_money_after_the_stop_is_audited_and_released(
     assert (batch.report.statuses, batch.report.rows_released) == ({}, 2)
     assert _state(engine, held) == ("reversal_pending", 0, 1, None)
     assert _audit(engine, held) == [("create_reversal", "not_found", None, "run-n")]
+
+
+def test_an_answer_after_the_claim_was_lost_is_audited_but_not_written(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    control.add_script(respond="hold", method="POST", transfer_id=row.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-q")
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        with engine.begin() as connection:  # another run takes the row while the call is out
+            connection.execute(
+                sa.text("UPDATE seller_transfers SET claimed_by = 'run-other' WHERE id = :id"),
+                {"id": row.id},
+            )
+    finally:
+        control.release_holds()
+        worker.join(60)
+
+    assert batch.report.outcomes == {"lease_lost": 1}
+    assert (batch.report.statuses, batch.report.outcomes_not_written) == ({}, [])
+    state = row_state(engine, row.id)
+    assert (state["status"], state["claimed_by"]) == ("reversal_pending", "run-other")
+    [audit] = attempts_of(engine, row.id)
+    assert (audit["outcome"], audit["status_after"]) == ("reversed", None)
+    assert "claim lost" in audit["message"]
 
 
 def test_a_stopped_batch_sends_nothing_and_releases_every_row(

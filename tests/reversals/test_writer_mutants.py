@@ -189,14 +189,15 @@ def test_every_failure_is_logged_at_error_naming_the_row(
         pass
 
     logged = [
-        (r.levelname, r.getMessage(), r.exc_info is not None)
+        (r.levelname, r.getMessage(), r.exc_info is not None, r.threadName)
         for r in caplog.records
         if r.name == "reversal_pipeline.reversals.writer"
     ]
+    thread = "reversal-writer"  # named, so its lines can be told from the workers'
     assert logged == [
-        ("ERROR", "group write of 2 row(s) failed; writing them one by one", True),
-        ("ERROR", f"seller transfer {bad.id}: outcome not written", True),
-        ("ERROR", f"seller transfer {bad.id}: its Stripe calls not audited", True),
-        ("ERROR", f"seller transfer {good.id}: outcome callback failed", True),
+        ("ERROR", "group write of 2 row(s) failed; writing them one by one", True, thread),
+        ("ERROR", f"seller transfer {bad.id}: outcome not written", True, thread),
+        ("ERROR", f"seller transfer {bad.id}: its Stripe calls not audited", True, thread),
+        ("ERROR", f"seller transfer {good.id}: outcome callback failed", True, thread),
     ]
     assert row_state(engine, good.id)["status"] == "reversed"
