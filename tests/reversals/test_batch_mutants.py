@@ -84,6 +84,10 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
     for failure in failures:
         state = row_state(engine, failure["seller_transfer_id"])  # type: ignore[arg-type]
         assert failure["message"] == state["error_message"]
+    assert failures[0]["message"] == (
+        f"seller transfer {invalid.id} (order {invalid.order_id}) has no stripe_transfer_id: "
+        "nothing to reverse; fix the row and requeue"
+    )
 
     for row in (usd, usd2, eur):
         [reversal] = control.get_transfer(row.stripe_transfer_id)["reversals"]
@@ -132,13 +136,13 @@ def test_an_exhausted_row_is_only_looked_at(
     engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
 ) -> None:
     control = stripe_emulator.control()
-    exhausted = {"stripe_attempts": 2, "retry_count": 2}
+    exhausted = {"stripe_attempts": 1, "retry_count": 1}  # sent once, out of attempts
     [nothing, mine, unanswered] = seed_rows(engine, control, 3, **exhausted)
-    [never_sent] = seed_rows(engine, control, 1, retry_count=2, order_prefix="never")
+    [never_sent] = seed_rows(engine, control, 1, retry_count=1, order_prefix="never")
     reversal = _ours(control, mine, 1_000)
     control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
 
-    report = run_batch(engine, impatient_stripe, "run-x", max_attempts=2)
+    report = run_batch(engine, impatient_stripe, "run-x", max_attempts=1)
 
     assert report.outcomes == {
         "exhausted": 1,
@@ -148,7 +152,7 @@ def test_an_exhausted_row_is_only_looked_at(
     }
     for row in (nothing, mine, unanswered):
         assert _posts(control, row.stripe_transfer_id) == 0
-    assert _state(engine, nothing) == ("permanently_failed", 2, 2, None)
+    assert _state(engine, nothing) == ("permanently_failed", 1, 1, None)
     assert (
         "looked once more: no reversal from an earlier attempt at Stripe"
         in (row_state(engine, nothing.id)["error_message"])
@@ -157,11 +161,11 @@ def test_an_exhausted_row_is_only_looked_at(
         ("lookup_reversal", "not_found", "permanently_failed", "run-x")
     ]
     assert row_state(engine, mine.id)["stripe_reversal_id"] == reversal
-    assert _state(engine, mine) == ("reversed", 2, 2, None)
-    assert _state(engine, unanswered) == ("reversal_pending", 2, 2, None)
+    assert _state(engine, mine) == ("reversed", 1, 1, None)
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
     assert _audit(engine, unanswered) == [("lookup_reversal", "error", "reversal_pending", "run-x")]
     # Never sent: with max_attempts lowered below its count, it is sent once more.
-    assert _state(engine, never_sent) == ("reversed", 2, 1, None)
+    assert _state(engine, never_sent) == ("reversed", 1, 1, None)
     assert _posts(control, never_sent.stripe_transfer_id) == 1
 
 
