@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT
+from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, ReversalBatch
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
 from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows
@@ -375,6 +375,40 @@ def test_an_answer_after_the_claim_was_lost_is_audited_but_not_written(
     [audit] = attempts_of(engine, row.id)
     assert (audit["outcome"], audit["status_after"]) == ("reversed", None)
     assert "claim lost" in audit["message"]
+
+
+def test_with_the_lease_at_risk_nothing_is_sent_and_the_look_up_is_audited(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A clock (the one fake here) that jumps past the lease after the claim's renewal."""
+    control = stripe_emulator.control()
+    [sent_before] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="b")
+    [fresh] = seed_rows(engine, control, 1, order_prefix="f")
+    readings = iter([0.0])
+    batch = claimed_batch(engine, impatient_stripe, "run-r")
+    batch = ReversalBatch(
+        engine,
+        impatient_stripe,
+        token="run-r",
+        run_id="run-r",
+        settings=batch.settings,
+        clock=lambda: next(readings, 1e9),
+    )
+
+    report = batch.run()
+
+    assert report.outcomes == {"lease_at_risk": 2}
+    assert (report.statuses, report.rows_released) == ({}, 2)
+    for row in (sent_before, fresh):
+        assert _posts(control, row.stripe_transfer_id) == 0
+        state = row_state(engine, row.id)
+        assert (state["status"], state["retry_count"], state["claimed_by"]) == (
+            "reversal_pending",
+            0,
+            None,
+        )
+    assert _audit(engine, sent_before) == [("lookup_reversal", "not_found", None, "run-r")]
+    assert attempts_of(engine, fresh.id) == []
 
 
 def test_a_stopped_batch_sends_nothing_and_releases_every_row(
