@@ -60,7 +60,8 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
     [usd, usd2] = seed_rows(engine, control, 2, order_prefix="usd")
     [eur] = seed_rows(engine, control, 1, amount=700, currency="eur", order_prefix="eur")
     [invalid] = seed_rows(engine, None, 1, stripe_transfer_id=None, order_prefix="bad")
-    [flaky] = seed_rows(engine, control, 1, order_prefix="flaky")
+    # One attempt before this one, two of three used after it: not the last, so no look-up.
+    [flaky] = seed_rows(engine, control, 1, retry_count=1, order_prefix="flaky")
     [missing] = seed_rows(engine, None, 1, stripe_transfer_id=MISSING, order_prefix="gone")
     control.add_script(respond=500, method="POST", transfer_id=flaky.stripe_transfer_id)
 
@@ -99,7 +100,8 @@ def test_a_mixed_batch_writes_every_row_and_reports_each(
     assert _audit(engine, invalid) == [
         ("validation", "permanently_failed", "permanently_failed", "run-m")
     ]
-    assert _state(engine, flaky) == ("reversal_pending", 1, 1, None)
+    assert _state(engine, flaky) == ("reversal_pending", 2, 1, None)
+    assert _requests(control, flaky.stripe_transfer_id) == 1
     assert row_state(engine, flaky.id)["next_retry_at"] is not None
     assert _audit(engine, flaky) == [("create_reversal", "transient", "reversal_pending", "run-m")]
     assert _state(engine, missing) == ("permanently_failed", 0, 1, None)
