@@ -12,14 +12,22 @@ directory and writes ``mutants/`` there; a copy keeps the worktree clean and
 lets modules run one after the other with different test selections.
 
 Each pytest session mutmut starts (one per mutant, forked) gets its own base
-temp directory and so its own embedded PostgreSQL (``tests/conftest.py``): a
-shared ``/tmp/pytest-of-root`` once made PostgreSQL fail under parallel
-sessions, and mutmut counted those failures as kills. The script also refuses
-a module whose targeted tests fail on the unmutated code (mutmut's clean run).
+temp directory (``tests/conftest.py``): a shared ``/tmp/pytest-of-root`` once
+made PostgreSQL fail under parallel sessions, and mutmut counted those failures
+as kills. A module whose tests need PostgreSQL (``database=True``) gets one
+embedded server for its whole run, handed to every session through
+``TEST_DATABASE_URL``: starting one per mutant took ~25 s on a loaded machine,
+longer than the tests. Each session still migrates its own template and each
+test clones its own database from it, so sessions running at once share
+nothing but the server; if the server is not answering at the end of the run,
+the module is reported as not measured (its failures would have counted as
+kills). The script also refuses a module whose targeted tests fail on the
+unmutated code (mutmut's clean run).
 
     uv run python benchmarks/mutation.py                      # every module
     uv run python benchmarks/mutation.py classify backoff     # some modules
     uv run python benchmarks/mutation.py --time-limit 600 --max-children 2 reverse
+    uv run python benchmarks/mutation.py batch --only _finish --only _account  # some functions
 
 Kill rate = (killed + timeout) / (killed + timeout + survived); mutants not
 checked before the time bound are reported apart, never counted as kills.
@@ -28,6 +36,8 @@ checked before the time bound are reported apart, never counted as kills.
 from __future__ import annotations
 
 import argparse
+import difflib
+import fnmatch
 import os
 import re
 import shutil
@@ -39,6 +49,10 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
+from reversal_pipeline.db.embedded import throwaway_embedded_server
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -46,6 +60,8 @@ REPO = Path(__file__).resolve().parent.parent
 class Target:
     source: str
     tests: tuple[str, ...]
+    #: The tests need PostgreSQL: one server is started for the module's whole run.
+    database: bool = False
 
 
 TARGETS: dict[str, Target] = {
@@ -57,21 +73,25 @@ TARGETS: dict[str, Target] = {
         "reversal_pipeline/reversals/backoff.py",
         ("tests/reversals/test_backoff.py", "tests/reversals/test_backoff_mutants.py"),
     ),
+    # outcome and reverse are plain functions of a row and a decision: their targeted
+    # tests need no database (reverse talks to the emulator only), about a second each.
     "outcome": Target(
         "reversal_pipeline/reversals/outcome.py",
-        ("tests/reversals/test_outcome_mutants.py", "tests/reversals/test_writer.py"),
+        ("tests/reversals/test_outcome_mutants.py",),
     ),
     "reverse": Target(
         "reversal_pipeline/reversals/reverse.py",
-        ("tests/reversals/", "tests/reliability/test_simulation.py"),
+        ("tests/reversals/test_reverse_mutants.py",),
     ),
     "batch": Target(
         "reversal_pipeline/reversals/batch.py",
-        ("tests/reversals/", "tests/reliability/test_simulation.py"),
+        ("tests/reversals/test_batch_mutants.py",),
+        database=True,
     ),
     "writer": Target(
         "reversal_pipeline/reversals/writer.py",
-        ("tests/reversals/test_writer.py", "tests/reliability/test_simulation.py"),
+        ("tests/reversals/test_writer.py", "tests/reversals/test_writer_mutants.py"),
+        database=True,
     ),
     # Reconciliation (issue 13): the comparison, its frames and the findings store.
     # Focused selections (no Dagster, no emulator; compare's without a database): each
@@ -99,6 +119,8 @@ TARGETS: dict[str, Target] = {
 PYTEST_ARGS = ["-n", "0", "--no-cov", "-p", "no:cacheprovider", "-x", "-q"]
 KEEP = bool(os.environ.get("MUTATION_KEEP"))  # keep the copies, for debugging a run
 RESULT_LINE = re.compile(r"^\s*(\S+): (.+)$")
+#: Read by ``tests/plugins/database.py``: use this server instead of starting one.
+TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
 
 
 def tracked_copy(destination: Path) -> None:
@@ -132,24 +154,57 @@ def configure(copy: Path, target: Target) -> None:
     )
 
 
-def run_module(name: str, target: Target, time_limit: float, max_children: int) -> Counter[str]:
+def run_module(
+    name: str, target: Target, time_limit: float, max_children: int, only: list[str]
+) -> Counter[str]:
     copy = Path(tempfile.mkdtemp(prefix=f"mutmut-{name}-"))
     try:
-        return _measure(name, target, copy, time_limit, max_children)
+        if not target.database:
+            return _measure(name, target, copy, time_limit, max_children, dict(os.environ), only)
+        with throwaway_embedded_server(prefix=f"mutmut-{name}-pg-") as server_url:
+            environment = {**os.environ, TEST_DATABASE_URL_ENV: server_url}
+            statuses = _measure(name, target, copy, time_limit, max_children, environment, only)
+            if statuses and not _server_answers(server_url):
+                # Every mutant checked after the server died "failed": not kills.
+                print(f"{name}: the shared PostgreSQL stopped during the run; not measured")
+                return Counter()
+            return statuses
     finally:
         if not KEEP:
             shutil.rmtree(copy, ignore_errors=True)
 
 
+def _server_answers(server_url: str) -> bool:
+    engine = sa.create_engine(server_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(sa.text("SELECT 1")).scalar() == 1
+    except sa.exc.OperationalError:
+        return False
+    finally:
+        engine.dispose()
+
+
 def _measure(
-    name: str, target: Target, copy: Path, time_limit: float, max_children: int
+    name: str,
+    target: Target,
+    copy: Path,
+    time_limit: float,
+    max_children: int,
+    environment: dict[str, str],
+    only: list[str],
 ) -> Counter[str]:
     tracked_copy(copy)
     configure(copy, target)
     started = time.monotonic()
     command = [sys.executable, "-m", "mutmut", "run", "--max-children", str(max_children)]
+    # mutmut matches these with fnmatch against names like
+    # reversal_pipeline.reversals.batch.xǁReversalBatchǁ_finish__mutmut_3
+    command += [f"*{pattern}*" for pattern in only]
     with open(copy / "mutmut-run.log", "w") as log:
-        process = subprocess.Popen(command, cwd=copy, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            command, cwd=copy, stdout=log, stderr=subprocess.STDOUT, env=environment
+        )
         try:
             process.wait(timeout=time_limit)
         except subprocess.TimeoutExpired:
@@ -177,6 +232,12 @@ def _measure(
         match = RESULT_LINE.match(line)
         if match:
             by_mutant[match.group(1)] = match.group(2)
+    if only:  # mutants outside the selection are listed "not checked": leave them out
+        by_mutant = {
+            mutant: status
+            for mutant, status in by_mutant.items()
+            if any(fnmatch.fnmatch(mutant, f"*{pattern}*") for pattern in only)
+        }
     statuses: Counter[str] = Counter(by_mutant.values())
     survivors = sorted(name for name, status in by_mutant.items() if status == "survived")
     killed = statuses["killed"] + statuses["timeout"]
@@ -189,21 +250,44 @@ def _measure(
         f"({elapsed:.0f} s)",
         flush=True,
     )
+    mutated = (copy / "mutants" / target.source).read_text(errors="replace").splitlines()
     for survivor in survivors:
-        shown = subprocess.run(
-            [sys.executable, "-m", "mutmut", "show", survivor],
-            cwd=copy,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout
-        changed = [
-            line
-            for line in shown.splitlines()
-            if line[:1] in "+-" and not line.startswith(("+++", "---"))
-        ]
-        print(f"  survived {survivor}: {' | '.join(changed)[:300]}")
+        print(f"  survived {survivor}: {mutant_diff(mutated, survivor)[:300]}")
     return statuses
+
+
+def mutant_diff(mutated: list[str], mutant: str) -> str:
+    """The lines a mutant changes, read from mutmut's ``mutants/`` copy of the source.
+
+    ``mutmut show`` gives the same, but starts a Python per survivor (minutes for a
+    few dozen on a loaded machine); mutmut 3 keeps each mutant as a function
+    ``<name>__mutmut_<n>`` next to ``<name>__mutmut_orig``, so a diff of the two does.
+    """
+    function = mutant.rsplit(".", 1)[-1]
+    original = re.sub(r"__mutmut_\d+$", "__mutmut_orig", function)
+    changed = difflib.unified_diff(
+        _function_body(mutated, original), _function_body(mutated, function), lineterm="", n=0
+    )
+    return " | ".join(
+        line.strip() if line[:1] not in "+-" else f"{line[0]} {line[1:].strip()}"
+        for line in changed
+        if line[:1] in "+-" and line[1:].strip() and not line.startswith(("+++", "---"))
+    )
+
+
+def _function_body(lines: list[str], name: str) -> list[str]:
+    """The lines of ``def name(`` after its first (that one names the mutant)."""
+    start = next((i for i, line in enumerate(lines) if f"def {name}(" in line), None)
+    if start is None:
+        return []
+    indent = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1 :]:
+        outdented = line.strip() and len(line) - len(line.lstrip()) <= indent
+        if outdented and not line.lstrip().startswith(")"):  # ")": a signature's end
+            break
+        body.append(line)
+    return body
 
 
 def main() -> None:
@@ -211,10 +295,17 @@ def main() -> None:
     parser.add_argument("modules", nargs="*", default=[], help=f"any of {sorted(TARGETS)}")
     parser.add_argument("--time-limit", type=float, default=900, help="seconds per module")
     parser.add_argument("--max-children", type=int, default=2, help="mutmut's parallel workers")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only mutants whose name contains NAME (a function, e.g. _finish); repeatable",
+    )
     args = parser.parse_args()
     totals: Counter[str] = Counter()
     for name in args.modules or list(TARGETS):
-        totals += run_module(name, TARGETS[name], args.time_limit, args.max_children)
+        totals += run_module(name, TARGETS[name], args.time_limit, args.max_children, args.only)
     killed = totals["killed"] + totals["timeout"]
     checked = killed + totals["survived"]
     if checked:

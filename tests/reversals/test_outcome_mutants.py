@@ -11,8 +11,10 @@ import random
 import pytest
 
 from reversal_pipeline.errors import StripeRateLimited, TransientStripeError
+from reversal_pipeline.reversals.backoff import retry_delay
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.outcome import change_for, describe
+from reversal_pipeline.reversals.record import RowChange, StripeCallRecord
 from reversal_pipeline.reversals.reverse import RowDecision
 from reversal_pipeline.reversals.settings import ReversalSettings
 
@@ -35,8 +37,20 @@ def _row(retry_count: int = 0) -> ClaimedRow:
     )
 
 
-def _change(decision: RowDecision, retry_count: int = 0):
-    return change_for(_row(retry_count), decision, SETTINGS, random.Random(1))
+#: The calls a decision carries: every change must carry them to the audit trail.
+CALLS = [StripeCallRecord(action="create_reversal", outcome="transient", http_status=500)]
+
+
+def _change(
+    decision: RowDecision, retry_count: int = 0, settings: ReversalSettings = SETTINGS
+) -> RowChange:
+    """The change for ``decision``; checks on the way that it carries the decision's calls."""
+    if not decision.calls:
+        decision.calls = list(CALLS)
+    change = change_for(_row(retry_count), decision, settings, random.Random(1))
+    assert change.calls == decision.calls
+    assert change.calls
+    return change
 
 
 @pytest.mark.parametrize("kind", ["reversed", "already_reversed", "found_existing"])
@@ -121,3 +135,36 @@ def test_describe_names_class_status_code_and_request() -> None:
     )
     long = TransientStripeError("y" * 2000, http_status=503)
     assert len(describe(RowDecision(kind="transient", error=long))) == 1000
+
+
+JITTERY = ReversalSettings(
+    max_attempts=4, backoff_base_seconds=10, backoff_cap_seconds=60, backoff_jitter=0.5
+)
+
+
+def test_a_retry_draws_its_jitter_from_the_batch_generator() -> None:
+    """The batch's seeded generator, not the module's ``random``: a run can be replayed."""
+    change = _change(RowDecision(kind="transient", message="x"), retry_count=1, settings=JITTERY)
+    expected = retry_delay(2, 10, 60, 0.5, random.Random(1))
+    assert change.retry_delay_seconds == expected.total_seconds()
+    assert change.message == f"attempt 2 failed, retrying in {int(expected.total_seconds())}s: x"
+
+
+def test_a_failed_look_up_draws_its_jitter_from_the_batch_generator() -> None:
+    decision = RowDecision(kind="lookup_failed", message="x")
+    change = _change(decision, retry_count=4, settings=JITTERY)
+    expected = retry_delay(4, 10, 60, 0.5, random.Random(1))
+    assert change.retry_delay_seconds == expected.total_seconds()
+
+
+def test_a_failed_look_up_keeps_a_message_ending_in_the_stripped_characters() -> None:
+    """Only the empty tail ("; ") is cut, never the decision's own last characters."""
+    change = _change(RowDecision(kind="lookup_failed", message="MAX"), retry_count=4)
+    assert change.message.endswith("before giving up; MAX")
+
+
+def test_a_long_failed_look_up_message_is_cut_to_the_column_size() -> None:
+    error = StripeRateLimited("z" * 2000, http_status=429)
+    change = _change(RowDecision(kind="lookup_failed", error=error), retry_count=4)
+    assert change.message is not None
+    assert len(change.message) == len(change.error_message or "") == 1000

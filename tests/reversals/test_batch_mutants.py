@@ -1,0 +1,464 @@
+"""``ReversalBatch`` path by path, each run checked in full (issue 12 mutants).
+
+Few tests, each a whole batch over several rows that take different paths,
+against the real PostgreSQL and the emulator: a mutant of ``batch.py`` runs
+this file alone (``benchmarks/mutation.py batch``), so each test asserts
+everything its run shows: every row's state and audit, what Stripe was sent,
+and the report the run's metadata is built from.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+
+from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, ReversalBatch
+from reversal_pipeline.stripe import StripeResource
+from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
+from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows
+from tests.reversals.conftest import claimed_batch, run_batch
+
+MISSING = "tr_NotAtStripe000001"
+
+
+def _posts(control: EmulatorClient, transfer_id: str | None) -> int:
+    return sum(
+        1
+        for entry in control.request_log()
+        if entry["method"] == "POST" and entry["transfer_id"] == transfer_id
+    )
+
+
+def _requests(control: EmulatorClient, transfer_id: str | None) -> int:
+    return sum(1 for entry in control.request_log() if entry["transfer_id"] == transfer_id)
+
+
+def _ours(control: EmulatorClient, row: SeededRow, amount: int) -> str:
+    """A reversal an earlier attempt of ours made and never recorded (a lost reply)."""
+    metadata = {"seller_transfer_id": str(row.id), "order_id": row.order_id, "attempt": "1"}
+    return control.reverse_transfer(row.stripe_transfer_id, amount=amount, metadata=metadata)["id"]
+
+
+def _audit(engine: sa.Engine, row: SeededRow) -> list[tuple[Any, ...]]:
+    return [
+        (a["action"], a["outcome"], a["status_after"], a["run_id"])
+        for a in attempts_of(engine, row.id)
+    ]
+
+
+def _state(engine: sa.Engine, row: SeededRow) -> tuple[Any, ...]:
+    state = row_state(engine, row.id)
+    return (state["status"], state["retry_count"], state["stripe_attempts"], state["claimed_by"])
+
+
+def test_a_mixed_batch_writes_every_row_and_reports_each(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [usd, usd2] = seed_rows(engine, control, 2, order_prefix="usd")
+    [eur] = seed_rows(engine, control, 1, amount=700, currency="eur", order_prefix="eur")
+    [invalid] = seed_rows(engine, None, 1, stripe_transfer_id=None, order_prefix="bad")
+    # One attempt before this one, two of three used after it: not the last, so no look-up.
+    [flaky] = seed_rows(engine, control, 1, retry_count=1, order_prefix="flaky")
+    [missing] = seed_rows(engine, None, 1, stripe_transfer_id=MISSING, order_prefix="gone")
+    control.add_script(respond=500, method="POST", transfer_id=flaky.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-m", page_size=2, max_attempts=3)
+
+    assert report.outcomes == {"reversed": 3, "invalid": 1, "transient": 1, "not_found": 1}
+    assert report.statuses == {"reversed": 3, "permanently_failed": 2, "reversal_pending": 1}
+    assert report.rows_finished == 6
+    assert report.reversed_amount_by_currency == {"usd": 2_000, "eur": 700}
+    assert (report.rows_released, report.outcomes_not_written) == (0, [])
+    assert report.systemic_error is None
+    assert report.elapsed_seconds > 0
+    failures = sorted(report.failures, key=lambda f: f["seller_transfer_id"])  # type: ignore[arg-type, return-value]
+    assert [(f["seller_transfer_id"], f["status"], f["outcome"]) for f in failures] == [
+        (invalid.id, "permanently_failed", "invalid"),
+        (flaky.id, "reversal_pending", "transient"),
+        (missing.id, "permanently_failed", "not_found"),
+    ]
+    assert failures[0]["stripe_transfer_id"] is None
+    assert failures[2]["stripe_transfer_id"] == MISSING
+    for failure in failures:
+        state = row_state(engine, failure["seller_transfer_id"])  # type: ignore[arg-type]
+        assert failure["message"] == state["error_message"]
+    assert failures[0]["message"] == (
+        f"seller transfer {invalid.id} (order {invalid.order_id}) has no stripe_transfer_id: "
+        "nothing to reverse; fix the row and requeue"
+    )
+
+    for row in (usd, usd2, eur):
+        [reversal] = control.get_transfer(row.stripe_transfer_id)["reversals"]
+        state = row_state(engine, row.id)
+        assert (state["status"], state["stripe_reversal_id"]) == ("reversed", reversal["id"])
+        assert _state(engine, row) == ("reversed", 0, 1, None)
+        assert _audit(engine, row) == [("create_reversal", "reversed", "reversed", "run-m")]
+    assert _state(engine, invalid) == ("permanently_failed", 0, 0, None)  # never counted
+    assert _audit(engine, invalid) == [
+        ("validation", "permanently_failed", "permanently_failed", "run-m")
+    ]
+    assert _state(engine, flaky) == ("reversal_pending", 2, 1, None)
+    assert _requests(control, flaky.stripe_transfer_id) == 1
+    assert row_state(engine, flaky.id)["next_retry_at"] is not None
+    assert _audit(engine, flaky) == [("create_reversal", "transient", "reversal_pending", "run-m")]
+    assert _state(engine, missing) == ("permanently_failed", 0, 1, None)
+    assert _audit(engine, missing) == [
+        ("create_reversal", "not_found", "permanently_failed", "run-m")
+    ]
+
+
+def test_a_row_sent_before_is_looked_up_first(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [found, absent] = seed_rows(engine, control, 2, stripe_attempts=1, retry_count=1)
+    mine = _ours(control, found, 1_000)
+
+    report = run_batch(engine, impatient_stripe, "run-l", max_attempts=5)
+
+    assert report.outcomes == {"found_existing": 1, "reversed": 1}
+    assert row_state(engine, found.id)["stripe_reversal_id"] == mine
+    assert _posts(control, found.stripe_transfer_id) == 0  # found: nothing sent
+    assert _audit(engine, found) == [("lookup_reversal", "found_existing", "reversed", "run-l")]
+    assert _posts(control, absent.stripe_transfer_id) == 1
+    assert _audit(engine, absent) == [
+        ("lookup_reversal", "not_found", None, "run-l"),
+        ("create_reversal", "reversed", "reversed", "run-l"),
+    ]
+    assert attempts_of(engine, absent.id)[1]["idempotency_key"] == (
+        f"reversal_pipeline:seller_transfer:{absent.id}:attempt:2"
+    )
+    assert _state(engine, absent) == ("reversed", 1, 2, None)
+
+
+def test_an_exhausted_row_is_only_looked_at(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    exhausted = {"stripe_attempts": 1, "retry_count": 1}  # sent once, out of attempts
+    [nothing, mine, unanswered] = seed_rows(engine, control, 3, **exhausted)
+    [never_sent] = seed_rows(engine, control, 1, retry_count=1, order_prefix="never")
+    reversal = _ours(control, mine, 1_000)
+    control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-x", max_attempts=1)
+
+    assert report.outcomes == {
+        "exhausted": 1,
+        "found_existing": 1,
+        "lookup_failed": 1,
+        "reversed": 1,
+    }
+    for row in (nothing, mine, unanswered):
+        assert _posts(control, row.stripe_transfer_id) == 0
+    assert _state(engine, nothing) == ("permanently_failed", 1, 1, None)
+    assert (
+        "looked once more: no reversal from an earlier attempt at Stripe"
+        in (row_state(engine, nothing.id)["error_message"])
+    )
+    assert _audit(engine, nothing) == [
+        ("lookup_reversal", "not_found", "permanently_failed", "run-x")
+    ]
+    assert row_state(engine, mine.id)["stripe_reversal_id"] == reversal
+    assert _state(engine, mine) == ("reversed", 1, 1, None)
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
+    assert _audit(engine, unanswered) == [("lookup_reversal", "error", "reversal_pending", "run-x")]
+    # Never sent: with max_attempts lowered below its count, it is sent once more.
+    assert _state(engine, never_sent) == ("reversed", 1, 1, None)
+    assert _posts(control, never_sent.stripe_transfer_id) == 1
+
+
+def test_the_last_attempt_looks_before_giving_up(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [nothing, lost_reply, unanswered] = seed_rows(engine, control, 3, amount=600)
+    found = _ours(control, lost_reply, 600)  # the transfer is 600: a second one would fail
+    for row in (nothing, lost_reply, unanswered):
+        control.add_script(respond=500, method="POST", transfer_id=row.stripe_transfer_id)
+    control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-g", max_attempts=1)
+
+    assert report.outcomes == {"transient": 1, "found_existing": 1, "lookup_failed": 1}
+    assert _state(engine, nothing) == ("permanently_failed", 1, 1, None)
+    assert row_state(engine, nothing.id)["error_message"].startswith(
+        "gave up after 1 attempt(s) (max_attempts=1); last error: TransientStripeError (HTTP 500"
+    )
+    assert _audit(engine, nothing) == [
+        ("create_reversal", "transient", None, "run-g"),
+        ("lookup_reversal", "not_found", "permanently_failed", "run-g"),
+    ]
+    assert _state(engine, lost_reply) == ("reversed", 0, 1, None)
+    assert row_state(engine, lost_reply.id)["stripe_reversal_id"] == found
+    audit = attempts_of(engine, lost_reply.id)
+    assert [(a["action"], a["outcome"]) for a in audit] == [
+        ("create_reversal", "transient"),
+        ("lookup_reversal", "found_existing"),
+    ]
+    assert audit[0]["idempotency_key"] == (
+        f"reversal_pipeline:seller_transfer:{lost_reply.id}:attempt:1"
+    )
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
+    message = row_state(engine, unanswered.id)["error_message"]
+    assert "had no answer (StripeRateLimited (HTTP 429" in message  # the look-up's error
+    assert "the last attempt's error: TransientStripeError (HTTP 500" in message
+    assert _audit(engine, unanswered) == [
+        ("create_reversal", "transient", None, "run-g"),
+        ("lookup_reversal", "error", "reversal_pending", "run-g"),
+    ]
+
+
+def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    # Sent before, on its last attempt; its first look-up goes unanswered, and so
+    # does the one before giving up: unknown, so looked at again later.
+    [unanswered] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="u")
+    control.add_script(
+        respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id, times=2
+    )
+    # Last attempt fails; the look-up finds a smaller reversal of ours: a person decides.
+    [smaller] = seed_rows(engine, control, 1, amount=600, order_prefix="s")
+    partial = _ours(control, smaller, 200)
+    control.add_script(respond=500, method="POST", transfer_id=smaller.stripe_transfer_id)
+    # Last attempt fails; the look-up finds no such transfer any more.
+    [gone] = seed_rows(engine, control, 1, order_prefix="g")
+    control.add_script(respond=500, method="POST", transfer_id=gone.stripe_transfer_id)
+    control.add_script(respond=404, method="GET", transfer_id=gone.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-k", max_attempts=1)
+
+    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 1, "not_found": 1}
+    # Counted before the page was sent (start_attempts), never sent: 2, no POST.
+    assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
+    assert _posts(control, unanswered.stripe_transfer_id) == 0
+    assert _audit(engine, unanswered) == [
+        ("lookup_reversal", "error", None, "run-k"),
+        ("lookup_reversal", "error", "reversal_pending", "run-k"),
+    ]
+    assert _state(engine, smaller) == ("permanently_failed", 0, 1, None)
+    assert row_state(engine, smaller.id)["error_message"] == (
+        f"an earlier attempt made reversal {partial} of 200 USD for seller transfer "
+        f"{smaller.id}, but it is less than the row's 600 USD: not sent again, needs a "
+        "person (resolve, or correct the row)"
+    )
+    assert _audit(engine, smaller) == [
+        ("create_reversal", "transient", None, "run-k"),
+        ("lookup_reversal", "not_confirmed", "permanently_failed", "run-k"),
+    ]
+    assert _state(engine, gone) == ("permanently_failed", 0, 1, None)
+    assert row_state(engine, gone.id)["error_message"].startswith(
+        "data-integrity incident: Stripe has no transfer"
+    )
+    assert _audit(engine, gone) == [
+        ("create_reversal", "transient", None, "run-k"),
+        ("lookup_reversal", "error", "permanently_failed", "run-k"),
+    ]
+
+
+def test_a_401_on_the_last_look_stops_the_run_uncounted(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    control.add_script(respond=500, method="POST", transfer_id=row.stripe_transfer_id)
+    control.add_script(respond=401, method="GET", transfer_id=row.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-s", max_attempts=1)
+
+    assert report.systemic_error is not None
+    assert report.systemic_error.http_status == 401
+    assert report.outcomes == {"systemic": 1}
+    assert (report.statuses, report.rows_released) == ({}, 1)
+    assert _state(engine, row) == ("reversal_pending", 0, 1, None)
+    assert _audit(engine, row) == [
+        ("create_reversal", "transient", None, "run-s"),
+        ("lookup_reversal", "error", None, "run-s"),
+    ]
+
+
+def test_after_a_401_money_moved_is_written_and_nothing_more_is_sent(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [held, refused, late_error, queued] = seed_rows(engine, control, 4)
+    control.add_script(respond="hold", method="POST", transfer_id=held.stripe_transfer_id)
+    control.add_script(respond=401, method="POST", transfer_id=refused.stripe_transfer_id)
+    # A page of two: late_error and queued are read after the stop, and never sent.
+    batch = claimed_batch(engine, impatient_stripe, "run-h", concurrency=2, page_size=2)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        assert batch.stopping.wait(30)  # the 401 has stopped the batch
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = batch.report
+    assert report.systemic_error is not None
+    assert report.systemic_error.http_status == 401
+    assert report.outcomes == {"systemic": 1, "reversed": 1}
+    assert report.statuses == {"reversed": 1}
+    assert report.reversed_amount_by_currency == {"usd": 1_000}
+    assert report.rows_released == 3
+    [reversal] = control.get_transfer(held.stripe_transfer_id)["reversals"]
+    assert row_state(engine, held.id)["stripe_reversal_id"] == reversal["id"]
+    assert _state(engine, held) == ("reversed", 0, 1, None)
+    assert _state(engine, refused) == ("reversal_pending", 0, 1, None)
+    assert _audit(engine, refused) == [("create_reversal", "systemic", None, "run-h")]
+    for row in (late_error, queued):
+        assert _requests(control, row.stripe_transfer_id) == 0
+        state = row_state(engine, row.id)
+        # Their page may have been counted before the 401 came back (pages are read
+        # ahead of the workers); either way nothing was sent, audited or retried.
+        assert (state["status"], state["retry_count"], state["claimed_by"]) == (
+            "reversal_pending",
+            0,
+            None,
+        )
+        assert attempts_of(engine, row.id) == []
+
+
+def test_an_answer_that_is_not_money_after_the_stop_is_audited_and_released(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [held] = seed_rows(engine, None, 1, stripe_transfer_id=MISSING)
+    [refused] = seed_rows(engine, control, 1, order_prefix="refused")
+    control.add_script(respond="hold", method="POST", transfer_id=MISSING)
+    control.add_script(respond=401, method="POST", transfer_id=refused.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-n", concurrency=2, page_size=2)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        assert batch.stopping.wait(30)
+    finally:
+        control.release_holds()
+        worker.join(60)
+
+    assert batch.report.outcomes == {"systemic": 1, "stopped": 1}
+    assert (batch.report.statuses, batch.report.rows_released) == ({}, 2)
+    assert _state(engine, held) == ("reversal_pending", 0, 1, None)
+    assert _audit(engine, held) == [("create_reversal", "not_found", None, "run-n")]
+
+
+def test_an_answer_after_the_claim_was_lost_is_audited_but_not_written(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    control.add_script(respond="hold", method="POST", transfer_id=row.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-q")
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        with engine.begin() as connection:  # another run takes the row while the call is out
+            connection.execute(
+                sa.text("UPDATE seller_transfers SET claimed_by = 'run-other' WHERE id = :id"),
+                {"id": row.id},
+            )
+    finally:
+        control.release_holds()
+        worker.join(60)
+
+    assert batch.report.outcomes == {"lease_lost": 1}
+    assert (batch.report.statuses, batch.report.outcomes_not_written) == ({}, [])
+    state = row_state(engine, row.id)
+    assert (state["status"], state["claimed_by"]) == ("reversal_pending", "run-other")
+    [audit] = attempts_of(engine, row.id)
+    assert (audit["outcome"], audit["status_after"]) == ("reversed", None)
+    assert "claim lost" in audit["message"]
+
+
+def test_with_the_lease_at_risk_nothing_is_sent_and_the_look_up_is_audited(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A clock (the one fake here) that jumps past the lease after the claim's renewal."""
+    control = stripe_emulator.control()
+    [sent_before] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="b")
+    [fresh] = seed_rows(engine, control, 1, order_prefix="f")
+    readings = iter([0.0])
+    batch = claimed_batch(engine, impatient_stripe, "run-r")
+    batch = ReversalBatch(
+        engine,
+        impatient_stripe,
+        token="run-r",
+        run_id="run-r",
+        settings=batch.settings,
+        clock=lambda: next(readings, 1e9),
+    )
+
+    report = batch.run()
+
+    assert report.outcomes == {"lease_at_risk": 2}
+    assert (report.statuses, report.rows_released) == ({}, 2)
+    for row in (sent_before, fresh):
+        assert _posts(control, row.stripe_transfer_id) == 0
+        state = row_state(engine, row.id)
+        assert (state["status"], state["retry_count"], state["claimed_by"]) == (
+            "reversal_pending",
+            0,
+            None,
+        )
+    assert _audit(engine, sent_before) == [("lookup_reversal", "not_found", None, "run-r")]
+    assert attempts_of(engine, fresh.id) == []
+
+
+def test_a_stopped_batch_sends_nothing_and_releases_every_row(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 3)
+    batch = claimed_batch(engine, impatient_stripe, "run-t")
+    batch.stop()
+    assert batch.stopping.is_set()
+
+    report = batch.run()
+
+    assert (report.outcomes, report.statuses, report.rows_released) == ({}, {}, 3)
+    assert control.request_log() == []
+    for row in rows:
+        assert _state(engine, row) == ("reversal_pending", 0, 0, None)
+
+
+def test_an_outcome_that_cannot_be_written_is_listed_and_the_row_released(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    [blocked, fine] = seed_rows(engine, control, 2)
+    with engine.begin() as connection:  # its create's key already used: the audit insert fails
+        connection.execute(
+            sa.text(
+                "INSERT INTO reversal_attempts"
+                " (seller_transfer_id, action, idempotency_key, outcome, actor)"
+                " VALUES (:id, 'create_reversal', :key, 'transient', 'test')"
+            ),
+            {"id": blocked.id, "key": f"reversal_pipeline:seller_transfer:{blocked.id}:attempt:1"},
+        )
+
+    report = run_batch(engine, impatient_stripe, "run-w")
+
+    assert report.outcomes_not_written == [blocked.id]
+    assert report.outcomes == {"outcome_not_written": 1, "reversed": 1}
+    assert (report.statuses, report.rows_released) == ({"reversed": 1}, 1)
+    assert _state(engine, blocked) == ("reversal_pending", 0, 1, None)
+    assert _state(engine, fine) == ("reversed", 0, 1, None)
+
+
+def test_the_failure_list_is_capped(engine: sa.Engine, impatient_stripe: StripeResource) -> None:
+    count = FAILURE_LIST_LIMIT + 1
+    seed_rows(engine, None, count, stripe_transfer_id=None)
+
+    report = run_batch(engine, impatient_stripe, "run-c")
+
+    assert report.statuses == {"permanently_failed": count}
+    assert len(report.failures) == FAILURE_LIST_LIMIT == 50
