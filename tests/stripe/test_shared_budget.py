@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.stripe.shared_budget import (
+    SLOT_LATE_SECONDS,
     BudgetMode,
     Priority,
     SharedBudget,
@@ -206,3 +207,47 @@ def test_status_shows_the_processes_drawing_on_the_budget(
     section = result.output.split("drawing on the shared Stripe budget")[1]
     assert "run 1234 (reversal_job)" in section
     assert drawing.holder_id in section
+
+
+def test_a_stalled_process_catches_up_instead_of_falling_behind(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    # One process, one thread, stalling 60 ms (a busy CPU) four times: each stall
+    # is shorter than SLOT_LATE_SECONDS, so the missed slots are sent late, at
+    # once, and the sends after them are back on the booked schedule. (It used
+    # to space every send one interval behind the previous one: each stall then
+    # delayed every later send, and the delays added up.)
+    budget = _budget(database_url, budgets, "stalls")
+    budget.acquire()
+    first = time.monotonic()
+    for i in range(1, 41):
+        if i % 10 == 0:
+            time.sleep(0.06)  # the stall itself (stimulus, not synchronisation)
+        budget.acquire()
+    late_by = time.monotonic() - first - 40 / RATE
+
+    # Four stalls of 60 ms add up to 0.24 s if each one carries over.
+    assert late_by < 0.1
+    assert budget.usage().slots_dropped == 0
+
+
+def test_a_slot_missed_by_more_than_the_late_limit_is_dropped_and_counted(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    budget = _budget(database_url, budgets, "stalled long")
+    budget.acquire()  # books half a second: 25 slots, 20 ms apart
+    time.sleep(0.3)  # a stall longer than SLOT_LATE_SECONDS (stimulus)
+
+    started = time.monotonic()
+    budget.acquire()
+    waited = time.monotonic() - started
+
+    # The slots of the last SLOT_LATE_SECONDS are still good: no wait for a new one.
+    assert waited < 0.05
+    usage = budget.usage()
+    # About (0.3 - SLOT_LATE_SECONDS) x RATE = 11 slots are too late by now; the
+    # booking's start may lie 20 ms in the past, and a slow wake-up drops more.
+    expected = (0.3 - SLOT_LATE_SECONDS) * RATE
+    assert expected - 2 <= usage.slots_dropped <= expected + 3
+    assert usage.as_metadata()["stripe_budget_slots_dropped"] == usage.slots_dropped
+    assert usage.granted == 2
