@@ -147,7 +147,9 @@ def emulator_process(latency_ms: float = 0.0, rate_limit: int | None = None) -> 
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        EmulatorClient(url).wait_until_ready(timeout=30)
+        EmulatorClient(url).wait_until_ready(
+            timeout=120
+        )  # imports take a minute on a loaded machine
         yield url
     finally:
         proc.terminate()
