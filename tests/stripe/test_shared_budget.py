@@ -275,3 +275,23 @@ def test_a_process_alone_sends_what_it_reached_late_and_stays_under_its_rate(
     assert len(caught_up) >= 18  # sent at once, not dropped, not spaced out
     assert _max_in_any_second(sent) <= int(RATE) + 1
     assert budget.usage().slots_dropped < 10
+
+
+def test_a_slot_held_when_a_429_arrives_is_not_sent_during_the_pause(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    other = _budget(database_url, budgets, "another process")
+    budget = _budget(database_url, budgets, "holds a slot", pause_seconds=1.0)
+    other.acquire()  # its half second comes first: this process's slots start after it
+    sent: list[float] = []
+    holder = threading.Thread(target=lambda: (budget.acquire(), sent.append(time.monotonic())))
+    holder.start()
+    while budget.usage().bookings == 0:  # the thread has booked and holds its first slot
+        holder.join(0.005)
+    assert budget.expected_delay() > 0.1  # ... which lies ahead of now
+    penalized_at = time.monotonic()
+    budget.penalize()  # a 429 on another thread: pause 1 s
+    holder.join()
+
+    # The held slot fell inside the pause: dropped, and the thread waited it out.
+    assert sent[0] - penalized_at >= 0.9
