@@ -15,23 +15,8 @@ slots from one row of ``stripe_budget``:
   time (29 at 58/s), and books the next batch while half of the current one is
   left: the database sees ~2 statements per second per process, not one per
   request, and a booking that is slow to come back (a busy database) does not
-  leave the process without slots.
-* **Late slots are sent late, within bounds.** A thread that wakes after its
-  slot (a busy CPU, the GIL) still sends, up to ``SLOT_LATE_SECONDS`` after the
-  slot's time (``SLOT_LATE_ALONE_SECONDS`` while no other process has drawn
-  on the budget within the last second); later than that the slot is dropped
-  (counted in the run's metadata). Within the process no sliding second ever
-  holds more than the rate plus one request (a log of this process's own
-  sends), so a stalled process catches up without a burst above its rate.
-  Across processes the slots never overlap in time, so any one second holds
-  at most ``rate * (1 + SLOT_LATE_SECONDS)`` requests: 1.05x the budget at
-  the resource's 97 % pacing. A process that was alone learns of a newcomer at
-  its next booking (a quarter second at most while it is drawing) and tightens
-  its limit then; until then its late sends may overlap the newcomer's first
-  slots. (It used to space every send behind the previous one at exactly
-  the rate, and drop a slot 0.15 s late: one late wake then delayed every
-  later send of the process, the delay only ever grew, and the process
-  dropped the slots it fell behind by; benchmarks/RESULTS.md, figure 1.)
+  leave the process without slots. A slot not used within ``SLOT_EXPIRY_SECONDS`` of its time is
+  dropped, never sent late, so late slots cannot pile onto another process's.
 * **Priority.** Reversals (money owed back) book from the shared schedule as
   above. Listing (reconciliation bookkeeping) books one slot per page: while
   reversals have booked within the last second, listing runs on its own
@@ -75,23 +60,8 @@ from reversal_pipeline.stripe.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 
-#: A booked slot may be sent this late, no later (then it is dropped). Slots of
-#: different processes never overlap, so late sends put at most rate x (1 + this)
-#: requests in any one second: 0.97 x 1.08 = 1.048 of the budget at the
-#: resource's pacing headroom (resource.py), inside the issue's 1.05.
-SLOT_LATE_SECONDS = 0.08
-#: While no other process draws on the budget, a slot may be sent this late
-#: instead: no one else's slots are near ours, and the window below keeps the
-#: process under the budget. A loaded machine wakes threads this late routinely
-#: (benchmarks/RESULTS.md, figure 1: a lone run dropped 2,075 slots at 0.08).
-SLOT_LATE_ALONE_SECONDS = 0.5
-#: The window of this process's own sends: never more than the rate plus one
-#: request in any such window. Catching up after a stall stays inside it (the
-#: sends never outnumber the slots); exactly the rate would make one late send
-#: delay the send a window later, and that delay echo on every window after it.
-#: More than one over would eat the resource's 3 % pacing headroom, which is
-#: there for the jitter between our clock and the server's.
-SEND_WINDOW_SECONDS = 1.0
+#: A booked slot not used within this long of its time is dropped, not sent late.
+SLOT_EXPIRY_SECONDS = 0.15
 #: How far behind "now" a booking may start: recovers the time a booking's own
 #: round trip costs, at the price of at most this much of a burst.
 BOOKING_TOLERANCE_SECONDS = 0.02
@@ -134,7 +104,6 @@ class BudgetUsage:
     fail_safe_entries: int
     bookings: int
     elapsed_seconds: float
-    slots_dropped: int = 0
 
     @property
     def share_of_budget(self) -> float:
@@ -152,7 +121,6 @@ class BudgetUsage:
             "stripe_budget_granted_listing": self.granted_listing,
             "stripe_budget_wait_seconds": round(self.waited_seconds, 3),
             "stripe_budget_fail_safe_seconds": round(self.fail_safe_seconds, 3),
-            "stripe_budget_slots_dropped": self.slots_dropped,
         }
 
 
@@ -184,14 +152,10 @@ _BOOK_SQL = sa.text(
                reversal_booked_at > clock_timestamp() - make_interval(secs => :active)
                    AS reversals_active,
                listing_booked_at > clock_timestamp() - make_interval(secs => :active)
-                   AS listing_active,
-               EXISTS (SELECT 1 FROM stripe_budget_holders o
-                       WHERE o.account_key = :key AND o.holder_id <> :holder
-                         AND o.last_seen_at > clock_timestamp() - make_interval(secs => :active))
-                   AS others_active
+                   AS listing_active
         FROM stripe_budget WHERE account_key = :key FOR UPDATE
     ), plan AS (
-        SELECT account_key, now_at, eff, reversals_active, others_active,
+        SELECT account_key, now_at, eff, reversals_active,
                -- Reversals leave the floor free while listing draws: no overlap.
                eff * CASE WHEN listing_active OR :listing THEN 1.0 - :floor ELSE 1.0 END
                    AS reversal_eff,
@@ -222,8 +186,7 @@ _BOOK_SQL = sa.text(
             updated_at = plan.now_at
         FROM plan WHERE b.account_key = plan.account_key
         RETURNING extract(epoch FROM plan.start_at - plan.now_at) AS start_in,
-                  CASE WHEN :listing THEN plan.eff ELSE plan.reversal_eff END AS eff,
-                  plan.others_active
+                  CASE WHEN :listing THEN plan.eff ELSE plan.reversal_eff END AS eff
     ), seen AS (
         INSERT INTO stripe_budget_holders AS h
             (account_key, holder_id, description, granted_total, granted_listing, waited_seconds)
@@ -235,7 +198,7 @@ _BOOK_SQL = sa.text(
             waited_seconds = h.waited_seconds + excluded.waited_seconds,
             last_seen_at = clock_timestamp()
     )
-    SELECT start_in, eff, others_active FROM booked
+    SELECT start_in, eff FROM booked
     """
 )
 
@@ -313,12 +276,12 @@ class SharedBudget:
         self._slots: deque[float] = deque()  # monotonic send times booked for reversals
         self._booking = False
         self._row_ready = False
-        # This process's own sends within the last SEND_WINDOW_SECONDS: late
-        # slots may catch up, but never past the rate in any sliding second.
-        self._sent: deque[float] = deque()
-        self._window_cap = int(rate * SEND_WINDOW_SECONDS) + 1
-        self._dropped = 0
-        self._late_limit = SLOT_LATE_SECONDS  # until a booking says we are alone
+        # The in-process pacer behind the booked slots, at the same rate and
+        # burst 1 (like a process alone): threads that wake late do not send
+        # together. Measured on the busy 2-core machine (benchmarks/shared_budget.py,
+        # one run alone): burst 2 gave 0.70 of the budget and 1.08x in the worst
+        # second, burst 1 0.78 and 1.05x.
+        self._spacer = TokenBucket(rate, burst=1)
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)
         self._fail_safe_until = 0.0
@@ -349,18 +312,18 @@ class SharedBudget:
                 self._acquire_fail_safe()
                 return
             self._wait_until(start)
-            # A listing slot is booked one at a time, on demand: never dropped.
-            self._take_send_turn(start, listing=True)
+            with self._cond:
+                self._granted += 1
+                self._granted_listing += 1
             return
-        while True:
-            slot = self._next_reversal_slot()
-            if slot is None:
-                self._acquire_fail_safe()
-                return
-            self._wait_until(slot)
-            if self._take_send_turn(slot, listing=False):
-                return
-            # Too late (or a 429 pause began): the slot is gone, take the next one.
+        slot = self._next_reversal_slot()
+        if slot is None:
+            self._acquire_fail_safe()
+            return
+        self._wait_until(slot)
+        # Threads that wake late (a busy CPU, a slow write) would otherwise send
+        # their slots together; the in-process bucket spaces them out again.
+        self._spacer.acquire()
 
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
@@ -398,7 +361,6 @@ class SharedBudget:
                 fail_safe_entries=self._fail_safe_entries,
                 bookings=self._bookings,
                 elapsed_seconds=time.monotonic() - self._started,
-                slots_dropped=self._dropped,
             )
 
     def close(self) -> None:
@@ -406,39 +368,16 @@ class SharedBudget:
 
     # -- internals ------------------------------------------------------------------
 
-    def _take_send_turn(self, slot: float, *, listing: bool) -> bool:
-        """Send now if the slot is not too late and the process's window has room.
-
-        Returns False (the slot is dropped) for a reversal slot more than
-        ``SLOT_LATE_SECONDS`` late, or one whose time fell in a 429 pause.
-        """
-        with self._cond:
-            while True:
-                now = time.monotonic()
-                too_late = now > slot + self._late_limit
-                if not listing and (too_late or now < self._paused_until):
-                    self._dropped += 1
-                    return False
-                while self._sent and self._sent[0] <= now - SEND_WINDOW_SECONDS:
-                    self._sent.popleft()
-                if len(self._sent) < self._window_cap:
-                    self._sent.append(now)
-                    self._granted += 1
-                    self._granted_listing += int(listing)
-                    return True
-                # Pacing to the moment the window's oldest send leaves it.
-                self._cond.wait(self._sent[0] + SEND_WINDOW_SECONDS - now)
-
     def _next_reversal_slot(self) -> float | None:
         while True:
             with self._cond:
                 now = time.monotonic()
-                while self._slots and self._slots[0] < now - self._late_limit:
-                    self._slots.popleft()  # too late to send even late
-                    self._dropped += 1
+                while self._slots and self._slots[0] < now - SLOT_EXPIRY_SECONDS:
+                    self._slots.popleft()  # too late to send on time: never sent late
                 if not self._booking and len(self._slots) <= self._batch // 2:
                     self._booking = True  # refill ahead, while slots remain
                 elif self._slots:
+                    self._granted += 1
                     return self._slots.popleft()
                 else:
                     self._cond.wait()
@@ -488,7 +427,6 @@ class SharedBudget:
         start = received + float(row.start_in)
         with self._cond:
             self._bookings += 1
-            self._late_limit = SLOT_LATE_SECONDS if row.others_active else SLOT_LATE_ALONE_SECONDS
             if not listing:
                 interval = 1.0 / float(row.eff)
                 self._slots.extend(start + i * interval for i in range(k))
