@@ -266,14 +266,23 @@ class JobRun:
     claimed: dict[str, Any]
 
 
-def run_job_in_process(env: dict[str, str], settings: dict[str, int]) -> JobRun:
-    """``reversal_job`` once, in this process, as ``reversal-pipeline run-job`` runs it."""
+def run_job_in_process(
+    env: dict[str, str], settings: dict[str, int], stripe_config: dict[str, Any] | None = None
+) -> JobRun:
+    """``reversal_job`` once, in this process, as ``reversal-pipeline run-job`` runs it.
+
+    ``stripe_config`` replaces the ``stripe`` resource's whole config (e.g. to
+    compare with the shared budget off).
+    """
     os.environ.update(env)
     os.environ.pop("DAGSTER_HOME", None)
     from reversal_pipeline.jobs_runner import run_job_once
 
+    resources: dict[str, Any] = {"reversal_settings": {"config": dict(settings)}}
+    if stripe_config is not None:
+        resources["stripe"] = {"config": stripe_config}
     run_config = {
-        "resources": {"reversal_settings": {"config": dict(settings)}},
+        "resources": resources,
         # Dagster's console logger at DEBUG prints every event; keep the figures readable.
         "loggers": {"console": {"config": {"log_level": "WARNING"}}},
     }
