@@ -110,8 +110,11 @@ def test_a_bad_id_is_shown_cut_to_64_characters() -> None:
     )
 
 
-def test_the_idempotency_key_names_row_and_attempt() -> None:
-    assert idempotency_key_for(7, 3) == "reversal_pipeline:seller_transfer:7:attempt:3"
+def test_the_idempotency_key_names_row_target_and_attempt() -> None:
+    """Issue 17 put the target in the key: a raised target never replays an older reversal."""
+    assert (
+        idempotency_key_for(7, 3, 500) == "reversal_pipeline:seller_transfer:7:target:500:attempt:3"
+    )
 
 
 # -- call_record ------------------------------------------------------------------------------
@@ -150,14 +153,16 @@ def test_a_created_reversal_is_recorded_with_its_key_attempt_and_metadata(
     )
 
     [reversal] = control.get_transfer(transfer_id)["reversals"]
-    key = "reversal_pipeline:seller_transfer:41:attempt:3"
+    key = "reversal_pipeline:seller_transfer:41:target:1000:attempt:3"
     assert reversal["amount"] == 1_000
     assert reversal["metadata"] == {
         "seller_transfer_id": "41",
         "order_id": "ord_41",
         "attempt": "3",
+        "reversal_target": "1000",
     }
     assert (decision.kind, decision.reversal_id) == ("reversed", reversal["id"])
+    assert decision.amount_reversed == 1_000
     assert (decision.idempotency_key, decision.attempt_number) == (key, 3)
     assert decision.message is None
     assert decision.error is None
@@ -230,7 +235,7 @@ def test_an_error_on_the_create_is_audited_once_and_routed(
     assert decision.kind == kind
     assert type(decision.error) is error_class
     assert decision.reversal_id is None
-    key = "reversal_pipeline:seller_transfer:41:attempt:2"
+    key = "reversal_pipeline:seller_transfer:41:target:1000:attempt:2"
     assert (decision.idempotency_key, decision.attempt_number) == (key, 2)
     [call] = decision.calls
     assert (call.action, call.outcome, call.http_status) == ("create_reversal", outcome, status)
@@ -287,9 +292,10 @@ def test_already_reversed_by_us_is_confirmed_with_our_earliest_reversal(
     assert (confirm.http_status, confirm.idempotency_key) == (None, None)
     assert decision.calls[0].http_status == 400
     assert (decision.idempotency_key, decision.attempt_number) == (
-        "reversal_pipeline:seller_transfer:41:attempt:2",
+        "reversal_pipeline:seller_transfer:41:target:1000:attempt:2",
         2,
     )
+    assert decision.amount_reversed == 1_000  # the target: the row owes nothing more
     assert final_status_for(decision.kind) == "reversed"
 
 
@@ -338,7 +344,7 @@ def test_already_reversed_for_less_than_the_row_is_not_confirmed(
     shown = "Stripe shows 1000 of 1000 usd reversed in 1 reversal(s)"
     assert decision.message == (
         f"Stripe said the transfer is already reversed, but {shown}, "
-        "less than this row's 1500: needs a person"
+        "less than this row's 1500 (its reversal target): needs a person"
     )
     assert _calls(decision) == [
         ("create_reversal", "already_reversed"),
@@ -450,7 +456,8 @@ def test_already_reversed_with_no_reversal_on_the_transfer_is_not_confirmed(
     assert (decision.kind, decision.reversal_id, decision.error) == ("not_confirmed", None, error)
     assert decision.message == (
         "Stripe said the transfer is already reversed, but Stripe shows 0 of 1000 usd "
-        "reversed in 0 reversal(s), less than this row's 1000: needs a person"
+        "reversed in 0 reversal(s), less than this row's 1000 (its reversal target): needs a "
+        "person"
     )
 
 
@@ -486,12 +493,16 @@ def test_an_earlier_reversal_covering_the_row_is_found(
         mine,
         None,
     )
+    assert (decision.amount_reversed, decision.already_ours) == (1_000, 0)
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
             outcome="found_existing",
             stripe_reversal_id=mine,
-            message=f"reversal {mine} from an earlier attempt found by its metadata",
+            message=(
+                f"reversal(s) {mine} of 1000 USD from earlier attempts found by their "
+                "metadata: 1000 covers the target 1000"
+            ),
         )
     ]
     assert final_status_for(decision.kind) == "reversed"
@@ -507,31 +518,90 @@ def test_an_earlier_reversal_larger_than_the_row_is_found(
     assert (decision.kind, decision.reversal_id) == ("found_existing", mine)
 
 
-def test_an_earlier_smaller_reversal_needs_a_person(
+def test_an_earlier_smaller_reversal_is_counted_and_only_the_rest_is_sent(
     control: EmulatorClient, impatient_stripe: StripeResource
 ) -> None:
+    """Issue 12 pinned "a smaller reversal of ours is never taken as covering the row"; that
+    still holds. Issue 17 changed the rest: it is counted and only the difference is sent."""
     transfer_id = _transfer(control, amount=2_000)
     mine = _ours(control, transfer_id, 999)
 
     decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
 
     assert decision is not None
-    assert (decision.kind, decision.reversal_id) == ("not_confirmed", None)
-    shown = f"reversal {mine} of 999 USD"
-    mismatch = "it is less than the row's 1000 USD"
+    assert (decision.kind, decision.reversal_id, decision.error) == ("continue", None, None)
+    assert (decision.already_ours, decision.amount_reversed) == (999, 999)
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
-            outcome="not_confirmed",
+            outcome="partial",
             stripe_reversal_id=mine,
-            message=f"{shown} from an earlier attempt found by its metadata; {mismatch}",
+            message=(
+                f"ours at Stripe: {mine} of 999 USD (999 in all), short of the target 1000: "
+                "sending the difference 1"
+            ),
         )
     ]
-    assert decision.message == (
-        f"an earlier attempt made {shown} for seller transfer 41, but {mismatch}: "
-        "not sent again, needs a person (resolve, or correct the row)"
+    assert final_status_for(decision.kind) is None  # never reversed as it stands
+
+    sent = send_reversal(
+        _row(transfer_id), impatient_stripe, attempt=2, already_ours=decision.already_ours
     )
-    assert final_status_for(decision.kind) == "permanently_failed"
+
+    assert (sent.kind, sent.amount_reversed) == ("reversed", 1_000)
+    amounts = [r["amount"] for r in control.get_transfer(transfer_id)["reversals"]]
+    assert sorted(amounts) == [1, 999]
+
+
+def test_earlier_reversals_are_summed_and_the_newest_is_named(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control, amount=2_000)
+    control.advance_clock(10)
+    first = _ours(control, transfer_id, 400)
+    control.advance_clock(10)
+    second = _ours(control, transfer_id, 600)
+
+    decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
+
+    assert decision is not None
+    assert (decision.kind, decision.reversal_id, decision.message) == (
+        "found_existing",
+        second,
+        None,
+    )
+    assert (decision.amount_reversed, decision.already_ours) == (1_000, 0)
+    listed = f"{first} of 400 USD, {second} of 600 USD"
+    assert decision.calls == [
+        StripeCallRecord(
+            action="lookup_reversal",
+            outcome="found_existing",
+            stripe_reversal_id=second,
+            message=(
+                f"reversal(s) {listed} from earlier attempts found by their metadata: "
+                "1000 covers the target 1000"
+            ),
+        )
+    ]
+
+
+def test_earlier_reversals_beyond_the_target_are_found_and_flagged_over_reversed(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control, amount=2_000)
+    mine = _ours(control, transfer_id, 1_001)
+
+    decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
+
+    assert decision is not None
+    assert (decision.kind, decision.reversal_id) == ("found_existing", mine)
+    assert decision.amount_reversed == 1_001
+    over = "; 1001 is more than the target 1000: over-reversed, needs a person"
+    assert decision.message == f"over-reversed: ours at Stripe {mine} of 1001 USD{over}"
+    assert decision.calls[0].message == (
+        f"reversal(s) {mine} of 1001 USD from earlier attempts found by their metadata: "
+        f"1001 covers the target 1000{over}"
+    )
 
 
 def test_an_earlier_reversal_in_another_currency_needs_a_person(
@@ -543,7 +613,7 @@ def test_an_earlier_reversal_in_another_currency_needs_a_person(
     assert decision is not None
     assert decision.kind == "not_confirmed"
     assert decision.message == (
-        f"an earlier attempt made reversal {mine} of 1000 EUR for seller transfer 41, but "
+        f"an earlier attempt made reversal(s) {mine} of 1000 EUR for seller transfer 41, but "
         "it is in EUR, not the row's USD: not sent again, needs a person (resolve, or "
         "correct the row)"
     )
