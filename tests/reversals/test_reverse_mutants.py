@@ -30,6 +30,7 @@ from reversal_pipeline.reversals.reverse import (
     final_status_for,
     idempotency_key_for,
     look_for_earlier_reversal,
+    reversal_metadata,
     row_problem,
     send_reversal,
 )
@@ -49,7 +50,14 @@ def _transfer(control: EmulatorClient, amount: int = 1_000, currency: str = "usd
     return control.create_transfer(amount=amount, currency=currency, destination="acct_s1")["id"]
 
 
-def _row(transfer_id: str | None, amount: int = 1_000, currency: str = "usd") -> ClaimedRow:
+def _row(
+    transfer_id: str | None,
+    amount: int = 1_000,
+    currency: str = "usd",
+    *,
+    target: int | None = None,
+    refund_ids: tuple[str, ...] = (),
+) -> ClaimedRow:
     return ClaimedRow(
         id=ROW_ID,
         order_id="ord_41",
@@ -60,6 +68,8 @@ def _row(transfer_id: str | None, amount: int = 1_000, currency: str = "usd") ->
         retry_count=0,
         stripe_attempts=0,
         reversal_requested_at=None,
+        reversal_target=target,
+        refund_ids=refund_ids,
     )
 
 
@@ -108,6 +118,52 @@ def test_a_bad_id_is_shown_cut_to_64_characters() -> None:
         f"seller transfer 41 (order ord_41) has stripe_transfer_id {'x' * 64!r}, "
         "not shaped like tr_...; fix the row and requeue"
     )
+
+
+@pytest.mark.parametrize("target", [0, -5, 1_001])
+def test_a_target_outside_one_to_the_amount_is_not_sent(target: int) -> None:
+    assert row_problem(_row("tr_Abc123", target=target)) == (
+        f"seller transfer 41 (order ord_41) has reversal_target {target}, outside 1..1000: "
+        "nothing to send; set it with `reversal-pipeline adjust` and requeue"
+    )
+
+
+@pytest.mark.parametrize("target", [1, 1_000])
+def test_a_target_from_one_to_the_amount_is_sent(target: int) -> None:
+    assert row_problem(_row("tr_Abc123", target=target)) is None
+
+
+def _fitting_refund_ids(ids: list[str]) -> str:
+    """The rule, written out: all ids if they fit in 500; else the oldest that fit with ",..."."""
+    whole = ",".join(ids)
+    if len(whole) <= 500:
+        return whole
+    kept: list[str] = []
+    for refund_id in ids:
+        if len(",".join([*kept, refund_id])) + len(",...") > 500:
+            break
+        kept.append(refund_id)
+    return ",".join(kept) + ",..."
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [
+        (12, 60),  # a comma at index 496: the id before it just fits
+        (13, 60),  # a comma at index 497: the id before it does not
+        (5, 45),  # exactly 500 characters: sent whole
+        (6, 45),  # 501 characters: cut
+    ],
+)
+def test_refund_ids_are_cut_at_stripes_limit_keeping_the_oldest_whole(
+    first: int, count: int
+) -> None:
+    ids = ["r" * first] + [f"re_{i:07d}" for i in range(count - 1)]
+    metadata = reversal_metadata(_row("tr_Abc123", refund_ids=tuple(ids)), attempt=1)
+    expected = _fitting_refund_ids(ids)
+    assert metadata["refund_ids"] == expected
+    assert len(expected) <= 500
+    assert expected.endswith(",...") == (len(",".join(ids)) > 500)
 
 
 def test_the_idempotency_key_names_row_target_and_attempt() -> None:
@@ -177,6 +233,27 @@ def test_a_created_reversal_is_recorded_with_its_key_attempt_and_metadata(
         ),
     ]
     assert final_status_for(decision.kind) == "reversed"
+
+
+def test_a_reversal_names_its_target_and_refunds_at_stripe(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control)
+    row = _row(transfer_id, target=600, refund_ids=("re_1", "re_2"))
+
+    decision = send_reversal(row, impatient_stripe, attempt=1, already_ours=200)
+
+    [reversal] = control.get_transfer(transfer_id)["reversals"]
+    assert reversal["amount"] == 400  # the target less what is already ours
+    assert reversal["metadata"] == {
+        "seller_transfer_id": "41",
+        "order_id": "ord_41",
+        "attempt": "1",
+        "reversal_target": "600",
+        "refund_ids": "re_1,re_2",
+    }
+    assert decision.idempotency_key == "reversal_pipeline:seller_transfer:41:target:600:attempt:1"
+    assert decision.amount_reversed == 600
 
 
 def test_a_given_key_is_sent_as_is(
@@ -472,6 +549,7 @@ def test_no_earlier_reversal_lets_the_row_continue(
     decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
     assert decision is not None
     assert (decision.kind, decision.reversal_id, decision.error) == ("continue", None, None)
+    assert (decision.amount_reversed, decision.already_ours) == (0, 0)  # known: none of ours
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
@@ -611,7 +689,23 @@ def test_an_earlier_reversal_in_another_currency_needs_a_person(
     mine = _ours(control, transfer_id, 1_000)
     decision = look_for_earlier_reversal(_row(transfer_id, currency="usd"), impatient_stripe)
     assert decision is not None
-    assert decision.kind == "not_confirmed"
+    assert (decision.kind, decision.reversal_id, decision.amount_reversed) == (
+        "not_confirmed",
+        None,
+        None,
+    )
+    assert decision.calls == [
+        StripeCallRecord(
+            action="lookup_reversal",
+            outcome="not_confirmed",
+            stripe_reversal_id=mine,
+            message=(
+                f"reversal(s) {mine} of 1000 EUR from earlier attempts found by their "
+                "metadata; it is in EUR, not the row's USD"
+            ),
+        )
+    ]
+    assert final_status_for(decision.kind) == "permanently_failed"
     assert decision.message == (
         f"an earlier attempt made reversal(s) {mine} of 1000 EUR for seller transfer 41, but "
         "it is in EUR, not the row's USD: not sent again, needs a person (resolve, or "
