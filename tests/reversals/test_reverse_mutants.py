@@ -151,8 +151,8 @@ def _fitting_refund_ids(ids: list[str]) -> str:
     [
         (12, 60),  # a comma at index 496: the id before it just fits
         (13, 60),  # a comma at index 497: the id before it does not
-        (5, 45),  # exactly 500 characters: sent whole
-        (6, 45),  # 501 characters: cut
+        (5, 46),  # exactly 500 characters: sent whole
+        (6, 46),  # 501 characters: cut
     ],
 )
 def test_refund_ids_are_cut_at_stripes_limit_keeping_the_oldest_whole(
