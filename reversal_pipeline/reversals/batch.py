@@ -29,6 +29,7 @@ the caller fails the run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import threading
@@ -330,6 +331,20 @@ class ReversalBatch:
         """An exhausted row: look on Stripe once more; never send it again."""
         lookup = look_for_earlier_reversal(row, self.stripe)
         assert lookup is not None
+        if lookup.kind == "continue" and lookup.already_ours > 0:
+            # Part of the target is ours at Stripe: say so, never "no reversal" (the
+            # person taking the row over must not reverse the whole target again).
+            [found] = lookup.calls
+            return RowDecision(
+                kind="exhausted",
+                calls=lookup.calls,
+                message=(
+                    f"Stripe already shows {lookup.already_ours} {row.currency.upper()} of "
+                    f"ours (newest {found.stripe_reversal_id}), short of the target "
+                    f"{row.target}: the rest ({row.target - lookup.already_ours}) was not "
+                    "sent; needs a person (resolve, or requeue to send the rest)"
+                ),
+            )
         if lookup.kind == "continue":
             return RowDecision(
                 kind="exhausted",
@@ -438,8 +453,47 @@ class ReversalBatch:
                 error=lookup.error,
                 message=f"the last attempt's error: {describe(decision)}",
             )
+        if lookup.already_ours > 0:
+            return self._given_up_short_of_target(row, decision, lookup)
         decision.calls = calls
         return decision
+
+    def _given_up_short_of_target(
+        self, row: ClaimedRow, decision: RowDecision, lookup: RowDecision
+    ) -> RowDecision:
+        """Out of attempts with part of the target already ours at Stripe: say how much.
+
+        Since partial refunds the look-up counts a smaller reversal of ours and the
+        rest would be sent; on the last attempt nothing more is sent, and the person
+        who takes the row over must know what the seller already gave back, or a
+        manual reversal of the whole target takes it twice. (Before this, the row was
+        given up with the last error alone, and the look-up's audit row said the
+        difference was being sent.)
+        """
+        [found] = lookup.calls
+        lookup_call = dataclasses.replace(
+            found,
+            message=(found.message or "").replace(
+                f"sending the difference {row.target - lookup.already_ours}",
+                "not sent, the last attempt is used",
+            ),
+        )
+        message = (
+            f"gave up after {row.retry_count + 1} attempt(s) "
+            f"(max_attempts={self.settings.max_attempts}): Stripe already shows "
+            f"{lookup.already_ours} {row.currency.upper()} of ours for seller transfer {row.id} "
+            f"(newest {found.stripe_reversal_id}), short of its target {row.target}: the rest "
+            f"({row.target - lookup.already_ours}) was not sent; needs a person (resolve, or "
+            f"requeue to send the rest); last error: {describe(decision)}"
+        )
+        return RowDecision(
+            kind="not_confirmed",
+            calls=[*decision.calls, lookup_call],
+            error=decision.error,
+            message=message,
+            idempotency_key=decision.idempotency_key,
+            attempt_number=decision.attempt_number,
+        )
 
     def _count(self, outcome: str) -> None:
         with self._lock:

@@ -129,7 +129,7 @@ def test_a_row_sent_before_is_looked_up_first(
         ("create_reversal", "reversed", "reversed", "run-l"),
     ]
     assert attempts_of(engine, absent.id)[1]["idempotency_key"] == (
-        f"reversal_pipeline:seller_transfer:{absent.id}:attempt:2"
+        f"reversal_pipeline:seller_transfer:{absent.id}:target:1000:attempt:2"
     )
     assert _state(engine, absent) == ("reversed", 1, 2, None)
 
@@ -141,19 +141,28 @@ def test_an_exhausted_row_is_only_looked_at(
     exhausted = {"stripe_attempts": 1, "retry_count": 1}  # sent once, out of attempts
     [nothing, mine, unanswered] = seed_rows(engine, control, 3, **exhausted)
     [never_sent] = seed_rows(engine, control, 1, retry_count=1, order_prefix="never")
+    [short] = seed_rows(engine, control, 1, order_prefix="short", **exhausted)
     reversal = _ours(control, mine, 1_000)
+    part = _ours(control, short, 300)  # ours, short of the target: counted, never topped up
     control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
 
     report = run_batch(engine, impatient_stripe, "run-x", max_attempts=1)
 
     assert report.outcomes == {
-        "exhausted": 1,
+        "exhausted": 2,
         "found_existing": 1,
         "lookup_failed": 1,
         "reversed": 1,
     }
-    for row in (nothing, mine, unanswered):
+    for row in (nothing, mine, unanswered, short):
         assert _posts(control, row.stripe_transfer_id) == 0
+    assert _state(engine, short) == ("permanently_failed", 1, 1, None)
+    assert row_state(engine, short.id)["error_message"] == (
+        "gave up after 1 attempt(s) (max_attempts=1); looked once more: Stripe already shows "
+        f"300 USD of ours (newest {part}), short of the target 1000: the rest (700) was not "
+        "sent; needs a person (resolve, or requeue to send the rest)"
+    )
+    assert _audit(engine, short) == [("lookup_reversal", "partial", "permanently_failed", "run-x")]
     assert _state(engine, nothing) == ("permanently_failed", 1, 1, None)
     assert (
         "looked once more: no reversal from an earlier attempt at Stripe"
@@ -200,7 +209,7 @@ def test_the_last_attempt_looks_before_giving_up(
         ("lookup_reversal", "found_existing"),
     ]
     assert audit[0]["idempotency_key"] == (
-        f"reversal_pipeline:seller_transfer:{lost_reply.id}:attempt:1"
+        f"reversal_pipeline:seller_transfer:{lost_reply.id}:target:600:attempt:1"
     )
     assert _state(engine, unanswered) == ("reversal_pending", 1, 1, None)
     message = row_state(engine, unanswered.id)["error_message"]
@@ -222,7 +231,8 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
     control.add_script(
         respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id, times=2
     )
-    # Last attempt fails; the look-up finds a smaller reversal of ours: a person decides.
+    # Last attempt fails; the look-up finds a smaller reversal of ours: a person decides,
+    # told what Stripe already took back (issue 17 counts it; the rest is not sent).
     [smaller] = seed_rows(engine, control, 1, amount=600, order_prefix="s")
     partial = _ours(control, smaller, 200)
     control.add_script(respond=500, method="POST", transfer_id=smaller.stripe_transfer_id)
@@ -242,15 +252,24 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
         ("lookup_reversal", "error", "reversal_pending", "run-k"),
     ]
     assert _state(engine, smaller) == ("permanently_failed", 0, 1, None)
-    assert row_state(engine, smaller.id)["error_message"] == (
-        f"an earlier attempt made reversal {partial} of 200 USD for seller transfer "
-        f"{smaller.id}, but it is less than the row's 600 USD: not sent again, needs a "
-        "person (resolve, or correct the row)"
+    assert _posts(control, smaller.stripe_transfer_id) == 1  # the failed one; the rest not sent
+    message = row_state(engine, smaller.id)["error_message"]
+    assert message.startswith(
+        "gave up after 1 attempt(s) (max_attempts=1): Stripe already shows 200 USD of ours "
+        f"for seller transfer {smaller.id} (newest {partial}), short of its target 600: the "
+        "rest (400) was not sent; needs a person (resolve, or requeue to send the rest); "
+        "last error: TransientStripeError (HTTP 500"
     )
     assert _audit(engine, smaller) == [
         ("create_reversal", "transient", None, "run-k"),
-        ("lookup_reversal", "not_confirmed", "permanently_failed", "run-k"),
+        ("lookup_reversal", "partial", "permanently_failed", "run-k"),
     ]
+    lookup = attempts_of(engine, smaller.id)[1]
+    assert (lookup["stripe_reversal_id"], lookup["message"]) == (
+        partial,
+        f"ours at Stripe: {partial} of 200 USD (200 in all), short of the target 600: "
+        "not sent, the last attempt is used",
+    )
     assert _state(engine, gone) == ("permanently_failed", 0, 1, None)
     assert row_state(engine, gone.id)["error_message"].startswith(
         "data-integrity incident: Stripe has no transfer"
@@ -363,7 +382,10 @@ def test_an_answer_after_the_claim_was_lost_is_audited_but_not_written(
         assert control.wait_for_held(1, timeout=30)
         with engine.begin() as connection:  # another run takes the row while the call is out
             connection.execute(
-                sa.text("UPDATE seller_transfers SET claimed_by = 'run-other' WHERE id = :id"),
+                sa.text(
+                    "UPDATE seller_transfers SET claimed_by = 'run-other',"
+                    " claimed_by_batch = 'batch-other' WHERE id = :id"
+                ),
                 {"id": row.id},
             )
     finally:
@@ -374,6 +396,7 @@ def test_an_answer_after_the_claim_was_lost_is_audited_but_not_written(
     assert (batch.report.statuses, batch.report.outcomes_not_written) == ({}, [])
     state = row_state(engine, row.id)
     assert (state["status"], state["claimed_by"]) == ("reversal_pending", "run-other")
+    assert (state["claimed_by_batch"], state["stripe_reversal_id"]) == ("batch-other", None)
     [audit] = attempts_of(engine, row.id)
     assert (audit["outcome"], audit["status_after"]) == ("reversed", None)
     assert "claim lost" in audit["message"]
@@ -442,7 +465,10 @@ def test_an_outcome_that_cannot_be_written_is_listed_and_the_row_released(
                 " (seller_transfer_id, action, idempotency_key, outcome, actor)"
                 " VALUES (:id, 'create_reversal', :key, 'transient', 'test')"
             ),
-            {"id": blocked.id, "key": f"reversal_pipeline:seller_transfer:{blocked.id}:attempt:1"},
+            {
+                "id": blocked.id,
+                "key": f"reversal_pipeline:seller_transfer:{blocked.id}:target:1000:attempt:1",
+            },
         )
 
     report = run_batch(engine, impatient_stripe, "run-w")

@@ -6,6 +6,7 @@ database needed to check what it asks the database to write.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 import pytest
@@ -62,6 +63,24 @@ def test_money_moved_is_reversed_with_its_reversal_id(kind: str) -> None:
     assert change.message == "note"
     assert change.retry_count is None
     assert change.retry_delay_seconds is None
+
+
+@pytest.mark.parametrize("kind", ["reversed", "already_reversed", "found_existing"])
+def test_money_moved_writes_what_stripe_confirmed_else_the_target(kind: str) -> None:
+    """Issue 17: the write lands only if this covers the target, so it must be Stripe's figure."""
+    row = dataclasses.replace(_row(), reversal_target=300, amount_reversed=100)
+    told = RowDecision(kind=kind, reversal_id="trr_1", calls=list(CALLS), amount_reversed=450)
+    untold = RowDecision(kind=kind, reversal_id="trr_1", calls=list(CALLS))
+
+    assert change_for(row, told, SETTINGS, random.Random(1)).amount_reversed == 450
+    # A decision that does not say (a test's hand-made one): the row's target, not its amount.
+    assert change_for(row, untold, SETTINGS, random.Random(1)).amount_reversed == 300
+
+
+@pytest.mark.parametrize("kind", ["transient", "not_confirmed", "exhausted", "lookup_failed"])
+def test_a_change_that_is_not_reversed_leaves_the_amount_reversed_alone(kind: str) -> None:
+    decision = RowDecision(kind=kind, calls=list(CALLS), amount_reversed=450)
+    assert _change(decision, retry_count=SETTINGS.max_attempts).amount_reversed is None
 
 
 @pytest.mark.parametrize("kind", ["not_found", "not_confirmed", "invalid"])

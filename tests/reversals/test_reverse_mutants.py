@@ -30,6 +30,7 @@ from reversal_pipeline.reversals.reverse import (
     final_status_for,
     idempotency_key_for,
     look_for_earlier_reversal,
+    reversal_metadata,
     row_problem,
     send_reversal,
 )
@@ -49,7 +50,14 @@ def _transfer(control: EmulatorClient, amount: int = 1_000, currency: str = "usd
     return control.create_transfer(amount=amount, currency=currency, destination="acct_s1")["id"]
 
 
-def _row(transfer_id: str | None, amount: int = 1_000, currency: str = "usd") -> ClaimedRow:
+def _row(
+    transfer_id: str | None,
+    amount: int = 1_000,
+    currency: str = "usd",
+    *,
+    target: int | None = None,
+    refund_ids: tuple[str, ...] = (),
+) -> ClaimedRow:
     return ClaimedRow(
         id=ROW_ID,
         order_id="ord_41",
@@ -60,6 +68,8 @@ def _row(transfer_id: str | None, amount: int = 1_000, currency: str = "usd") ->
         retry_count=0,
         stripe_attempts=0,
         reversal_requested_at=None,
+        reversal_target=target,
+        refund_ids=refund_ids,
     )
 
 
@@ -110,8 +120,57 @@ def test_a_bad_id_is_shown_cut_to_64_characters() -> None:
     )
 
 
-def test_the_idempotency_key_names_row_and_attempt() -> None:
-    assert idempotency_key_for(7, 3) == "reversal_pipeline:seller_transfer:7:attempt:3"
+@pytest.mark.parametrize("target", [0, -5, 1_001])
+def test_a_target_outside_one_to_the_amount_is_not_sent(target: int) -> None:
+    assert row_problem(_row("tr_Abc123", target=target)) == (
+        f"seller transfer 41 (order ord_41) has reversal_target {target}, outside 1..1000: "
+        "nothing to send; set it with `reversal-pipeline adjust` and requeue"
+    )
+
+
+@pytest.mark.parametrize("target", [1, 1_000])
+def test_a_target_from_one_to_the_amount_is_sent(target: int) -> None:
+    assert row_problem(_row("tr_Abc123", target=target)) is None
+
+
+def _fitting_refund_ids(ids: list[str]) -> str:
+    """The rule, written out: all ids if they fit in 500; else the oldest that fit with ",..."."""
+    whole = ",".join(ids)
+    if len(whole) <= 500:
+        return whole
+    kept: list[str] = []
+    for refund_id in ids:
+        if len(",".join([*kept, refund_id])) + len(",...") > 500:
+            break
+        kept.append(refund_id)
+    return ",".join(kept) + ",..."
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [
+        (12, 60),  # a comma at index 496: the id before it just fits
+        (13, 60),  # a comma at index 497: the id before it does not
+        (5, 46),  # exactly 500 characters: sent whole
+        (6, 46),  # 501 characters: cut
+    ],
+)
+def test_refund_ids_are_cut_at_stripes_limit_keeping_the_oldest_whole(
+    first: int, count: int
+) -> None:
+    ids = ["r" * first] + [f"re_{i:07d}" for i in range(count - 1)]
+    metadata = reversal_metadata(_row("tr_Abc123", refund_ids=tuple(ids)), attempt=1)
+    expected = _fitting_refund_ids(ids)
+    assert metadata["refund_ids"] == expected
+    assert len(expected) <= 500
+    assert expected.endswith(",...") == (len(",".join(ids)) > 500)
+
+
+def test_the_idempotency_key_names_row_target_and_attempt() -> None:
+    """Issue 17 put the target in the key: a raised target never replays an older reversal."""
+    assert (
+        idempotency_key_for(7, 3, 500) == "reversal_pipeline:seller_transfer:7:target:500:attempt:3"
+    )
 
 
 # -- call_record ------------------------------------------------------------------------------
@@ -150,14 +209,16 @@ def test_a_created_reversal_is_recorded_with_its_key_attempt_and_metadata(
     )
 
     [reversal] = control.get_transfer(transfer_id)["reversals"]
-    key = "reversal_pipeline:seller_transfer:41:attempt:3"
+    key = "reversal_pipeline:seller_transfer:41:target:1000:attempt:3"
     assert reversal["amount"] == 1_000
     assert reversal["metadata"] == {
         "seller_transfer_id": "41",
         "order_id": "ord_41",
         "attempt": "3",
+        "reversal_target": "1000",
     }
     assert (decision.kind, decision.reversal_id) == ("reversed", reversal["id"])
+    assert decision.amount_reversed == 1_000
     assert (decision.idempotency_key, decision.attempt_number) == (key, 3)
     assert decision.message is None
     assert decision.error is None
@@ -172,6 +233,27 @@ def test_a_created_reversal_is_recorded_with_its_key_attempt_and_metadata(
         ),
     ]
     assert final_status_for(decision.kind) == "reversed"
+
+
+def test_a_reversal_names_its_target_and_refunds_at_stripe(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control)
+    row = _row(transfer_id, target=600, refund_ids=("re_1", "re_2"))
+
+    decision = send_reversal(row, impatient_stripe, attempt=1, already_ours=200)
+
+    [reversal] = control.get_transfer(transfer_id)["reversals"]
+    assert reversal["amount"] == 400  # the target less what is already ours
+    assert reversal["metadata"] == {
+        "seller_transfer_id": "41",
+        "order_id": "ord_41",
+        "attempt": "1",
+        "reversal_target": "600",
+        "refund_ids": "re_1,re_2",
+    }
+    assert decision.idempotency_key == "reversal_pipeline:seller_transfer:41:target:600:attempt:1"
+    assert decision.amount_reversed == 600
 
 
 def test_a_given_key_is_sent_as_is(
@@ -230,7 +312,7 @@ def test_an_error_on_the_create_is_audited_once_and_routed(
     assert decision.kind == kind
     assert type(decision.error) is error_class
     assert decision.reversal_id is None
-    key = "reversal_pipeline:seller_transfer:41:attempt:2"
+    key = "reversal_pipeline:seller_transfer:41:target:1000:attempt:2"
     assert (decision.idempotency_key, decision.attempt_number) == (key, 2)
     [call] = decision.calls
     assert (call.action, call.outcome, call.http_status) == ("create_reversal", outcome, status)
@@ -287,9 +369,10 @@ def test_already_reversed_by_us_is_confirmed_with_our_earliest_reversal(
     assert (confirm.http_status, confirm.idempotency_key) == (None, None)
     assert decision.calls[0].http_status == 400
     assert (decision.idempotency_key, decision.attempt_number) == (
-        "reversal_pipeline:seller_transfer:41:attempt:2",
+        "reversal_pipeline:seller_transfer:41:target:1000:attempt:2",
         2,
     )
+    assert decision.amount_reversed == 1_000  # the target: the row owes nothing more
     assert final_status_for(decision.kind) == "reversed"
 
 
@@ -338,7 +421,7 @@ def test_already_reversed_for_less_than_the_row_is_not_confirmed(
     shown = "Stripe shows 1000 of 1000 usd reversed in 1 reversal(s)"
     assert decision.message == (
         f"Stripe said the transfer is already reversed, but {shown}, "
-        "less than this row's 1500: needs a person"
+        "less than this row's 1500 (its reversal target): needs a person"
     )
     assert _calls(decision) == [
         ("create_reversal", "already_reversed"),
@@ -450,7 +533,8 @@ def test_already_reversed_with_no_reversal_on_the_transfer_is_not_confirmed(
     assert (decision.kind, decision.reversal_id, decision.error) == ("not_confirmed", None, error)
     assert decision.message == (
         "Stripe said the transfer is already reversed, but Stripe shows 0 of 1000 usd "
-        "reversed in 0 reversal(s), less than this row's 1000: needs a person"
+        "reversed in 0 reversal(s), less than this row's 1000 (its reversal target): needs a "
+        "person"
     )
 
 
@@ -465,6 +549,7 @@ def test_no_earlier_reversal_lets_the_row_continue(
     decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
     assert decision is not None
     assert (decision.kind, decision.reversal_id, decision.error) == ("continue", None, None)
+    assert (decision.amount_reversed, decision.already_ours) == (0, 0)  # known: none of ours
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
@@ -486,12 +571,16 @@ def test_an_earlier_reversal_covering_the_row_is_found(
         mine,
         None,
     )
+    assert (decision.amount_reversed, decision.already_ours) == (1_000, 0)
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
             outcome="found_existing",
             stripe_reversal_id=mine,
-            message=f"reversal {mine} from an earlier attempt found by its metadata",
+            message=(
+                f"reversal(s) {mine} of 1000 USD from earlier attempts found by their "
+                "metadata: 1000 covers the target 1000"
+            ),
         )
     ]
     assert final_status_for(decision.kind) == "reversed"
@@ -507,31 +596,90 @@ def test_an_earlier_reversal_larger_than_the_row_is_found(
     assert (decision.kind, decision.reversal_id) == ("found_existing", mine)
 
 
-def test_an_earlier_smaller_reversal_needs_a_person(
+def test_an_earlier_smaller_reversal_is_counted_and_only_the_rest_is_sent(
     control: EmulatorClient, impatient_stripe: StripeResource
 ) -> None:
+    """Issue 12 pinned "a smaller reversal of ours is never taken as covering the row"; that
+    still holds. Issue 17 changed the rest: it is counted and only the difference is sent."""
     transfer_id = _transfer(control, amount=2_000)
     mine = _ours(control, transfer_id, 999)
 
     decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
 
     assert decision is not None
-    assert (decision.kind, decision.reversal_id) == ("not_confirmed", None)
-    shown = f"reversal {mine} of 999 USD"
-    mismatch = "it is less than the row's 1000 USD"
+    assert (decision.kind, decision.reversal_id, decision.error) == ("continue", None, None)
+    assert (decision.already_ours, decision.amount_reversed) == (999, 999)
     assert decision.calls == [
         StripeCallRecord(
             action="lookup_reversal",
-            outcome="not_confirmed",
+            outcome="partial",
             stripe_reversal_id=mine,
-            message=f"{shown} from an earlier attempt found by its metadata; {mismatch}",
+            message=(
+                f"ours at Stripe: {mine} of 999 USD (999 in all), short of the target 1000: "
+                "sending the difference 1"
+            ),
         )
     ]
-    assert decision.message == (
-        f"an earlier attempt made {shown} for seller transfer 41, but {mismatch}: "
-        "not sent again, needs a person (resolve, or correct the row)"
+    assert final_status_for(decision.kind) is None  # never reversed as it stands
+
+    sent = send_reversal(
+        _row(transfer_id), impatient_stripe, attempt=2, already_ours=decision.already_ours
     )
-    assert final_status_for(decision.kind) == "permanently_failed"
+
+    assert (sent.kind, sent.amount_reversed) == ("reversed", 1_000)
+    amounts = [r["amount"] for r in control.get_transfer(transfer_id)["reversals"]]
+    assert sorted(amounts) == [1, 999]
+
+
+def test_earlier_reversals_are_summed_and_the_newest_is_named(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control, amount=2_000)
+    control.advance_clock(10)
+    first = _ours(control, transfer_id, 400)
+    control.advance_clock(10)
+    second = _ours(control, transfer_id, 600)
+
+    decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
+
+    assert decision is not None
+    assert (decision.kind, decision.reversal_id, decision.message) == (
+        "found_existing",
+        second,
+        None,
+    )
+    assert (decision.amount_reversed, decision.already_ours) == (1_000, 0)
+    listed = f"{first} of 400 USD, {second} of 600 USD"
+    assert decision.calls == [
+        StripeCallRecord(
+            action="lookup_reversal",
+            outcome="found_existing",
+            stripe_reversal_id=second,
+            message=(
+                f"reversal(s) {listed} from earlier attempts found by their metadata: "
+                "1000 covers the target 1000"
+            ),
+        )
+    ]
+
+
+def test_earlier_reversals_beyond_the_target_are_found_and_flagged_over_reversed(
+    control: EmulatorClient, impatient_stripe: StripeResource
+) -> None:
+    transfer_id = _transfer(control, amount=2_000)
+    mine = _ours(control, transfer_id, 1_001)
+
+    decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
+
+    assert decision is not None
+    assert (decision.kind, decision.reversal_id) == ("found_existing", mine)
+    assert decision.amount_reversed == 1_001
+    over = "; 1001 is more than the target 1000: over-reversed, needs a person"
+    assert decision.message == f"over-reversed: ours at Stripe {mine} of 1001 USD{over}"
+    assert decision.calls[0].message == (
+        f"reversal(s) {mine} of 1001 USD from earlier attempts found by their metadata: "
+        f"1001 covers the target 1000{over}"
+    )
 
 
 def test_an_earlier_reversal_in_another_currency_needs_a_person(
@@ -541,9 +689,25 @@ def test_an_earlier_reversal_in_another_currency_needs_a_person(
     mine = _ours(control, transfer_id, 1_000)
     decision = look_for_earlier_reversal(_row(transfer_id, currency="usd"), impatient_stripe)
     assert decision is not None
-    assert decision.kind == "not_confirmed"
+    assert (decision.kind, decision.reversal_id, decision.amount_reversed) == (
+        "not_confirmed",
+        None,
+        None,
+    )
+    assert decision.calls == [
+        StripeCallRecord(
+            action="lookup_reversal",
+            outcome="not_confirmed",
+            stripe_reversal_id=mine,
+            message=(
+                f"reversal(s) {mine} of 1000 EUR from earlier attempts found by their "
+                "metadata; it is in EUR, not the row's USD"
+            ),
+        )
+    ]
+    assert final_status_for(decision.kind) == "permanently_failed"
     assert decision.message == (
-        f"an earlier attempt made reversal {mine} of 1000 EUR for seller transfer 41, but "
+        f"an earlier attempt made reversal(s) {mine} of 1000 EUR for seller transfer 41, but "
         "it is in EUR, not the row's USD: not sent again, needs a person (resolve, or "
         "correct the row)"
     )
