@@ -538,12 +538,7 @@ class StripeResource(dg.ConfigurableResource):
         The answer to a lost response: Stripe has no search on reversal
         metadata, so this lists the transfer's reversals (usually one call).
         """
-        wanted = str(seller_transfer_id)
-        matches = [
-            r
-            for r in self._iter_reversals(transfer_id)
-            if r.metadata.get(SELLER_TRANSFER_ID_KEY) == wanted
-        ]
+        matches = self._ours_oldest_first(transfer_id, seller_transfer_id)
         if not matches:
             return None
         if len(matches) > 1:
@@ -553,10 +548,10 @@ class StripeResource(dg.ConfigurableResource):
                 "transfer %s has %d reversals for seller_transfer_id %s: %s",
                 transfer_id,
                 len(matches),
-                wanted,
+                seller_transfer_id,
                 ", ".join(r.id for r in matches),
             )
-        return min(matches, key=lambda r: (r.created, r.id))
+        return matches[0]
 
     def reversals_for_seller_transfer(
         self, transfer_id: str, seller_transfer_id: str | int
@@ -568,13 +563,24 @@ class StripeResource(dg.ConfigurableResource):
         amount the job subtracts from the target before sending (issue 17).
         The same listing as ``find_reversal_for_seller_transfer``.
         """
+        return self._ours_oldest_first(transfer_id, seller_transfer_id)
+
+    def _ours_oldest_first(
+        self, transfer_id: str, seller_transfer_id: str | int
+    ) -> list[ReversalRecord]:
+        # Stripe lists a transfer's reversals newest first. `created` has a
+        # one-second resolution and reversal ids are random, so within one second
+        # only the listing's own order says which came first: reverse the listing,
+        # then a stable sort on `created` keeps that order among equal seconds
+        # (sorting on the id made the "newest" of two same-second reversals a coin
+        # toss, and the row could record the older one).
         wanted = str(seller_transfer_id)
-        matches = [
+        listed_newest_first = [
             r
             for r in self._iter_reversals(transfer_id)
             if r.metadata.get(SELLER_TRANSFER_ID_KEY) == wanted
         ]
-        return sorted(matches, key=lambda r: (r.created, r.id))
+        return sorted(reversed(listed_newest_first), key=lambda r: r.created)
 
     # -- internals -----------------------------------------------------------
 

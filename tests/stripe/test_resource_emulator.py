@@ -423,6 +423,33 @@ def test_find_reversal_for_seller_transfer(
         resource.find_reversal_for_seller_transfer("tr_doesnotexist", 1)
 
 
+def test_reversals_made_in_one_second_come_back_in_the_order_they_were_made(
+    stripe_emulator: EmulatorServer, resource: StripeResource
+) -> None:
+    """Within one second of ``created`` only Stripe's listing order tells which
+    reversal came first; with random ids, ordering by id gets six of them in
+    creation order once in 720 tries."""
+    tid = new_transfer(stripe_emulator, 1000)
+    stripe_emulator.state.clock.freeze()
+    try:
+        made = [
+            stripe_emulator.state.reverse_transfer(
+                tid, amount=10, metadata={SELLER_TRANSFER_ID_KEY: "9"}
+            ).id
+            for _ in range(6)
+        ]
+    finally:
+        stripe_emulator.state.clock.unfreeze()
+
+    listed = resource.reversals_for_seller_transfer(tid, 9)
+    first = resource.find_reversal_for_seller_transfer(tid, 9)
+
+    assert len({r.created for r in listed}) == 1  # truly one second
+    assert [r.id for r in listed] == made
+    assert first is not None
+    assert first.id == made[0]
+
+
 def test_find_reversal_pages_through_many_reversals(
     stripe_emulator: EmulatorServer, resource: StripeResource
 ) -> None:
