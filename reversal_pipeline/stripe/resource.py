@@ -569,12 +569,23 @@ class StripeResource(dg.ConfigurableResource):
         The same listing as ``find_reversal_for_seller_transfer``.
         """
         wanted = str(seller_transfer_id)
-        matches = [
+        return [
             r
-            for r in self._iter_reversals(transfer_id)
+            for r in self.reversals_on_transfer(transfer_id)
             if r.metadata.get(SELLER_TRANSFER_ID_KEY) == wanted
         ]
-        return sorted(matches, key=lambda r: (r.created, r.id))
+
+    def reversals_on_transfer(self, transfer_id: str) -> list[ReversalRecord]:
+        """Every reversal on the transfer, ours and out-of-band, oldest first.
+
+        The look-up before sending reads this one listing: our reversals for
+        the row (by metadata) and, from the rest, how much of the transfer is
+        left to reverse, so the job never asks for more than Stripe can give.
+        Stripe lists newest first; its order is kept (reversed), not re-sorted by
+        ``created``: two reversals in the same second would tie, and a random id
+        then decided which was "newest" (a flaky ``stripe_reversal_id``).
+        """
+        return list(reversed(list(self._iter_reversals(transfer_id))))
 
     # -- internals -----------------------------------------------------------
 
