@@ -227,20 +227,23 @@ def _beyond_remaining(row: ClaimedRow, ours_total: int, others: list[Any]) -> Ro
     Sending anyway would make Stripe refuse (400) on every retry; sending only
     what is left would leave a row neither reversed nor due. Either way a
     person decides (``adjust`` the target, or ``resolve``), so the row fails
-    with both figures, and reconciliation shows the transfer.
+    with both figures, and reconciliation shows the transfer. A transfer with
+    nothing left is not this case (see below).
     """
     lacking = row.target - ours_total
     if lacking <= 0:
         return None
     others_total = sum(r.amount for r in others)
     remaining = row.amount - ours_total - others_total
-    if lacking <= remaining:
+    # Nothing left at all: Stripe answers "already fully reversed", and that has its own
+    # contract (confirm_already_reversed: reversed when the transfer covers the target).
+    if lacking <= remaining or remaining <= 0:
         return None
     listed = ", ".join(f"{r.id} of {r.amount}" for r in others) or "none"
     shown = (
         f"Stripe shows {ours_total} reversed by us and {others_total} out-of-band ({listed}) "
         f"on {row.stripe_transfer_id} of {row.amount} {row.currency.upper()}: "
-        f"{max(remaining, 0)} left, the target {row.target} still lacks {lacking}"
+        f"{remaining} left, the target {row.target} still lacks {lacking}"
     )
     return RowDecision(
         kind="not_confirmed",
