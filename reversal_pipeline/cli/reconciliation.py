@@ -12,7 +12,14 @@ import pandas as pd
 from reversal_pipeline.cli.common import connected_engine
 from reversal_pipeline.cli.environment import require_dagster_instance_env, require_stripe_key
 from reversal_pipeline.errors import ConfigurationError
-from reversal_pipeline.reconciliation.report import findings_json, format_amount, ranked
+from reversal_pipeline.reconciliation.report import (
+    findings_json,
+    format_amount,
+    ranked,
+    refunds_text,
+    target_columns,
+    target_text,
+)
 from reversal_pipeline.reconciliation.store import latest_findings_for_day, open_findings
 
 REPORT_COLUMNS = (
@@ -71,7 +78,7 @@ def findings_csv(findings: pd.DataFrame) -> str:
     pandas would write ``details`` as a Python dict repr and booleans as
     ``True``/``False``; JSON text and ``true``/``false`` are what other tools parse.
     """
-    table = findings.copy()
+    table = findings.assign(**target_columns(findings))
     if "details" in table.columns:
         table["details"] = [
             json.dumps(value, sort_keys=True, default=str) for value in table["details"]
@@ -102,10 +109,14 @@ def _table(findings: pd.DataFrame) -> str:
     for finding in rows.to_dict("records"):
         grace = " (in grace)" if finding.get("in_grace") else ""
         amount = format_amount(finding.get("amount"), finding.get("currency"))
+        target = target_text(finding.get("details"), finding.get("currency"))
+        refunds = refunds_text(finding.get("details"), finding.get("currency"))
+        owed = f"  target {target}" if target else ""
+        owed += f"  refunds {refunds}" if refunds else ""
         lines.append(
             f"{finding.get('partition_day', '')}  {finding['severity']:<8} "
             f"{finding['category']:<27} row {finding.get('seller_transfer_id') or '-':<8} "
-            f"{finding.get('stripe_transfer_id') or '-':<28} {amount:>14}{grace}"
+            f"{finding.get('stripe_transfer_id') or '-':<28} {amount:>14}{grace}{owed}"
         )
     return "\n".join(lines)
 

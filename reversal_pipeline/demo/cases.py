@@ -120,6 +120,93 @@ def plant_operator_cases(
     return planted
 
 
+@dataclass(frozen=True)
+class PartialRefundCases:
+    """The partial-refund stories (issue 17): their rows, and the second part still to come."""
+
+    one_item: DemoTransfer | None
+    sibling: DemoTransfer | None
+    twice: DemoTransfer | None
+
+    def second_part_amount(self) -> int:
+        assert self.twice is not None
+        return self.twice.amount // 4
+
+
+def plant_partial_refunds(
+    engine: sa.Engine,
+    market: Marketplace,
+    planted: PlantedCases,
+    rng: random.Random,
+    *,
+    later_refunds: Collection[str] = (),
+) -> PartialRefundCases:
+    """A two-seller order with one item refunded, and the first of two parts of a refund.
+
+    Both go through ``request_reversal`` and the job like any refund: the item
+    refund is scoped to one seller's transfer (the other stays ``completed``);
+    the twice-refunded transfer gets its second part from ``refund_second_part``
+    once Stripe confirmed the first, so Stripe shows two reversals. Their orders
+    join ``refunded_orders`` so no later case picks them. Run after
+    ``plant_operator_cases`` (its picks stay what they were).
+    """
+    excluded = set(market.refunded_orders) | set(later_refunds)
+    orders = market.by_order()
+    pairs = sorted(o for o, ts in orders.items() if len(ts) == 2 and o not in excluded)
+    singles = [t for t in _untouched_single_transfers(market, later_refunds) if t.amount >= 4]
+    one_item = sibling = twice = None
+    with engine.begin() as connection:
+        if pairs:
+            sibling, one_item = orders[rng.choice(pairs)]
+            request_reversal(
+                connection,
+                refund_id=f"re_item_{one_item.order_id}",
+                order_id=one_item.order_id,
+                amount=one_item.amount // 2,
+                currency=one_item.currency,
+                seller_transfer_id=one_item.id,
+            )
+            planted.add("partial_refund_one_item", one_item.id)
+            planted.add("partial_refund_sibling", sibling.id)
+            market.refunded_orders.append(one_item.order_id)
+        if singles:
+            twice = rng.choice(singles)
+            request_reversal(
+                connection,
+                refund_id=f"re_part1_{twice.order_id}",
+                order_id=twice.order_id,
+                amount=twice.amount // 4,
+                currency=twice.currency,
+            )
+            planted.add("partial_refund_twice", twice.id)
+            market.refunded_orders.append(twice.order_id)
+    return PartialRefundCases(one_item, sibling, twice)
+
+
+def refund_second_part(engine: sa.Engine, cases: PartialRefundCases) -> bool:
+    """The customer's second partial refund, once the first part is reversed (True if sent).
+
+    Waiting for ``reversed`` makes Stripe show two reversals; a second part
+    arriving earlier would only raise the target before the first was sent.
+    """
+    if cases.twice is None:
+        return False
+    with engine.begin() as connection:
+        status = connection.execute(
+            sa.select(st.c.status).where(st.c.id == cases.twice.id)
+        ).scalar_one()
+        if status != TransferStatus.REVERSED.value:
+            return False
+        request_reversal(
+            connection,
+            refund_id=f"re_part2_{cases.twice.order_id}",
+            order_id=cases.twice.order_id,
+            amount=cases.second_part_amount(),
+            currency=cases.twice.currency,
+        )
+    return True
+
+
 def _untouched_single_transfers(
     market: Marketplace, also_excluded: Collection[str] = ()
 ) -> list[DemoTransfer]:

@@ -31,6 +31,8 @@ from reversal_pipeline.demo.cases import (
     PlantedCases,
     plant_drift,
     plant_operator_cases,
+    plant_partial_refunds,
+    refund_second_part,
 )
 from reversal_pipeline.demo.marketplace import demo_days, refund_orders, seed_marketplace
 from reversal_pipeline.demo.summary import DemoSummary, build_summary, summary_lines
@@ -238,17 +240,23 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
 
             echo(
                 "[4/7] planting: out-of-band reversal, unknown transfer id, malformed row, "
-                "lost response, a stretch of 500s"
+                "lost response, a stretch of 500s, partial refunds"
             )
             planted = plant_operator_cases(
                 engine, control, market, rng, later_refunds=refunds[len(first_wave) :]
             )
+            partial = plant_partial_refunds(
+                engine, market, planted, rng, later_refunds=refunds[len(first_wave) :]
+            )
+            second_part_sent = False
 
             echo(f"[5/7] reversal_job, {options.ticks} ticks, {TICK_HOURS:g} h apart")
             runs: dict[str, JobOutcome] = {}
             for tick in range(1, options.ticks + 1):
                 if tick == 2:
                     refund_orders(engine, market, refunds[len(first_wave) :], prefix="wave2")
+                if tick >= 2 and not second_part_sent:
+                    second_part_sent = refund_second_part(engine, partial)
                 outcome = run_job_once(
                     "reversal_job",
                     run_config={

@@ -83,8 +83,13 @@ _REPAIR_DETAILS = (
     "repair_reversed_at",
 )
 
+# Issue 17: every finding about a row shows what the seller owes back and what the job
+# recorded Stripe confirming, so a person reads a partial reversal against its target.
+# (``amount_reversed`` in details stays Stripe's total on the transfer.)
+_TARGET_DETAILS = ("reversal_target", "db_amount_reversed")
+
 # What each finding's ``details`` holds, beyond the finding's own columns.
-DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {
+_DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {
     Category.DB_REVERSED_STRIPE_NOT: (
         "status",
         "stripe_reversal_id",
@@ -119,6 +124,10 @@ DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {
         "reversal_count",
     ),
     Category.TRANSFERRED_AT_MISSING: ("status", "stripe_created"),
+}
+DETAIL_COLUMNS: dict[Category, tuple[str, ...]] = {
+    category: names if category is Category.UNKNOWN_TO_DB else (*names, *_TARGET_DETAILS)
+    for category, names in _DETAIL_COLUMNS.items()
 }
 
 
@@ -381,6 +390,9 @@ def _category_findings(
     needed = [*_FINDING_SOURCES, *(_REPAIR_SOURCES if repairable else ())]
     details = [n for n in DETAIL_COLUMNS[category] if n not in needed and n in matched.columns]
     subset = matched[needed + details].iloc[rows].reset_index(drop=True)
+    for name in _TARGET_DETAILS:
+        if name in DETAIL_COLUMNS[category] and name not in subset:
+            subset[name] = pd.Series(pd.NA, index=subset.index, dtype="Int64")  # no such column
     if repairable:
         subset = _with_repair_evidence(subset)
     seller_ids = subset["seller_transfer_id"].astype("Int64")

@@ -115,8 +115,9 @@ def _summary_line(
 
 
 _TABLE_HEADER = (
-    "| severity | category | seller transfer | Stripe transfer | reversals | amount | grace |",
-    "|---|---|---|---|---|---|---|",
+    "| severity | category | seller transfer | Stripe transfer | reversals | amount "
+    "| target (reversed) | refunds | grace |",
+    "|---|---|---|---|---|---|---|---|---|",
 )
 
 
@@ -132,6 +133,8 @@ def _table(top_findings: pd.DataFrame) -> list[str]:
                 finding["stripe_transfer_id"],
                 _reversal_list(finding["stripe_reversal_ids"]),
                 format_amount(finding["amount"], finding["currency"]),
+                target_text(finding["details"], finding["currency"]),
+                refunds_text(finding["details"], finding["currency"]),
                 "yes" if finding["in_grace"] else "",
             )
         )
@@ -139,6 +142,44 @@ def _table(top_findings: pd.DataFrame) -> list[str]:
         for finding in top_findings.to_dict("records")
     ]
     return [*_TABLE_HEADER, *rows, ""]
+
+
+def target_text(details: Any, currency: Any) -> str:
+    """``reversal_target (db_amount_reversed)``: what the seller owes back, what we reversed."""
+    if not isinstance(details, dict) or details.get("reversal_target") is None:
+        return ""
+    target = format_amount(details["reversal_target"], currency)
+    return f"{target} ({format_amount(details.get('db_amount_reversed'), currency)})"
+
+
+def refunds_text(details: Any, currency: Any) -> str:
+    """Each refund that raised the row's target, with the share this row carries."""
+    refunds = details.get("refunds") if isinstance(details, dict) else None
+    return ", ".join(
+        f"{r['refund_id']} {format_amount(r['amount'], currency)}" for r in refunds or []
+    )
+
+
+def _details_column(rows: pd.DataFrame, name: str) -> list[Any]:
+    return [d.get(name) if isinstance(d, dict) else None for d in rows["details"]]
+
+
+def target_columns(rows: pd.DataFrame) -> dict[str, Any]:
+    """``reversal_target``, ``db_amount_reversed`` and ``refunds`` as CSV columns.
+
+    ``refunds`` is ``refund_id:amount`` joined by ``|`` (minor units), empty
+    when no refund raised the row's target.
+    """
+    if "details" not in rows:
+        return {}
+    return {
+        "reversal_target": pd.array(_details_column(rows, "reversal_target"), dtype="Int64"),
+        "db_amount_reversed": pd.array(_details_column(rows, "db_amount_reversed"), dtype="Int64"),
+        "refunds": [
+            "|".join(f"{r['refund_id']}:{r['amount']}" for r in refunds or [])
+            for refunds in _details_column(rows, "refunds")
+        ],
+    }
 
 
 def _reversal_list(joined: Any) -> str:
@@ -158,7 +199,12 @@ def _what_to_do(drift_findings: pd.DataFrame) -> list[str]:
 
 
 def write_csv(drift_findings: pd.DataFrame, path: str | Path) -> Path:
-    """Write every finding, ranked, with ``amount_display`` and ``details`` as JSON text."""
+    """Write every finding, ranked, with ``amount_display`` and ``details`` as JSON text.
+
+    ``reversal_target``, ``db_amount_reversed`` (minor units) and ``refunds``
+    (``refund_id:amount`` joined by ``|``) are also their own columns (issue 17),
+    so a spreadsheet filters on them without parsing JSON.
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     rows = ranked(drift_findings)
@@ -166,6 +212,7 @@ def write_csv(drift_findings: pd.DataFrame, path: str | Path) -> Path:
         amount_display=[
             format_amount(a, c) for a, c in zip(rows["amount"], rows["currency"], strict=True)
         ],
+        **target_columns(rows),
         details=[json.dumps(d, sort_keys=True, default=str) for d in rows["details"]],
     )
     table.to_csv(target, index=False)

@@ -47,6 +47,7 @@ from reversal_pipeline.reconciliation.frames import (
     rows_without_transferred_at,
     stripe_transfers_frame,
 )
+from reversal_pipeline.reconciliation.refund_shares import with_refunds
 from reversal_pipeline.reconciliation.report import write_csv
 from reversal_pipeline.reconciliation.store import (
     FindingScope,
@@ -247,6 +248,7 @@ def _store_complete(
 ) -> DayReconciliation:
     """Store a complete run (full, or incremental with ``scope``) and say what it did."""
     with _timed(run.seconds, "writing_findings"):
+        drift_findings = with_refunds(engine, drift_findings)
         stored = store_findings(
             engine,
             run.day,

@@ -38,9 +38,7 @@ class ReversalGateway(Protocol):
 
     def get_transfer(self, transfer_id: str) -> Any: ...
 
-    def reversals_for_seller_transfer(
-        self, transfer_id: str, seller_transfer_id: str
-    ) -> list[Any]: ...
+    def reversals_on_transfer(self, transfer_id: str) -> list[Any]: ...
 
 
 @dataclass
@@ -118,14 +116,26 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
     ``continue`` with ``already_ours`` set, and only the difference is sent.
     A reversal of ours in another currency is never counted: the row's amount
     was taken in the wrong unit, a person must look (``not_confirmed``).
+
+    The same listing shows the transfer's other (out-of-band) reversals: when
+    what the target still lacks is more than the transfer has left, nothing is
+    sent (``not_confirmed``, see ``_beyond_remaining``).
     """
     assert row.stripe_transfer_id is not None
     try:
-        ours = stripe.reversals_for_seller_transfer(row.stripe_transfer_id, str(row.id))
+        on_transfer = stripe.reversals_on_transfer(row.stripe_transfer_id)
     except StripeSentinel as error:
         return _route_error(
             row, error, [call_record(AttemptAction.LOOKUP_REVERSAL, "error", error=error)]
         )
+    ours = [r for r in on_transfer if r.metadata.get("seller_transfer_id") == str(row.id)]
+    others = [r for r in on_transfer if r.metadata.get("seller_transfer_id") != str(row.id)]
+    ours_total = sum(r.amount for r in ours)
+    beyond = _beyond_remaining(row, ours_total, others)
+    if beyond is not None and not any(
+        r.currency.lower() != row.currency.lower() for r in on_transfer
+    ):
+        return beyond
     if not ours:
         return RowDecision(
             kind="continue",
@@ -208,6 +218,44 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
 _METADATA_VALUE_LIMIT = 500
 
 
+def _beyond_remaining(row: ClaimedRow, ours_total: int, others: list[Any]) -> RowDecision | None:
+    """Refuse to send when the transfer has less left than the target still lacks.
+
+    The transfer's remaining amount is its amount (the row's; reconciliation
+    flags a row whose amount differs from Stripe's) minus every reversal on it.
+    Only out-of-band reversals can make it fall short of ``target - ours``.
+    Sending anyway would make Stripe refuse (400) on every retry; sending only
+    what is left would leave a row neither reversed nor due. Either way a
+    person decides (``adjust`` the target, or ``resolve``), so the row fails
+    with both figures, and reconciliation shows the transfer. A transfer with
+    nothing left is not this case (see below).
+    """
+    lacking = row.target - ours_total
+    if lacking <= 0:
+        return None
+    others_total = sum(r.amount for r in others)
+    remaining = row.amount - ours_total - others_total
+    # Nothing left at all: Stripe answers "already fully reversed", and that has its own
+    # contract (confirm_already_reversed: reversed when the transfer covers the target).
+    if lacking <= remaining or remaining <= 0:
+        return None
+    listed = ", ".join(f"{r.id} of {r.amount}" for r in others) or "none"
+    shown = (
+        f"Stripe shows {ours_total} reversed by us and {others_total} out-of-band ({listed}) "
+        f"on {row.stripe_transfer_id} of {row.amount} {row.currency.upper()}: "
+        f"{remaining} left, the target {row.target} still lacks {lacking}"
+    )
+    return RowDecision(
+        kind="not_confirmed",
+        amount_reversed=ours_total,
+        calls=[call_record(AttemptAction.LOOKUP_REVERSAL, "beyond_remaining", message=shown)],
+        message=(
+            f"{shown}: not sent (Stripe would refuse it), needs a person "
+            "(adjust the target or resolve)"
+        ),
+    )
+
+
 def reversal_metadata(row: ClaimedRow, attempt: int) -> dict[str, str]:
     """What a reversal says about itself at Stripe: the row, the target and the refunds.
 
@@ -242,8 +290,9 @@ def send_reversal(
 
     ``already_ours`` is what the look-up found of our reversals for the row;
     only ``target - already_ours`` is sent. Never more than the transfer has
-    left: Stripe refuses such an amount (400), which is retried and then
-    given up like any other refusal, never split or forced.
+    left: the look-up refuses it before sending (``_beyond_remaining``), and
+    a row sent without a look-up that Stripe refuses on its amount (400) is
+    looked up once and failed for a person, never retried, split or forced.
     """
     assert row.stripe_transfer_id is not None
     key = key or idempotency_key_for(row.id, attempt, row.target)
@@ -257,6 +306,15 @@ def send_reversal(
         calls.append(
             call_record(AttemptAction.CREATE_REVERSAL, _outcome_name(error), error=error, **base)
         )
+        if _is_amount_refusal(error):
+            # A row never sent skips the look-up, so an out-of-band reversal is seen
+            # only here: look once, and fail the row for a person instead of retrying
+            # a request Stripe will refuse every time.
+            lookup = look_for_earlier_reversal(row, stripe)
+            if lookup is not None and lookup.kind not in ("continue", "transient"):
+                lookup.calls = calls + lookup.calls
+                lookup.idempotency_key, lookup.attempt_number = key, attempt
+                return lookup
         decision = _route_error(row, error, calls, stripe=stripe)
         decision.idempotency_key, decision.attempt_number = key, attempt
         return decision
@@ -274,6 +332,12 @@ def send_reversal(
         amount_reversed=already_ours + int(getattr(reversal, "amount", amount)),
         message=_currency_warning(row, getattr(reversal, "currency", None), amount),
     )
+
+
+def _is_amount_refusal(error: StripeSentinel) -> bool:
+    """Stripe refused the amount (400 on ``amount``): more than the transfer has left."""
+    original = getattr(error, "original", None)
+    return error.http_status == 400 and getattr(original, "param", None) == "amount"
 
 
 def _currency_warning(row: ClaimedRow, stripe_currency: str | None, amount: int) -> str | None:

@@ -568,19 +568,28 @@ class StripeResource(dg.ConfigurableResource):
     def _ours_oldest_first(
         self, transfer_id: str, seller_transfer_id: str | int
     ) -> list[ReversalRecord]:
-        # Stripe lists a transfer's reversals newest first. `created` has a
-        # one-second resolution and reversal ids are random, so within one second
-        # only the listing's own order says which came first: reverse the listing,
-        # then a stable sort on `created` keeps that order among equal seconds
-        # (sorting on the id made the "newest" of two same-second reversals a coin
-        # toss, and the row could record the older one).
+        # Oldest first as `reversals_on_transfer` gives them (see there why the
+        # listing's own order, not the id, breaks ties within one second).
         wanted = str(seller_transfer_id)
-        listed_newest_first = [
+        return [
             r
-            for r in self._iter_reversals(transfer_id)
+            for r in self.reversals_on_transfer(transfer_id)
             if r.metadata.get(SELLER_TRANSFER_ID_KEY) == wanted
         ]
-        return sorted(reversed(listed_newest_first), key=lambda r: r.created)
+
+    def reversals_on_transfer(self, transfer_id: str) -> list[ReversalRecord]:
+        """Every reversal on the transfer, ours and out-of-band, oldest first.
+
+        The look-up before sending reads this one listing: our reversals for
+        the row (by metadata) and, from the rest, how much of the transfer is
+        left to reverse, so the job never asks for more than Stripe can give.
+        Stripe lists newest first. ``created`` has a one-second resolution and ids
+        are random, so within one second only the listing's order says which came
+        first: the listing is reversed, then a stable sort on ``created`` keeps
+        that order among equal seconds (sorting on the id made the "newest" of two
+        same-second reversals a coin toss: a flaky ``stripe_reversal_id``).
+        """
+        return sorted(reversed(list(self._iter_reversals(transfer_id))), key=lambda r: r.created)
 
     # -- internals -----------------------------------------------------------
 

@@ -35,7 +35,7 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
         transfers=60,
         sellers=6,
         refunded_orders=20,
-        ticks=2,
+        ticks=3,  # the second part of a twice-refunded transfer waits for the first
         server_url=postgres_server_url,
         database=f"rp_demo_{suffix}",
         dagster_database=f"rp_demo_dagster_{suffix}",
@@ -50,6 +50,11 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
     try:
         result = run_demo(options, lines.append)
         pending_transfer_ids = _pending_transfer_ids(result.database_url)
+        partial = {
+            case: _row(result.database_url, row_ids[0])
+            for case, row_ids in result.planted.cases.items()
+            if case.startswith("partial_refund_")
+        }
         problems = _history_problems(result.database_url)
         planted_ids = sorted({i for ids in result.planted.cases.values() for i in ids})
         failed_ids = [row_id for row_id, _, _ in result.summary.failures]
@@ -72,7 +77,7 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
     assert len(result.summary.failures) >= 2
     assert result.summary.reversed_by_currency
     assert all(outcome.success for outcome in result.runs.values())
-    assert run_tags == ["tick-1", "tick-2"]
+    assert run_tags == ["tick-1", "tick-2", "tick-3"]
     assert lines[-1].startswith("next: uv run reversal-pipeline dev")
     if result.reconciled:
         assert result.summary.findings, "each planted drift should be found"
@@ -84,6 +89,26 @@ def test_small_demo_plants_each_case_and_stores_its_runs(
     for transfer_id in pending_transfer_ids:
         stripe_side.get_transfer(transfer_id)  # raises Stripe's 404 if it was not saved
     assert f"saved to {state_file}" in " ".join(" ".join(lines).split())  # wrapped lines
+    # Issue 17: one item of a two-seller order refunded: that seller's transfer partly
+    # reversed, the other untouched; a transfer refunded twice in parts: two reversals.
+    item, sibling, twice = (
+        partial[f"partial_refund_{c}"] for c in ("one_item", "sibling", "twice")
+    )
+    assert (item["status"], item["reversal_target"]) == ("reversed", item["amount"] // 2)
+    assert item["amount_reversed"] == item["reversal_target"] < item["amount"]
+    assert (sibling["status"], sibling["reversal_target"], sibling["amount_reversed"]) == (
+        "completed",
+        0,
+        0,
+    )
+    assert twice["status"] == "reversed"
+    assert twice["refunds"] == 2
+    assert twice["amount_reversed"] == twice["reversal_target"] == 2 * (twice["amount"] // 4)
+    at_stripe = stripe_side.get_transfer(twice["stripe_transfer_id"])
+    assert [r.amount for r in at_stripe.reversals or []] == [twice["amount"] // 4] * 2
+    assert at_stripe.amount_reversed == twice["amount_reversed"]
+    assert statuses["partial_refund_twice"].endswith("reversed")
+    assert statuses["partial_refund_sibling"].endswith("completed")
     # `show` tells a consistent story for every row the demo left behind ...
     assert problems == []
     # ... and prints it whole: wrapped between words, never cut.
@@ -165,6 +190,28 @@ def _error_messages(database_url: str, ids: list[int]) -> dict[int, str]:
                     sa.text("SELECT id, error_message FROM seller_transfers WHERE id = ANY(:ids)"),
                     {"ids": ids},
                 ).all()
+            )
+    finally:
+        engine.dispose()
+
+
+def _row(database_url: str, row_id: int) -> dict[str, object]:
+    """A planted row's money columns, and how many refunds raised its target."""
+    engine = create_db_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return dict(
+                connection.execute(
+                    sa.text(
+                        "SELECT t.status, t.amount, t.reversal_target, t.amount_reversed,"
+                        " t.stripe_transfer_id, (SELECT count(*) FROM refund_allocations a"
+                        " WHERE a.seller_transfer_id = t.id) AS refunds"
+                        " FROM seller_transfers t WHERE t.id = :id"
+                    ),
+                    {"id": row_id},
+                )
+                .mappings()
+                .one()
             )
     finally:
         engine.dispose()

@@ -42,7 +42,10 @@ def test_report_csv_writes_details_as_json_and_booleans_as_true_false(
         "status": "completed",
         "stripe_amount": 1000,
         "stripe_currency": "eur",
+        "reversal_target": 0,
+        "db_amount_reversed": 0,
     }
+    assert (rows["2"]["reversal_target"], rows["2"]["refunds"]) == ("0", "")
     assert json.loads(rows["1"]["details"])["stripe_account_id"] == "acct_seller"
     assert {row["in_grace"] for row in rows.values()} == {"false"}
     assert rows["2"]["amount"] == "5"  # minor units, an integer as stored

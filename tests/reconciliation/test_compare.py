@@ -185,6 +185,8 @@ def test_partial_reversal_at_stripe_of_an_unreversed_row_is_flagged_with_amounts
         "stripe_amount": 1000,
         "amount_reversed": 999,
         "reversal_count": 1,
+        "reversal_target": 1000,
+        "db_amount_reversed": 0,
     }
 
 
@@ -303,8 +305,20 @@ def test_transfer_to_another_sellers_account_is_a_critical_destination_mismatch(
     assert drift_findings["category"].astype(str).tolist() == ["destination_mismatch"] * 2
     assert set(drift_findings["severity"].astype(str)) == {"critical"}
     assert drift_findings["details"].tolist() == [
-        {"status": "completed", "stripe_account_id": "acct_alice", "destination": "acct_bob"},
-        {"status": "completed", "stripe_account_id": "acct_bob", "destination": "acct_alice"},
+        {
+            "status": "completed",
+            "stripe_account_id": "acct_alice",
+            "destination": "acct_bob",
+            "reversal_target": 0,
+            "db_amount_reversed": 0,
+        },
+        {
+            "status": "completed",
+            "stripe_account_id": "acct_bob",
+            "destination": "acct_alice",
+            "reversal_target": 0,
+            "db_amount_reversed": 0,
+        },
     ]
 
 
@@ -343,6 +357,8 @@ def test_one_minor_unit_short_of_a_full_reversal_is_db_reversed_stripe_not() -> 
         "stripe_reversal_id": "trr_1",
         "amount_reversed": 999,
         "reversal_count": 1,
+        "reversal_target": 1000,
+        "db_amount_reversed": 1000,
     }
 
 
@@ -364,6 +380,8 @@ def test_over_reversal_details_carry_every_number() -> None:
         "reversal_count": 2,
         "our_reversal_count_max": 2,
         "seller_transfer_ids_in_metadata": "1",
+        "reversal_target": 1000,
+        "db_amount_reversed": 1000,
     }
 
 
@@ -477,5 +495,10 @@ def test_row_without_transferred_at_is_matched_by_the_transfers_created_and_flag
     missing = drift_findings[drift_findings["category"] == "transferred_at_missing"]
     assert missing["severity"].astype(str).tolist() == ["high"]
     assert missing["details"].tolist() == [
-        {"status": "reversed", "stripe_created": "2026-11-20T01:00:00Z"}
+        {
+            "status": "reversed",
+            "stripe_created": "2026-11-20T01:00:00Z",
+            "reversal_target": 1000,
+            "db_amount_reversed": 1000,
+        }
     ]

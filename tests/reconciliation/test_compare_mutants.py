@@ -78,6 +78,9 @@ def test_every_field_of_a_repairable_finding() -> None:
             "stripe_currency": "eur",
             "repair_reversal_id": "trr_own",
             "repair_reversed_at": "2026-11-20T02:00:00Z",
+            # Issue 17: every finding about a row shows its target and what we reversed.
+            "reversal_target": 1000,
+            "db_amount_reversed": 0,
         },
         "in_grace": False,
         "grace_ends_at": pd.NaT,
@@ -218,7 +221,14 @@ def test_the_recorded_reversal_id_must_match_one_of_the_transfers_exactly() -> N
 
     assert found["finding_key"].tolist() == ["2"]
     assert found["category"].tolist() == ["reversal_id_mismatch"]
-    assert found["details"].tolist() == [{"stripe_reversal_id": "trr_1", "reversal_count": 1}]
+    assert found["details"].tolist() == [
+        {
+            "stripe_reversal_id": "trr_1",
+            "reversal_count": 1,
+            "reversal_target": 1000,
+            "db_amount_reversed": 1000,
+        }
+    ]
 
 
 @pytest.mark.parametrize(
@@ -244,6 +254,8 @@ def test_missing_at_stripe_spares_only_unpaid_rows_without_a_transfer(
             "status": status,
             "stripe_account_id": "acct_seller",
             "transferred_at": "2026-11-20T01:00:00Z",
+            "reversal_target": 1000 if status == "reversal_pending" else 0,
+            "db_amount_reversed": 0,
         }
 
 
@@ -270,6 +282,8 @@ def test_stuck_severity_boundaries(
     assert finding["details"] == {
         "next_retry_at": json_time(NOW - retry_ago),
         "reversal_requested_at": json_time(NOW - requested_ago),
+        "reversal_target": 1000,
+        "db_amount_reversed": 0,
     }
 
 
@@ -378,4 +392,11 @@ def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> Non
     found = drift_findings_for(rows, snapshots)
 
     assert found["category"].astype(str).tolist() == ["reversal_id_mismatch"]
-    assert found["details"].tolist() == [{"stripe_reversal_id": None, "reversal_count": 1}]
+    assert found["details"].tolist() == [
+        {
+            "stripe_reversal_id": None,
+            "reversal_count": 1,
+            "reversal_target": 1000,
+            "db_amount_reversed": 1000,
+        }
+    ]

@@ -68,6 +68,8 @@ def test_store_writes_each_finding_with_first_and_last_seen(engine: sa.Engine) -
         "status": "completed",
         "stripe_amount": 1000,
         "stripe_currency": "eur",
+        "reversal_target": 0,
+        "db_amount_reversed": 0,
     }
     assert (rows[1]["amount"], rows[1]["stripe_transfer_id"]) == (5, "tr_2")
     assert (stored.upserted, stored.resolved, stored.open_findings) == (2, 0, 2)

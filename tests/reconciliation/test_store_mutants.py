@@ -62,6 +62,8 @@ def test_a_stored_finding_keeps_every_column(engine: sa.Engine) -> None:
         "status": "completed",
         "stripe_amount": 1000,
         "stripe_currency": "eur",
+        "reversal_target": 0,
+        "db_amount_reversed": 0,
     }
     assert (row["in_grace"], row["grace_ends_at"]) == (True, NOW + timedelta(minutes=50))
     assert (row["first_seen_at"], row["last_seen_at"], row["resolved_at"]) == (NOW, NOW, None)

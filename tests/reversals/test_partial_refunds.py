@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.errors import ConfigurationError, InvalidRowError
+from reversal_pipeline.ops.actions import requeue
 from reversal_pipeline.ops.refund_events import close_refund_event
 from reversal_pipeline.reversals.intake import (
     IntakeSummary,
@@ -423,3 +424,101 @@ def test_a_refused_partial_refund_can_be_closed_while_its_sibling_transfers_stay
     event = _event(engine, "re_close")
     assert (event["outcome"], event["processed_at"] is not None) == ("closed_by_operator", True)
     assert {row_state(engine, r.id)["status"] for r in rows} == {"completed"}
+
+
+# -- never more than the transfer has left ---------------------------------------------------
+
+
+def test_a_raised_target_beyond_what_the_transfer_has_left_is_not_sent(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """Ours 1000 and 3500 out-of-band leave 500 of 5000: a target of 2500 lacks 1500."""
+    [row] = _order(engine, stripe_emulator, [5_000], "ord_oob")
+    _refund(engine, "re_o1", "ord_oob", amount=1_000, currency="usd")
+    _intake(engine)
+    run_batch(engine, impatient_stripe, "run-1")
+    control = stripe_emulator.control()
+    control.reverse_transfer(row.stripe_transfer_id, 3_500, metadata={"by": "dashboard"})
+    _refund(engine, "re_o2", "ord_oob", amount=1_500, currency="usd")
+    _intake(engine)
+
+    run_batch(engine, impatient_stripe, "run-2")
+
+    state = row_state(engine, row.id)
+    assert [r["amount"] for r in _reversals(stripe_emulator, row.stripe_transfer_id)] == [
+        3_500,
+        1_000,
+    ]
+    assert (state["status"], state["reversal_target"], state["amount_reversed"]) == (
+        "permanently_failed",
+        2_500,
+        1_000,
+    )
+    assert "500 left, the target 2500 still lacks 1500" in state["error_message"]
+    stripe_calls = [a for a in attempts_of(engine, row.id) if a["action"] in STRIPE_ACTIONS]
+    assert [(a["action"], a["outcome"]) for a in stripe_calls][-1] == (
+        "lookup_reversal",
+        "beyond_remaining",
+    )
+    assert [a["action"] for a in stripe_calls].count("create_reversal") == 1  # run-1 only
+
+
+def test_a_first_send_refused_on_its_amount_is_looked_up_once_and_not_retried(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A row never sent skips the look-up; Stripe's 400 on the amount makes it look once."""
+    [row] = _order(engine, stripe_emulator, [5_000], "ord_oob_first")
+    stripe_emulator.control().reverse_transfer(row.stripe_transfer_id, 4_500)
+    _refund(engine, "re_f1", "ord_oob_first", amount=1_000, currency="usd")
+    _intake(engine)
+
+    run_batch(engine, impatient_stripe, "run-1")
+
+    state = row_state(engine, row.id)
+    assert (state["status"], state["amount_reversed"]) == ("permanently_failed", 0)
+    assert "500 left, the target 1000 still lacks 1000" in state["error_message"]
+    stripe_calls = [
+        (a["action"], a["outcome"])
+        for a in attempts_of(engine, row.id)
+        if a["action"] in STRIPE_ACTIONS
+    ]
+    assert stripe_calls == [
+        ("create_reversal", "transient"),
+        ("lookup_reversal", "beyond_remaining"),
+    ]
+    assert len(_reversals(stripe_emulator, row.stripe_transfer_id)) == 1
+
+
+# -- operators ----------------------------------------------------------------------------------
+
+
+def test_requeue_keeps_the_target_and_sends_only_what_it_still_lacks(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    [row] = _order(engine, stripe_emulator, [5_000], "ord_requeue")
+    _refund(engine, "re_q1", "ord_requeue", amount=1_000, currency="usd")
+    _intake(engine)
+    run_batch(engine, impatient_stripe, "run-1")
+    _refund(engine, "re_q2", "ord_requeue", amount=1_500, currency="usd")
+    _intake(engine)
+    control = stripe_emulator.control()
+    control.add_scripts(
+        [{"respond": 500, "method": "POST", "transfer_id": row.stripe_transfer_id, "times": 5}]
+    )
+    run_batch(engine, impatient_stripe, "run-2", max_attempts=1)
+    assert row_state(engine, row.id)["status"] == "permanently_failed"
+    control.clear_scripts()
+
+    requeue(engine, [row.id], reason="Stripe outage over")
+    state = row_state(engine, row.id)
+    assert (state["status"], state["reversal_target"], state["amount_reversed"]) == (
+        "reversal_pending",
+        2_500,
+        1_000,
+    )
+    run_batch(engine, impatient_stripe, "run-3")
+
+    state = row_state(engine, row.id)
+    amounts = [r["amount"] for r in _reversals(stripe_emulator, row.stripe_transfer_id)]
+    assert amounts == [1_500, 1_000]
+    assert (state["status"], state["amount_reversed"]) == ("reversed", 2_500)
