@@ -544,9 +544,12 @@ def test_already_reversed_with_no_reversal_on_the_transfer_is_not_confirmed(
 def test_no_earlier_reversal_lets_the_row_continue(
     control: EmulatorClient, impatient_stripe: StripeResource
 ) -> None:
+    # A target of 600: another row's 300 leaves 700 of the row's 1,000, room for
+    # the target, so only "not ours" is at stake (a transfer without room for the
+    # target is the remaining-amount rule's test in test_partial_refunds.py).
     transfer_id = _transfer(control)
     _ours(control, transfer_id, 300, row_id=ROW_ID + 1)  # another row's
-    decision = look_for_earlier_reversal(_row(transfer_id), impatient_stripe)
+    decision = look_for_earlier_reversal(_row(transfer_id, target=600), impatient_stripe)
     assert decision is not None
     assert (decision.kind, decision.reversal_id, decision.error) == ("continue", None, None)
     assert (decision.amount_reversed, decision.already_ours) == (0, 0)  # known: none of ours
