@@ -15,7 +15,7 @@ import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
 from reversal_pipeline.cli.environment import require_stripe_key
-from reversal_pipeline.runbook import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError
 from reversal_pipeline.runbook.actions import adjust, failed_since_ids, reopen, requeue, resolve
 from reversal_pipeline.runbook.parse import (
     parse_one_row_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
-from reversal_pipeline.runbook import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError
 from reversal_pipeline.runbook.parse import require_reason
 from reversal_pipeline.runbook.refund_events import close_refund_event
 

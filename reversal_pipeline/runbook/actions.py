@@ -17,11 +17,10 @@ import sqlalchemy as sa
 from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
 from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
-from reversal_pipeline.errors import StripeSentinel
+from reversal_pipeline.errors import OperatorInputError, StripeSentinel
 from reversal_pipeline.reconciliation.categories import Category
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 from reversal_pipeline.reversals.reverse import TRANSFER_ID_PATTERN
-from reversal_pipeline.runbook import OperatorInputError
 
 ACTOR = "operator"
 FAILED = TransferStatus.PERMANENTLY_FAILED.value

@@ -17,13 +17,13 @@ from reversal_pipeline.db.tables import (
     reversal_attempts,
 )
 from reversal_pipeline.db.tables import seller_transfers as st
+from reversal_pipeline.errors import OperatorInputError
 from reversal_pipeline.reversals.intake_window import refund_open_window
 from reversal_pipeline.reversals.open_events import (
     OpenEventsSummary,
     list_open_events,
     summarize_open_events,
 )
-from reversal_pipeline.runbook import OperatorInputError
 
 RECENT_RUNS = 5
 #: Terminal width the operator views wrap to (a line longer than this wraps between words).
