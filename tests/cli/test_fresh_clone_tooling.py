@@ -8,16 +8,14 @@ interpreter running the tests (the project's venv), never on ``PATH``.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.cli.tools import BIN, REPO_ROOT, bare_environment
+
 #: What a clone has and a working copy may add: never copied into the "fresh clone".
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     ".git",
@@ -40,14 +38,6 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     clone = tmp_path_factory.mktemp("clone") / "reversal_pipeline"
     shutil.copytree(REPO_ROOT, clone, ignore=NOT_IN_A_CLONE)
     return clone
-
-
-def bare_environment() -> dict[str, str]:
-    """No DAGSTER_HOME, no project variables: what a newcomer's shell has."""
-    prefixes = ("DAGSTER_", "STRIPE_", "REVERSAL_", "RECONCILIATION_", "PYTEST")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env["PATH"] = "/usr/bin:/bin"  # the tools must not be found on PATH by accident
-    return env
 
 
 def test_repository_root_has_no_instance_file() -> None:
