@@ -9,12 +9,11 @@ interpreter running the tests (the project's venv), never on ``PATH``.
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.cli.tools import BIN, REPO_ROOT, bare_environment
+from tests.cli.tools import REPO_ROOT, run_tool
 
 #: What a clone has and a working copy may add: never copied into the "fresh clone".
 NOT_IN_A_CLONE = shutil.ignore_patterns(
@@ -50,17 +49,7 @@ def test_repository_root_has_no_instance_file() -> None:
 def test_tool_passes_in_a_fresh_clone_without_environment(
     fresh_clone: Path, command: list[str]
 ) -> None:
-    executable = BIN / command[0]
-    assert executable.is_file(), f"{executable} missing: is the dev environment synced?"
-    result = subprocess.run(
-        [str(executable), *command[1:]],
-        cwd=fresh_clone,
-        env=bare_environment(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    result = run_tool(command, cwd=fresh_clone)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]

@@ -8,6 +8,7 @@ what a newcomer's shell has.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,3 +22,20 @@ def bare_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["PATH"] = "/usr/bin:/bin"  # the tools must not be found on PATH by accident
     return env
+
+
+def run_tool(
+    command: list[str], cwd: Path, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """``command`` (its first word a tool of the venv) in ``cwd`` with the bare environment."""
+    executable = BIN / command[0]
+    assert executable.is_file(), f"{executable} missing: is the dev environment synced?"
+    return subprocess.run(
+        [str(executable), *command[1:]],
+        cwd=cwd,
+        env=bare_environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

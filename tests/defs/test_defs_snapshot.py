@@ -16,13 +16,12 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cli.tools import BIN, REPO_ROOT, bare_environment
+from tests.cli.tools import REPO_ROOT, run_tool
 
 SNAPSHOT = Path(__file__).resolve().parents[1] / "data" / "defs_snapshot.json"
 UPDATE_ENV = "UPDATE_DEFS_SNAPSHOT"
@@ -53,15 +52,7 @@ def render(listing: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def list_defs() -> dict[str, list[dict[str, Any]]]:
-    result = subprocess.run(
-        [str(BIN / "dg"), "list", "defs", "--json"],
-        cwd=REPO_ROOT,
-        env=bare_environment(),
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    result = run_tool(["dg", "list", "defs", "--json"], cwd=REPO_ROOT, timeout=280)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return json.loads(result.stdout)
 
