@@ -136,3 +136,11 @@ class InvalidRowError(ReversalPipelineError):
     The message names the row id and what is wrong; the row is surfaced as
     ``permanently_failed`` with that message, never dropped or retried forever.
     """
+
+
+class OperatorInputError(ReversalPipelineError):
+    """The operator asked for something that cannot be done as asked; nothing was changed.
+
+    Raised by the runbook actions (``reversal_pipeline.runbook``) before they
+    write anything; the CLI prints its message and exits non-zero.
+    """

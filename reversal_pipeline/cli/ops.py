@@ -1,6 +1,6 @@
 """Operator commands: ``status``, ``requeue``, ``resolve``, ``reopen``, ``adjust``, ``show``.
 
-Thin shells over ``reversal_pipeline.ops``: they parse, call, and print. Ids
+Thin shells over ``reversal_pipeline.runbook``: they parse, call, and print. Ids
 and dates are parsed here rather than by click types so that bad input ends
 in one line (click's own errors print a usage block).
 """
@@ -15,15 +15,15 @@ import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
 from reversal_pipeline.cli.environment import require_stripe_key
-from reversal_pipeline.ops import OperatorInputError
-from reversal_pipeline.ops.actions import adjust, failed_since_ids, reopen, requeue, resolve
-from reversal_pipeline.ops.parse import (
+from reversal_pipeline.errors import OperatorInputError
+from reversal_pipeline.runbook.actions import adjust, failed_since_ids, reopen, requeue, resolve
+from reversal_pipeline.runbook.parse import (
     parse_one_row_id,
     parse_row_ids,
     parse_since,
     require_reason,
 )
-from reversal_pipeline.ops.views import RowDetail, row_detail, status_report, wrap_line
+from reversal_pipeline.runbook.views import RowDetail, row_detail, status_report, wrap_line
 from reversal_pipeline.stripe.shared_budget import ACTIVE_HOLDER_SECONDS, active_holders
 
 

@@ -1,13 +1,13 @@
-"""``close-refund-event``: thin shell over ``reversal_pipeline.ops.refund_events``."""
+"""``close-refund-event``: thin shell over ``reversal_pipeline.runbook.refund_events``."""
 
 from __future__ import annotations
 
 import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
-from reversal_pipeline.ops import OperatorInputError
-from reversal_pipeline.ops.parse import require_reason
-from reversal_pipeline.ops.refund_events import close_refund_event
+from reversal_pipeline.errors import OperatorInputError
+from reversal_pipeline.runbook.parse import require_reason
+from reversal_pipeline.runbook.refund_events import close_refund_event
 
 
 @click.command("close-refund-event")

@@ -40,7 +40,7 @@ from reversal_pipeline.devserver.home import DAGSTER_DATABASE, prepare_dagster_h
 from reversal_pipeline.devserver.stack import EMULATOR_API_KEY, emulator_state_file
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.jobs_runner import JobOutcome, run_job_once
-from reversal_pipeline.ops.views import wrap_line
+from reversal_pipeline.runbook.views import wrap_line
 from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
 
 Echo = Callable[[str], None]

@@ -64,6 +64,19 @@ def read_open_drift(connection: sa.Connection, now: datetime | None = None) -> O
     return OpenDrift(findings[drift_now].reset_index(drop=True), int((~drift_now).sum()))
 
 
+def day_open_counts(
+    connection: sa.Connection, day: date, now: datetime | None = None
+) -> dict[str, int]:
+    """Counts (``count_metadata``) of the open findings of ``day``, one past its grace as drift.
+
+    What the daily asset's checks judge: the day's open findings as they stand,
+    not only what this run found.
+    """
+    findings = open_findings(connection, day)
+    drift_now = counts_as_drift(findings, now or datetime.now(UTC))
+    return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
+
+
 def table_rows(drift_findings: pd.DataFrame, limit: int) -> list[dict[str, Any]]:
     """The first ``limit`` findings as plain rows with ``TABLE_COLUMNS`` (None for unknown)."""
     rows = []

@@ -132,6 +132,21 @@ def plan_repairs(
 _REPAIRABLE_NAMES = tuple(c.value for c in REPAIRABLE)
 
 
+def days_with_repairable_findings(connection: sa.Connection) -> list[date]:
+    """Partition days with an open finding of a repairable category, oldest first.
+
+    What the repair job works through when it is not given days.
+    """
+    d = reconciliation_drift.c
+    query = (
+        sa.select(d.partition_day)
+        .distinct()
+        .where(d.resolved_at.is_(None), d.category.in_(_REPAIRABLE_NAMES))
+        .order_by(d.partition_day)
+    )
+    return list(connection.execute(query).scalars())
+
+
 def _findings_from_snapshots(
     connection: sa.Connection,
     day: date,

@@ -2,39 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
-from reversal_pipeline.cli import main
-from reversal_pipeline.reversals.batch import ReversalBatch
-from reversal_pipeline.reversals.claim import claim_due_rows
-from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.cli.commands import run, run_job
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
-
-
-@pytest.fixture
-def stripe_resource(
-    stripe_emulator: EmulatorServer, stripe_api_key: str
-) -> Iterator[StripeResource]:
-    resource = StripeResource(
-        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
-    )
-    yield resource
-    resource.close()
-
-
-def run(env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=env)
-
-
-def _run_job(engine: sa.Engine, stripe: StripeResource, token: str) -> None:
-    claim_due_rows(engine, token=token, max_rows=10, lease_seconds=600)
-    ReversalBatch(engine, stripe, token=token, run_id=token, settings=ReversalSettings()).run()
 
 
 def test_adjust_raises_a_completed_rows_target_and_the_job_reverses_exactly_that(
@@ -60,7 +33,7 @@ def test_adjust_raises_a_completed_rows_target_and_the_job_reverses_exactly_that
     )
     assert "0 -> 250" in audit["message"]
     assert "INC-17" in audit["message"]
-    _run_job(engine, stripe_resource, "run-1")
+    run_job(engine, stripe_resource, "run-1")
     [reversal] = stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]
     assert reversal["amount"] == 250
     assert row_state(engine, row.id)["status"] == "reversed"

@@ -16,7 +16,7 @@ from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.demo.run import DemoOptions, run_demo
 from reversal_pipeline.demo.summary import major_units
 from reversal_pipeline.devserver.home import psycopg2_url
-from reversal_pipeline.ops.views import WRAP_WIDTH
+from reversal_pipeline.runbook.views import WRAP_WIDTH
 from reversal_pipeline.stripe_emulator import EmulatorState, load_snapshot
 from tests.plugins.database import drop_database
 

@@ -8,16 +8,13 @@ interpreter running the tests (the project's venv), never on ``PATH``.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.cli.tools import REPO_ROOT, run_tool
+
 #: What a clone has and a working copy may add: never copied into the "fresh clone".
 NOT_IN_A_CLONE = shutil.ignore_patterns(
     ".git",
@@ -42,14 +39,6 @@ def fresh_clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return clone
 
 
-def bare_environment() -> dict[str, str]:
-    """No DAGSTER_HOME, no project variables: what a newcomer's shell has."""
-    prefixes = ("DAGSTER_", "STRIPE_", "REVERSAL_", "RECONCILIATION_", "PYTEST")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    env["PATH"] = "/usr/bin:/bin"  # the tools must not be found on PATH by accident
-    return env
-
-
 def test_repository_root_has_no_instance_file() -> None:
     assert not (REPO_ROOT / "dagster.yaml").exists()
     assert (REPO_ROOT / "reversal_pipeline" / "devserver" / "dagster.yaml").is_file()
@@ -60,17 +49,7 @@ def test_repository_root_has_no_instance_file() -> None:
 def test_tool_passes_in_a_fresh_clone_without_environment(
     fresh_clone: Path, command: list[str]
 ) -> None:
-    executable = BIN / command[0]
-    assert executable.is_file(), f"{executable} missing: is the dev environment synced?"
-    result = subprocess.run(
-        [str(executable), *command[1:]],
-        cwd=fresh_clone,
-        env=bare_environment(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    result = run_tool(command, cwd=fresh_clone)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
     assert "Traceback" not in output, output[-3000:]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from reversal_pipeline.cli import main
 from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
+from tests.cli.commands import run, table_snapshot
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
 
@@ -21,23 +21,12 @@ def control(stripe_emulator: EmulatorServer) -> EmulatorClient:
     return stripe_emulator.control()
 
 
-def run(env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=env)
-
-
 def assert_refused(result: Result, *words: str) -> None:
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     for word in words:
         assert word in lines[0]
-
-
-def snapshot(engine: sa.Engine) -> list[tuple]:
-    with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT * FROM seller_transfers ORDER BY id")).all()
-        audit = connection.execute(sa.text("SELECT count(*) FROM reversal_attempts")).scalar()
-    return [*map(tuple, rows), ("audit", audit)]
 
 
 def test_requeue_moves_failed_rows_back_to_due_with_an_audit_row(
@@ -66,7 +55,7 @@ def test_requeue_refuses_a_mixed_list_and_changes_nothing(
 ) -> None:
     [failed] = seed_rows(engine, control, 1, status="permanently_failed")
     [done] = seed_rows(engine, control, 1, status="completed")
-    before = snapshot(engine)
+    before = table_snapshot(engine)
 
     wrong_status = run(cli_env, "requeue", "--id", str(failed.id), "--id", str(done.id),
                        "--reason", "x")  # fmt: skip
@@ -80,7 +69,7 @@ def test_requeue_refuses_a_mixed_list_and_changes_nothing(
     assert_refused(bad_date, "YYYY-MM-DD")
     assert_refused(bad_id, "12abc")
     assert_refused(no_reason, "--reason")
-    assert snapshot(engine) == before
+    assert table_snapshot(engine) == before
 
 
 def test_requeue_failed_since_takes_only_rows_failed_after_the_date(
@@ -103,11 +92,11 @@ def test_resolve_checks_the_reversal_is_on_that_transfer(
     row, other = seed_rows(engine, control, 2, status="permanently_failed")
     on_row = control.reverse_transfer(row.stripe_transfer_id)["id"]
     on_other = control.reverse_transfer(other.stripe_transfer_id)["id"]
-    before = snapshot(engine)
+    before = table_snapshot(engine)
 
     wrong = run(cli_env, "resolve", "--id", str(row.id), "--reversal", on_other, "--reason", "r")
     assert_refused(wrong, on_other, row.stripe_transfer_id)
-    assert snapshot(engine) == before
+    assert table_snapshot(engine) == before
 
     ok = run(cli_env, "resolve", "--id", str(row.id), "--reversal", on_row, "--reason", "INC-9")
     assert ok.exit_code == 0, ok.output

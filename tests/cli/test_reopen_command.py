@@ -2,55 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner, Result
 
-from reversal_pipeline.cli import main
 from reversal_pipeline.db.tables import reversal_attempts
-from reversal_pipeline.reversals.batch import ReversalBatch
-from reversal_pipeline.reversals.claim import claim_due_rows
-from reversal_pipeline.reversals.settings import ReversalSettings
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
+from tests.cli.commands import run, run_job, table_snapshot
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
-
-
-@pytest.fixture
-def stripe_resource(
-    stripe_emulator: EmulatorServer, stripe_api_key: str
-) -> Iterator[StripeResource]:
-    resource = StripeResource(
-        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
-    )
-    yield resource
-    resource.close()
-
-
-def run(env: dict[str, str], *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env=env)
-
-
-def _run_job(engine: sa.Engine, stripe: StripeResource, token: str) -> None:
-    claim_due_rows(engine, token=token, max_rows=10, lease_seconds=600)
-    ReversalBatch(engine, stripe, token=token, run_id=token, settings=ReversalSettings()).run()
-
-
-def _snapshot(engine: sa.Engine) -> list[tuple]:
-    with engine.connect() as connection:
-        rows = connection.execute(sa.text("SELECT * FROM seller_transfers ORDER BY id")).all()
-        audit = connection.execute(sa.text("SELECT count(*) FROM reversal_attempts")).scalar()
-    return [*map(tuple, rows), ("audit", audit)]
 
 
 def test_a_reversed_row_set_back_to_pending_is_written_again(
     engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
 ) -> None:
     [row] = seed_rows(engine, stripe_emulator.control(), 1)
-    _run_job(engine, stripe_resource, "run-1")
+    run_job(engine, stripe_resource, "run-1")
     first = row_state(engine, row.id)
     assert first["status"] == "reversed"
     # What the runbook used to advise for db_reversed_stripe_not: set it back by hand.
@@ -63,7 +31,7 @@ def test_a_reversed_row_set_back_to_pending_is_written_again(
             {"id": row.id},
         )
 
-    _run_job(engine, stripe_resource, "run-2")
+    run_job(engine, stripe_resource, "run-2")
 
     state = row_state(engine, row.id)
     assert (state["status"], state["stripe_reversal_id"]) == (
@@ -123,7 +91,7 @@ def test_reopen_sends_a_row_stripe_shows_unreversed_back_to_the_job(
     assert "INC-12" in audit["message"]
     assert audit["stripe_reversal_id"] == "trr_NeverAtStripe"
 
-    _run_job(engine, stripe_resource, "run-after-reopen")
+    run_job(engine, stripe_resource, "run-after-reopen")
 
     [reversal] = stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]
     state = row_state(engine, row.id)
@@ -137,14 +105,14 @@ def test_reopen_refuses_when_stripe_shows_the_money_back(
     stripe_resource: StripeResource,
 ) -> None:
     [row] = seed_rows(engine, stripe_emulator.control(), 1)
-    _run_job(engine, stripe_resource, "run-1")
-    before = _snapshot(engine)
+    run_job(engine, stripe_resource, "run-1")
+    before = table_snapshot(engine)
 
     result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
 
     assert result.exit_code != 0
     assert "money back" in result.stderr
-    assert _snapshot(engine) == before
+    assert table_snapshot(engine) == before
 
 
 def test_reopen_of_a_row_with_a_partial_reversal_of_ours_sends_only_the_rest(
@@ -170,7 +138,7 @@ def test_reopen_of_a_row_with_a_partial_reversal_of_ours_sends_only_the_rest(
 
     assert result.exit_code == 0, result.output
     assert row_state(engine, row.id)["amount_reversed"] == 400
-    _run_job(engine, stripe_resource, "run-after-reopen")
+    run_job(engine, stripe_resource, "run-after-reopen")
     reversals = stripe_emulator.control().get_transfer(row.stripe_transfer_id)["reversals"]
     assert sorted(r["amount"] for r in reversals) == [400, 600]
     assert partial["id"] in {r["id"] for r in reversals}
@@ -182,13 +150,13 @@ def test_reopen_refuses_a_row_that_is_not_reversed(
     job_env: dict[str, str], engine: sa.Engine, stripe_emulator: EmulatorServer
 ) -> None:
     [row] = seed_rows(engine, stripe_emulator.control(), 1, status="permanently_failed")
-    before = _snapshot(engine)
+    before = table_snapshot(engine)
 
     result = run(job_env, "reopen", "--id", str(row.id), "--reason", "r")
 
     assert result.exit_code != 0
     assert "only reversed rows" in result.stderr
-    assert _snapshot(engine) == before
+    assert table_snapshot(engine) == before
 
 
 def test_resolve_refuses_a_reversal_in_another_currency(
@@ -203,7 +171,7 @@ def test_resolve_refuses_a_reversal_in_another_currency(
         engine, None, 1, stripe_transfer_id=usd, currency="eur", status="permanently_failed"
     )
     reversal = control.reverse_transfer(usd, amount=1_000)
-    before = _snapshot(engine)
+    before = table_snapshot(engine)
 
     result = run(
         job_env, "resolve", "--id", str(row.id), "--reversal", reversal["id"], "--reason", "r"
@@ -212,4 +180,4 @@ def test_resolve_refuses_a_reversal_in_another_currency(
     assert result.exit_code != 0
     assert "USD" in result.stderr
     assert "EUR" in result.stderr
-    assert _snapshot(engine) == before
+    assert table_snapshot(engine) == before

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from reversal_pipeline.cli import main
 from reversal_pipeline.reconciliation.store import RunCounts, store_findings
-from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
+from tests.reconciliation.builders import DAY, NOW, db_row, drift_findings_for, snapshot
 
 
 def test_report_csv_writes_details_as_json_and_booleans_as_true_false(

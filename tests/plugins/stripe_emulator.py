@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 import stripe
 
+from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 
 TEST_API_KEY = "sk_test_emulator_4eC39HqLyjWDarjtT1zdp7dc"
@@ -46,3 +47,15 @@ def emulator_stripe_client(
 ) -> stripe.StripeClient:
     """The real SDK pointed at the emulator, with no automatic retries."""
     return stripe_emulator.stripe_client(stripe_api_key)
+
+
+@pytest.fixture
+def stripe_resource(
+    stripe_emulator: EmulatorServer, stripe_api_key: str
+) -> Iterator[StripeResource]:
+    """The project's resource on the emulator, paced fast enough never to slow a test."""
+    resource = StripeResource(
+        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
+    )
+    yield resource
+    resource.close()

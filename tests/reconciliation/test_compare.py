@@ -12,7 +12,7 @@ from reversal_pipeline.reconciliation.compare import FINDING_COLUMNS, compare
 from reversal_pipeline.reconciliation.frames import (
     stripe_transfers_frame,
 )
-from tests.reconciliation import (
+from tests.reconciliation.builders import (
     DAY_END,
     DAY_START,
     NOW,

@@ -14,7 +14,7 @@ from reversal_pipeline.reconciliation.frames import (
     db_transfers_frame,
     stripe_transfers_frame,
 )
-from tests.reconciliation import (
+from tests.reconciliation.builders import (
     DAY_END,
     DAY_START,
     NOW,

@@ -21,7 +21,15 @@ from reversal_pipeline.reconciliation.frames import (
     stripe_transfers_frame,
 )
 from reversal_pipeline.stripe.models import ReversalRecord
-from tests.reconciliation import DAY_END, DAY_START, NOW, db_row, insert_rows, reversal, snapshot
+from tests.reconciliation.builders import (
+    DAY_END,
+    DAY_START,
+    NOW,
+    db_row,
+    insert_rows,
+    reversal,
+    snapshot,
+)
 
 PRECISE = DAY_START + timedelta(hours=3, microseconds=123_457)
 

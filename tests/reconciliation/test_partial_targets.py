@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from tests.reconciliation import (
+from tests.reconciliation.builders import (
     DAY_START,
     db_row,
     drift_findings_for,

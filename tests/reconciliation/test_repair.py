@@ -18,7 +18,7 @@ from reversal_pipeline.reconciliation.repair import (
 )
 from reversal_pipeline.reconciliation.store import RunCounts, open_findings, store_findings
 from reversal_pipeline.stripe.models import TransferSnapshot
-from tests.reconciliation import (
+from tests.reconciliation.builders import (
     DAY,
     DAY_START,
     NOW,

@@ -17,7 +17,14 @@ from reversal_pipeline.reconciliation.report import (
     markdown_report,
     write_csv,
 )
-from tests.reconciliation import DAY_START, NOW, db_row, drift_findings_for, reversal, snapshot
+from tests.reconciliation.builders import (
+    DAY_START,
+    NOW,
+    db_row,
+    drift_findings_for,
+    reversal,
+    snapshot,
+)
 
 
 def mixed_findings() -> pd.DataFrame:

@@ -19,7 +19,7 @@ from reversal_pipeline.reconciliation.report import markdown_report, write_csv
 from reversal_pipeline.reconciliation.store import RunCounts, store_findings
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
 from tests.plugins.marketplace import seed_rows
-from tests.reconciliation import DAY, db_row, drift_findings_for, reversal, snapshot
+from tests.reconciliation.builders import DAY, db_row, drift_findings_for, reversal, snapshot
 
 
 def _row_with_two_refunds(engine: sa.Engine) -> int:

@@ -25,7 +25,7 @@ from reversal_pipeline.reconciliation.store import latest_findings_for_day, open
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.marketplace import seed_rows
-from tests.reconciliation import backdate_changes, update_row
+from tests.reconciliation.builders import backdate_changes, update_row
 
 DAY = date(2026, 11, 20)
 NEXT_DAY = date(2026, 11, 21)

@@ -18,7 +18,14 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
-from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, insert_rows, snapshot
+from tests.reconciliation.builders import (
+    DAY,
+    NOW,
+    db_row,
+    drift_findings_for,
+    insert_rows,
+    snapshot,
+)
 
 LATER = NOW + timedelta(days=1)
 COUNTS = RunCounts(db_rows=2, stripe_transfers=1, stripe_calls=1)

@@ -18,7 +18,7 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
-from tests.reconciliation import DAY, NOW, db_row, drift_findings_for, snapshot
+from tests.reconciliation.builders import DAY, NOW, db_row, drift_findings_for, snapshot
 
 COUNTS = RunCounts(db_rows=7, stripe_transfers=5, stripe_calls=3)
 

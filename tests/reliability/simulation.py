@@ -426,7 +426,7 @@ class Simulation:
         * A direct update of a row Stripe did reverse (an operator bypassing the
           command): the job must find that reversal and record it, not send a second.
         """
-        from reversal_pipeline.ops import actions
+        from reversal_pipeline.runbook import actions
 
         if self.rng.random() < 0.5 and (row := self.due_row(fresh=True)) is not None:
             self.counts[f"{Path.REOPEN.value}:command"] += 1

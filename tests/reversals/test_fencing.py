@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import types
-from collections.abc import Iterator
 
 import dagster as dg
 import pytest
@@ -27,17 +26,6 @@ from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.marketplace import advance_clock, attempts_of, row_state, seed_rows
 
 SETTINGS = ReversalSettings(concurrency=1, backoff_jitter=0.0)
-
-
-@pytest.fixture
-def stripe_resource(
-    stripe_emulator: EmulatorServer, stripe_api_key: str
-) -> Iterator[StripeResource]:
-    resource = StripeResource(
-        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
-    )
-    yield resource
-    resource.close()
 
 
 def _context(run_id: str, root: str | None = None) -> object:

@@ -7,7 +7,7 @@ a stand-in, because the point is what happens after minutes without a renewal.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -31,17 +31,6 @@ class SteppedClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def stripe_resource(
-    stripe_emulator: EmulatorServer, stripe_api_key: str
-) -> Iterator[StripeResource]:
-    resource = StripeResource(
-        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
-    )
-    yield resource
-    resource.close()
 
 
 def _creates(server: EmulatorServer) -> int:

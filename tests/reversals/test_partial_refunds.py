@@ -14,8 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.errors import ConfigurationError, InvalidRowError
-from reversal_pipeline.ops.actions import requeue
-from reversal_pipeline.ops.refund_events import close_refund_event
 from reversal_pipeline.reversals.intake import (
     IntakeSummary,
     process_refund_events,
@@ -27,6 +25,8 @@ from reversal_pipeline.reversals.refund_policy import (
     partial_refund_policy,
     split_largest_remainder,
 )
+from reversal_pipeline.runbook.actions import requeue
+from reversal_pipeline.runbook.refund_events import close_refund_event
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows

@@ -14,12 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
-import sqlalchemy as sa
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.defs.reconciliation.tables import findings_table
+from reversal_pipeline.reconciliation.open_findings import day_open_counts
 from reversal_pipeline.reconciliation.report import count_metadata, markdown_report
 from reversal_pipeline.reconciliation.run import (
     DayReconciliation,
@@ -29,7 +29,6 @@ from reversal_pipeline.reconciliation.run import (
     reconcile_rows,
 )
 from reversal_pipeline.reconciliation.stale_days import recheck_plan
-from reversal_pipeline.reconciliation.store import counts_as_drift, open_findings
 from reversal_pipeline.stripe.resource import StripeResource
 
 REPORTS_DIR_ENV = "REVERSAL_REPORTS_DIR"
@@ -135,19 +134,12 @@ def reversal_reconciliation(
             metadata={"stripe_transfers_listed": outcome.stripe_transfers},
         )
     counts = count_metadata(outcome.drift_findings)
-    day_counts = _open_drift_counts(engine, day)
+    with engine.connect() as connection:
+        day_counts = day_open_counts(connection, day)
     metadata = _metadata(outcome, counts) | {"mode": plan_reason} | stripe.budget_usage()
     if outcome.stored is not None and outcome.stored.superseded_by is not None:
         metadata["superseded_by_run"] = outcome.stored.superseded_by
     yield dg.MaterializeResult(metadata=metadata, check_results=_check_results(day_counts))
-
-
-def _open_drift_counts(engine: sa.Engine, day: date) -> dict[str, int]:
-    """Counts of every finding of ``day`` open now, a finding past its grace as drift."""
-    with engine.connect() as connection:
-        findings = open_findings(connection, day)
-    drift_now = counts_as_drift(findings, datetime.now(UTC))
-    return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
 
 
 def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, object]:

@@ -9,12 +9,16 @@ what it would change and changes nothing.
 from datetime import date
 
 import dagster as dg
-import sqlalchemy as sa
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reconciliation.tables import records_table
-from reversal_pipeline.reconciliation.repair import RepairResult, apply_repairs, plan_repairs
+from reversal_pipeline.reconciliation.repair import (
+    RepairResult,
+    apply_repairs,
+    days_with_repairable_findings,
+    plan_repairs,
+)
 from reversal_pipeline.reconciliation.store import open_findings
 
 
@@ -33,7 +37,10 @@ def repair_proven_drift(
     context: dg.OpExecutionContext, config: RepairConfig, database: DatabaseResource
 ) -> dg.Output[int]:
     engine = database.get_engine()
-    days = [date.fromisoformat(d) for d in config.days] or _days_with_open_findings(engine)
+    days = [date.fromisoformat(d) for d in config.days]
+    if not days:
+        with engine.connect() as connection:
+            days = days_with_repairable_findings(connection)
     repaired: list[dict[str, object]] = []
     refused: list[dict[str, object]] = []
     for day in days:
@@ -76,20 +83,6 @@ def _collect(result: RepairResult, repaired: list, refused: list) -> None:
                 "category": skipped.category,
                 "reason": skipped.reason,
             }
-        )
-
-
-def _days_with_open_findings(engine: sa.Engine) -> list[date]:
-    with engine.connect() as connection:
-        return list(
-            connection.execute(
-                sa.text(
-                    "SELECT DISTINCT partition_day FROM reconciliation_drift"
-                    " WHERE resolved_at IS NULL AND category IN"
-                    " ('stripe_reversed_db_pending', 'stripe_reversed_db_failed')"
-                    " ORDER BY partition_day"
-                )
-            ).scalars()
         )
 
 

@@ -9,19 +9,16 @@ line break inside an error message cannot break the layout.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from reversal_pipeline.reversals.batch import BatchReport
 from reversal_pipeline.reversals.claim import ClaimSummary
+from reversal_pipeline.table_cells import cell_of_kind
 
 if TYPE_CHECKING:
     from reversal_pipeline.defs.reversals.listening import RunPasses
-
-#: Longest text kept in one cell: an error message can be long, the table should stay readable.
-CELL_TEXT_LIMIT = 500
 
 
 def _column(name: str, kind: str, description: str | None = None) -> dg.TableColumn:
@@ -90,23 +87,10 @@ def rows_table(
 ) -> dg.MetadataValue:
     """Rows as a typed table; each cell is converted to its column's type."""
     records = [
-        dg.TableRecord({c.name: _cell(row.get(c.name), c.type) for c in columns}) for row in rows
+        dg.TableRecord({c.name: cell_of_kind(row.get(c.name), c.type) for c in columns})
+        for row in rows
     ]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=list(columns)))
-
-
-def _cell(value: Any, kind: str) -> str | int | float | bool | None:
-    if value is None:
-        return None
-    if kind == "int":
-        return int(value)
-    if kind == "float":
-        return float(value)
-    if kind == "bool":
-        return bool(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return str(value)[:CELL_TEXT_LIMIT]
 
 
 def open_events_table(events: Sequence[Mapping[str, Any]]) -> dg.MetadataValue:

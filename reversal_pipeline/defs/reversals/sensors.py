@@ -24,14 +24,12 @@ listening run has ended: nothing falls between the two.
 import json
 
 import dagster as dg
-import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
-from reversal_pipeline.db.tables import refund_events, seller_transfers
 from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reversals.jobs import reversal_job
 from reversal_pipeline.defs.reversals.listening import LISTENING_TAG, listen_run_config
-from reversal_pipeline.reversals.intake import open_event_is_actionable
+from reversal_pipeline.reversals.inbox_watch import actionable_fingerprint, new_refund_events
 from reversal_pipeline.reversals.listen import listen_seconds_from_env
 
 
@@ -46,28 +44,6 @@ def _read_cursor(raw: str | None) -> tuple[int, str]:
         return int(raw), ""
     cursor = json.loads(raw)
     return int(cursor.get("newest_id", 0)), str(cursor.get("actionable", ""))
-
-
-def _actionable_fingerprint(connection: sa.Connection) -> tuple[int, str]:
-    """How many open events would act now, and a key that changes whenever that set changes.
-
-    The key is the count plus the latest ``updated_at`` (kept by a trigger,
-    set on insert too) of their orders' transfers: a transfer completing or
-    appearing moves it, so the same event
-    becoming actionable a second time (the next transfer of its order
-    completes) gets a new run key.
-    """
-    latest_change = (
-        sa.select(sa.func.max(seller_transfers.c.updated_at))
-        .where(seller_transfers.c.order_id == refund_events.c.order_id)
-        .scalar_subquery()
-    )
-    count, changed = connection.execute(
-        sa.select(sa.func.count(), sa.func.max(latest_change)).where(open_event_is_actionable())
-    ).one()
-    if not count:
-        return 0, ""
-    return int(count), f"{count}-{changed.timestamp():.6f}"
 
 
 #: Seconds between looks. A look is one indexed query; the run launch it may
@@ -119,15 +95,10 @@ def refund_events_sensor(
     listen_seconds = listen_seconds_from_env()
     last_seen, last_fingerprint = _read_cursor(context.cursor)
     with database.get_engine().connect() as connection:
-        newest, waiting = connection.execute(
-            sa.text(
-                "SELECT max(id), count(*) FROM refund_events"
-                " WHERE processed_at IS NULL AND outcome IS NULL AND id > :last_seen"
-            ),
-            {"last_seen": last_seen},
-        ).one()
-        actionable, fingerprint = _actionable_fingerprint(connection)
-    newest = int(newest or last_seen)
+        new_events = new_refund_events(connection, after_id=last_seen)
+        actionable = actionable_fingerprint(connection)
+    newest = new_events.newest_id or last_seen
+    fingerprint = actionable.fingerprint
     cursor = json.dumps({"newest_id": newest, "actionable": fingerprint})
     if newest > last_seen:
         run_key = f"refund-events-through-{newest}"
@@ -143,8 +114,8 @@ def refund_events_sensor(
         )
     tags = {
         "trigger": "refund_events_sensor",
-        "refund_events_waiting": str(waiting),
-        "refund_events_actionable": str(actionable),
+        "refund_events_waiting": str(new_events.waiting),
+        "refund_events_actionable": str(actionable.count),
     }
     if listen_seconds > 0:
         tags[LISTENING_TAG] = "true"

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reconciliation.open_drift import open_drift_refresh_sensor
-from reversal_pipeline.ops.actions import resolve
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
+from reversal_pipeline.runbook.actions import resolve
 from reversal_pipeline.stripe.resource import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.defs.reconciliation.conftest import JobWorld

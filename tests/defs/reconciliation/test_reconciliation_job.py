@@ -18,7 +18,7 @@ from tests.defs.reconciliation.harness import (
 )
 from tests.plugins.dagster_job import materialization_metadata, run_reversal_job
 from tests.plugins.marketplace import seed_rows
-from tests.reconciliation import backdate_changes, update_row
+from tests.reconciliation.builders import backdate_changes, update_row
 
 NOON = datetime(2026, 11, 20, 12, tzinfo=UTC)
 

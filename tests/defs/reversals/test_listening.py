@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -186,17 +185,6 @@ class _SeenWaiting(RefundEventWakeups):
     def wait(self, timeout: float) -> bool:
         self.waiting.set()
         return super().wait(timeout)
-
-
-@pytest.fixture
-def stripe_resource(
-    stripe_emulator: EmulatorServer, stripe_api_key: str
-) -> Iterator[StripeResource]:
-    resource = StripeResource(
-        api_key=stripe_api_key, api_base=stripe_emulator.url, requests_per_second=500
-    )
-    yield resource
-    resource.close()
 
 
 def _pass(engine: sa.Engine, stripe: StripeResource) -> Any:

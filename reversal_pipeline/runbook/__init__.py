@@ -6,8 +6,8 @@ everything before it writes, writes the state change and its audit row in
 one transaction, and refuses with an ``OperatorInputError`` otherwise.
 """
 
-from reversal_pipeline.errors import ReversalPipelineError
+# Re-exported so code written against the package before the error moved to
+# the leaf ``errors.py`` keeps importing it from here.
+from reversal_pipeline.errors import OperatorInputError
 
-
-class OperatorInputError(ReversalPipelineError):
-    """The operator asked for something that cannot be done as asked; nothing was changed."""
+__all__ = ["OperatorInputError"]

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.statuses import RefundOutcome, TransferStatus
 from reversal_pipeline.db.tables import refund_event_history, refund_events, seller_transfers
-from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError
 
 ACTOR = "operator"
 

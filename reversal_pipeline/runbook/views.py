@@ -17,7 +17,7 @@ from reversal_pipeline.db.tables import (
     reversal_attempts,
 )
 from reversal_pipeline.db.tables import seller_transfers as st
-from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError
 from reversal_pipeline.reversals.intake_window import refund_open_window
 from reversal_pipeline.reversals.open_events import (
     OpenEventsSummary,

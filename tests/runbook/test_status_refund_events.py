@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from reversal_pipeline.cli import main
-from reversal_pipeline.ops.views import status_report
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
+from reversal_pipeline.runbook.views import status_report
 
 
 def test_status_counts_open_refund_events_and_names_the_oldest(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
 
-from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError
 
 
 def parse_row_ids(values: Iterable[str]) -> list[int]:

@@ -17,8 +17,7 @@ import sqlalchemy as sa
 from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
 from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.db.tables import seller_transfers as st
-from reversal_pipeline.errors import StripeSentinel
-from reversal_pipeline.ops import OperatorInputError
+from reversal_pipeline.errors import OperatorInputError, StripeSentinel
 from reversal_pipeline.reconciliation.categories import Category
 from reversal_pipeline.reconciliation.open_findings import resolve_fixed_findings
 from reversal_pipeline.reversals.reverse import TRANSFER_ID_PATTERN
@@ -70,6 +69,11 @@ def _audit(row_id: int, action: str, before: str, after: str, message: str) -> d
 
 
 def _locked_rows(connection: sa.Connection, row_ids: list[int]) -> dict[int, sa.Row]:
+    """The rows an action checks before it writes, locked (in id order) until it commits.
+
+    One column list for every action, so a check added to one cannot read a
+    column another action's query forgot.
+    """
     rows = connection.execute(
         sa.select(
             st.c.id,
@@ -77,14 +81,25 @@ def _locked_rows(connection: sa.Connection, row_ids: list[int]) -> dict[int, sa.
             st.c.stripe_transfer_id,
             st.c.amount,
             st.c.currency,
+            st.c.stripe_reversal_id,
             st.c.reversal_target,
             st.c.amount_reversed,
+            st.c.claimed_by,
+            (st.c.claim_expires_at > sa.func.now()).label("claim_live"),
         )
         .where(st.c.id.in_(row_ids))
         .order_by(st.c.id)
         .with_for_update()
     ).all()
     return {row.id: row for row in rows}
+
+
+def _locked_row(connection: sa.Connection, row_id: int) -> sa.Row:
+    """One row as ``_locked_rows`` reads it; refuses an id with no row."""
+    row = _locked_rows(connection, [row_id]).get(row_id)
+    if row is None:
+        raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+    return row
 
 
 def failed_since_ids(engine: sa.Engine, since: datetime) -> list[int]:
@@ -223,21 +238,7 @@ def reopen(engine: sa.Engine, stripe: TransferLookup, row_id: int, reason: str) 
     0006), which lets the job record the row ``reversed`` once more.
     """
     with engine.begin() as connection:
-        row = connection.execute(
-            sa.select(
-                st.c.id,
-                st.c.status,
-                st.c.stripe_transfer_id,
-                st.c.amount,
-                st.c.currency,
-                st.c.stripe_reversal_id,
-                st.c.reversal_target,
-            )
-            .where(st.c.id == row_id)
-            .with_for_update()
-        ).first()
-        if row is None:
-            raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+        row = _locked_row(connection, row_id)
         if row.status != REVERSED:
             raise OperatorInputError(
                 f"row {row_id} is {row.status}; only reversed rows can be reopened "
@@ -340,22 +341,7 @@ def adjust(
     or ``reversed`` row due now, like a refund.
     """
     with engine.begin() as connection:
-        row = connection.execute(
-            sa.select(
-                st.c.id,
-                st.c.status,
-                st.c.stripe_transfer_id,
-                st.c.amount,
-                st.c.currency,
-                st.c.reversal_target,
-                st.c.claimed_by,
-                (st.c.claim_expires_at > sa.func.now()).label("claim_live"),
-            )
-            .where(st.c.id == row_id)
-            .with_for_update()
-        ).first()
-        if row is None:
-            raise OperatorInputError(f"no seller transfer with id {row_id}; nothing changed")
+        row = _locked_row(connection, row_id)
         if not 0 <= target <= row.amount:
             raise OperatorInputError(
                 f"--target {target} is outside 0..{row.amount} (row {row_id}'s amount in "
