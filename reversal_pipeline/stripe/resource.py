@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
@@ -42,7 +41,11 @@ from reversal_pipeline.errors import (
 from reversal_pipeline.stripe.classify import classify_stripe_error
 from reversal_pipeline.stripe.models import ReversalRecord, TransferSnapshot, embedded_reversals
 from reversal_pipeline.stripe.rate_limit import TokenBucket
-from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget, open_shared_budget
+from reversal_pipeline.stripe.secrets import _STRIPE_LOG_FILTER, _mentions
+from reversal_pipeline.stripe.secrets import mask_secret as mask_secret  # re-exported
+from reversal_pipeline.stripe.shared_budget import SharedBudget, open_shared_budget
+from reversal_pipeline.stripe.transport import CALL_KINDS as CALL_KINDS  # re-exported
+from reversal_pipeline.stripe.transport import CallCounter, _PacedRequestsClient
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +53,6 @@ T = TypeVar("T")
 
 #: Metadata key on a reversal that names the ``seller_transfers`` row it was made for.
 SELLER_TRANSFER_ID_KEY = "seller_transfer_id"
-
-#: Keys of ``StripeResource.calls_made``. HTTP kinds count attempts on the wire.
-CALL_KINDS = (
-    "create_reversal",
-    "retrieve_transfer",
-    "list_transfers",
-    "list_reversals",
-    "other",
-    "rate_limited_retries",
-)
 
 # A fraction of Stripe's ~25 (test) / ~100 (live) requests/s, leaving the rest
 # to the application's own calls on the same account.
@@ -91,183 +84,6 @@ _PENALTY_RECOVERY_PER_SECOND = 0.1
 
 _PAGE_LIMIT = 100
 _MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-_REVERSALS_PATH = re.compile(r"/v1/transfers/[^/]+/reversals/?$")
-_TRANSFER_PATH = re.compile(r"/v1/transfers/[^/]+/?$")
-_TRANSFERS_PATH = re.compile(r"/v1/transfers/?$")
-
-
-def mask_secret(secret: str) -> str:
-    """``sk_test_…3456``: enough for an operator to tell keys apart, like Stripe's own masking."""
-    if not secret:
-        return "<empty>"
-    prefix = re.match(r"^[a-z]{2,4}_(?:test_|live_)?", secret)
-    head = prefix.group(0) if prefix else ""
-    return f"{head}…{secret[-4:]}" if len(secret) >= len(head) + 12 else f"{head}…"
-
-
-class _RedactSecrets(logging.Filter):
-    """Scrubs known keys from records of the ``stripe`` logger.
-
-    The SDK never logs the Authorization header (checked in stripe 16:
-    ``_api_requestor`` logs method, URL, form body and response body), but it
-    does log response bodies at DEBUG, and a proxy or a non-Stripe server may
-    echo the key in an error body. This closes that door for the logging
-    path; the SDK's ``stripe.log``/``STRIPE_LOG`` console printing bypasses
-    logging and must stay off in production.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-
-    def add(self, secret: str) -> None:
-        with self._lock:
-            self._secrets = self._secrets | {secret}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self._secrets
-        if secrets:
-            text = record.getMessage()
-            if any(s in text for s in secrets):
-                for s in secrets:
-                    text = text.replace(s, mask_secret(s))
-                record.msg, record.args = text, None
-        return True
-
-
-_STRIPE_LOG_FILTER = _RedactSecrets()
-logging.getLogger("stripe").addFilter(_STRIPE_LOG_FILTER)
-
-
-class CallCounter:
-    """Thread-safe counts of Stripe HTTP attempts by kind, plus 429 re-sends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(CALL_KINDS, 0)
-
-    def add(self, kind: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[kind] = self._counts.get(kind, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-def _call_kind(method: str, url: str) -> str:
-    path = urlsplit(url).path
-    if _REVERSALS_PATH.search(path):
-        return "create_reversal" if method == "post" else "list_reversals"
-    if method == "get" and _TRANSFERS_PATH.search(path):
-        return "list_transfers"
-    if method == "get" and _TRANSFER_PATH.search(path):
-        return "retrieve_transfer"
-    return "other"
-
-
-class _PacedRequestsClient(stripe.RequestsClient):
-    """The SDK's requests client, with every attempt paced, counted and 429-aware.
-
-    Hooked at ``request()`` (one call per HTTP attempt, below the SDK's retry
-    loop) because that is the only place that also sees the SDK's own retries
-    and the pages of a listing; wrapping service calls would miss both.
-
-    Thread safety: given no session, ``RequestsClient`` makes one
-    ``requests.Session`` per *thread* (``threading.local``), so every worker
-    thread gets its own small pool and ``close()`` only closes the caller's.
-    We pass one shared session instead, whose ``HTTPAdapter`` (urllib3's
-    thread-safe pool) keeps up to ``_POOL_MAXSIZE`` connections per host.
-    ``Session.request`` with per-call headers is safe to share; the one piece
-    of shared mutable state, the cookie jar, is told to accept nothing.
-    """
-
-    def __init__(
-        self,
-        *,
-        bucket: TokenBucket | SharedBudget,
-        counter: CallCounter,
-        timeout: float,
-        session: requests.Session,
-    ) -> None:
-        super().__init__(timeout=timeout, session=session)
-        self._bucket = bucket
-        self._counter = counter
-
-    def request_with_retries(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        post_data: Any = None,
-        max_network_retries: int | None = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[str, int, Mapping[str, str]]:
-        # _should_retry is not told the method; remember it for this thread.
-        self._thread_local.paced_method = method
-        return super().request_with_retries(
-            method, url, headers, post_data, max_network_retries, _usage=_usage
-        )
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        kind = _call_kind(method, url)
-        if isinstance(self._bucket, SharedBudget):
-            # Listing is bookkeeping: it takes what reversals leave (shared_budget.py).
-            listing = kind == "list_transfers"
-            self._bucket.acquire(Priority.LISTING if listing else Priority.REVERSAL)
-        else:
-            self._bucket.acquire()
-        self._counter.add(kind)
-        content, status, rheaders = super().request(method, url, headers, post_data)
-        if status == 429:
-            self._bucket.penalize()
-        return content, status, rheaders
-
-    def _handle_request_error(self, e: Exception) -> NoReturn:
-        # The SDK retries only requests' ConnectionError/Timeout. A connection
-        # that drops mid-body (ChunkedEncodingError: the answer was lost after
-        # Stripe committed it) is the very case a same-key retry recovers, and
-        # every request here is safe to repeat: GETs, and POSTs that always
-        # carry an idempotency key.
-        try:
-            super()._handle_request_error(e)
-        except stripe.APIConnectionError as err:
-            if isinstance(e, requests.exceptions.ChunkedEncodingError):
-                err.should_retry = True
-            raise
-
-    def _should_retry(
-        self,
-        response: tuple[Any, int, Mapping[str, str] | None] | None,
-        api_connection_error: stripe.APIConnectionError | None,
-        num_retries: int,
-        max_network_retries: int | None,
-    ) -> bool:
-        # A POST answered 500 reached Stripe's idempotency layer, which stored
-        # that 500: re-sending with the same key only replays it, one wasted
-        # request per retry. Stripe says so with ``Stripe-Should-Retry:
-        # false``; a server that omits the header (the emulator, a proxy) gets
-        # the same treatment unless it says "true". 502/503/504 come from the
-        # edge before anything is stored, and connection errors and 409 (key
-        # in use) are exactly where a same-key retry recovers a lost response:
-        # those keep the SDK's retries.
-        if response is not None and getattr(self._thread_local, "paced_method", None) == "post":
-            _, status, rheaders = response
-            should = (rheaders or {}).get("stripe-should-retry")
-            if status == 500 and should != "true":
-                return False
-        return super()._should_retry(
-            response, api_connection_error, num_retries, max_network_retries
-        )
 
 
 def _epoch_seconds_ceil(value: datetime, name: str) -> int:
@@ -701,8 +517,3 @@ class StripeResource(dg.ConfigurableResource):
                 sentinel.original = None
             raise sentinel from None
         raise sentinel from err
-
-
-def _mentions(err: BaseException, secret: str) -> bool:
-    texts: list[object] = [str(err), repr(err), getattr(err, "http_body", None)]
-    return any(isinstance(t, str) and secret in t for t in texts)

@@ -1,0 +1,163 @@
+"""The HTTP transport under ``StripeResource``: every attempt paced, counted and 429-aware.
+
+What stripe-python keeps in ``_http_client.py``: sending one request and
+deciding whether to send it again. The resource above it maps answers to
+records and sentinels; this module only sees requests on the wire.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Mapping
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+import requests
+import stripe
+
+from reversal_pipeline.stripe.rate_limit import TokenBucket
+from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget
+
+#: Keys of ``StripeResource.calls_made``. HTTP kinds count attempts on the wire.
+CALL_KINDS = (
+    "create_reversal",
+    "retrieve_transfer",
+    "list_transfers",
+    "list_reversals",
+    "other",
+    "rate_limited_retries",
+)
+
+_REVERSALS_PATH = re.compile(r"/v1/transfers/[^/]+/reversals/?$")
+_TRANSFER_PATH = re.compile(r"/v1/transfers/[^/]+/?$")
+_TRANSFERS_PATH = re.compile(r"/v1/transfers/?$")
+
+
+class CallCounter:
+    """Thread-safe counts of Stripe HTTP attempts by kind, plus 429 re-sends."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(CALL_KINDS, 0)
+
+    def add(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[kind] = self._counts.get(kind, 0) + n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+def _call_kind(method: str, url: str) -> str:
+    path = urlsplit(url).path
+    if _REVERSALS_PATH.search(path):
+        return "create_reversal" if method == "post" else "list_reversals"
+    if method == "get" and _TRANSFERS_PATH.search(path):
+        return "list_transfers"
+    if method == "get" and _TRANSFER_PATH.search(path):
+        return "retrieve_transfer"
+    return "other"
+
+
+class _PacedRequestsClient(stripe.RequestsClient):
+    """The SDK's requests client, with every attempt paced, counted and 429-aware.
+
+    Hooked at ``request()`` (one call per HTTP attempt, below the SDK's retry
+    loop) because that is the only place that also sees the SDK's own retries
+    and the pages of a listing; wrapping service calls would miss both.
+
+    Thread safety: given no session, ``RequestsClient`` makes one
+    ``requests.Session`` per *thread* (``threading.local``), so every worker
+    thread gets its own small pool and ``close()`` only closes the caller's.
+    We pass one shared session instead, whose ``HTTPAdapter`` (urllib3's
+    thread-safe pool) keeps up to ``_POOL_MAXSIZE`` connections per host.
+    ``Session.request`` with per-call headers is safe to share; the one piece
+    of shared mutable state, the cookie jar, is told to accept nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        bucket: TokenBucket | SharedBudget,
+        counter: CallCounter,
+        timeout: float,
+        session: requests.Session,
+    ) -> None:
+        super().__init__(timeout=timeout, session=session)
+        self._bucket = bucket
+        self._counter = counter
+
+    def request_with_retries(
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        post_data: Any = None,
+        max_network_retries: int | None = None,
+        *,
+        _usage: list[str] | None = None,
+    ) -> tuple[str, int, Mapping[str, str]]:
+        # _should_retry is not told the method; remember it for this thread.
+        self._thread_local.paced_method = method
+        return super().request_with_retries(
+            method, url, headers, post_data, max_network_retries, _usage=_usage
+        )
+
+    def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str] | None,
+        post_data: Any = None,
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        kind = _call_kind(method, url)
+        if isinstance(self._bucket, SharedBudget):
+            # Listing is bookkeeping: it takes what reversals leave (shared_budget.py).
+            listing = kind == "list_transfers"
+            self._bucket.acquire(Priority.LISTING if listing else Priority.REVERSAL)
+        else:
+            self._bucket.acquire()
+        self._counter.add(kind)
+        content, status, rheaders = super().request(method, url, headers, post_data)
+        if status == 429:
+            self._bucket.penalize()
+        return content, status, rheaders
+
+    def _handle_request_error(self, e: Exception) -> NoReturn:
+        # The SDK retries only requests' ConnectionError/Timeout. A connection
+        # that drops mid-body (ChunkedEncodingError: the answer was lost after
+        # Stripe committed it) is the very case a same-key retry recovers, and
+        # every request here is safe to repeat: GETs, and POSTs that always
+        # carry an idempotency key.
+        try:
+            super()._handle_request_error(e)
+        except stripe.APIConnectionError as err:
+            if isinstance(e, requests.exceptions.ChunkedEncodingError):
+                err.should_retry = True
+            raise
+
+    def _should_retry(
+        self,
+        response: tuple[Any, int, Mapping[str, str] | None] | None,
+        api_connection_error: stripe.APIConnectionError | None,
+        num_retries: int,
+        max_network_retries: int | None,
+    ) -> bool:
+        # A POST answered 500 reached Stripe's idempotency layer, which stored
+        # that 500: re-sending with the same key only replays it, one wasted
+        # request per retry. Stripe says so with ``Stripe-Should-Retry:
+        # false``; a server that omits the header (the emulator, a proxy) gets
+        # the same treatment unless it says "true". 502/503/504 come from the
+        # edge before anything is stored, and connection errors and 409 (key
+        # in use) are exactly where a same-key retry recovers a lost response:
+        # those keep the SDK's retries.
+        if response is not None and getattr(self._thread_local, "paced_method", None) == "post":
+            _, status, rheaders = response
+            should = (rheaders or {}).get("stripe-should-retry")
+            if status == 500 and should != "true":
+                return False
+        return super()._should_retry(
+            response, api_connection_error, num_retries, max_network_retries
+        )
