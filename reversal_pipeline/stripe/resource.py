@@ -24,14 +24,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, NoReturn, TypeVar
 
 import dagster as dg
 import requests
 import stripe
 from pydantic import Field, PrivateAttr
-from requests.adapters import HTTPAdapter
 
 from reversal_pipeline.errors import (
     ConfigurationError,
@@ -45,7 +43,7 @@ from reversal_pipeline.stripe.secrets import _STRIPE_LOG_FILTER, _mentions
 from reversal_pipeline.stripe.secrets import mask_secret as mask_secret  # re-exported
 from reversal_pipeline.stripe.shared_budget import SharedBudget, open_shared_budget
 from reversal_pipeline.stripe.transport import CALL_KINDS as CALL_KINDS  # re-exported
-from reversal_pipeline.stripe.transport import CallCounter, _PacedRequestsClient
+from reversal_pipeline.stripe.transport import CallCounter, _PacedRequestsClient, pooled_session
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +56,6 @@ SELLER_TRANSFER_ID_KEY = "seller_transfer_id"
 # to the application's own calls on the same account.
 DEFAULT_RPS_TEST = 20.0
 DEFAULT_RPS_LIVE = 80.0
-
-# The job runs up to ~32 worker threads; each should find a pooled keep-alive
-# connection instead of opening (and TLS-handshaking) a new one per request.
-_POOL_MAXSIZE = 32
 
 # Pacing against a server that counts requests in a sliding second: sending at
 # exactly the budget means any arrival jitter (GIL hand-offs, the network, the
@@ -106,18 +100,21 @@ class StripeResource(dg.ConfigurableResource):
     )
     max_network_retries: int = Field(
         default=2,
+        ge=0,
         description=(
             "SDK retries, same idempotency key: connection errors, 409, 5xx"
             " (not a POST's 500, which Stripe stored and would only replay)."
         ),
     )
-    timeout_seconds: float = Field(default=30, description="Per-request HTTP timeout.")
+    timeout_seconds: float = Field(default=30, gt=0, description="Per-request HTTP timeout.")
     requests_per_second: float | None = Field(
         default=None,
+        gt=0,
         description="Request budget for this resource; unset: 20 for test keys, 80 for live.",
     )
     rate_limit_max_wait_seconds: float = Field(
         default=30,
+        ge=0,
         description="How long a 429'd request keeps being re-sent before StripeRateLimited.",
     )
     shared_budget_database_url: str | None = Field(
@@ -169,14 +166,6 @@ class StripeResource(dg.ConfigurableResource):
             problems.append("api_key has leading or trailing whitespace")
         if self.api_base is not None and not re.match(r"^https?://[^/\s]+", self.api_base):
             problems.append(f"api_base must be an http(s) URL, got {self.api_base!r}")
-        if self.max_network_retries < 0:
-            problems.append("max_network_retries must be >= 0")
-        if not self.timeout_seconds > 0:
-            problems.append("timeout_seconds must be > 0")
-        if self.requests_per_second is not None and not self.requests_per_second > 0:
-            problems.append("requests_per_second must be > 0")
-        if not self.rate_limit_max_wait_seconds >= 0:
-            problems.append("rate_limit_max_wait_seconds must be >= 0")
         if problems:
             raise ConfigurationError("StripeResource: " + "; ".join(problems))
 
@@ -244,25 +233,7 @@ class StripeResource(dg.ConfigurableResource):
                 decrease_factor=_PENALTY_DECREASE_FACTOR,
                 recovery_per_second=_PENALTY_RECOVERY_PER_SECOND,
             )
-        session = requests.Session()
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # requests re-reads the whole environment for proxy settings on every
-        # request (twice per Stripe call): under yappi that was a third of the
-        # client's CPU per reversal (benchmarks/pipeline_cost.py), and far worse
-        # in containers with thousands of variables (psf/requests#5600). The
-        # environment does not change under a running job, so the proxies it
-        # names (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) are read once here, for
-        # the API host, exactly as requests would apply them, and the
-        # per-request scan is off. That also stops a ~/.netrc entry from
-        # replacing the SDK's Authorization header. TLS verification is
-        # unaffected: the SDK always passes its own CA bundle.
-        session.trust_env = False
-        session.proxies.update(
-            requests.utils.get_environ_proxies(self.api_base or stripe.DEFAULT_API_BASE)
-        )
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_MAXSIZE)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        session = pooled_session(self.api_base or stripe.DEFAULT_API_BASE)
         http_client = _PacedRequestsClient(
             bucket=self._bucket,
             counter=self._counter,

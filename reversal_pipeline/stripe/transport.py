@@ -10,11 +10,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Mapping
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import requests
 import stripe
+from requests.adapters import HTTPAdapter
 
 from reversal_pipeline.stripe.rate_limit import TokenBucket
 from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget
@@ -28,6 +30,10 @@ CALL_KINDS = (
     "other",
     "rate_limited_retries",
 )
+
+# The job runs up to ~32 worker threads; each should find a pooled keep-alive
+# connection instead of opening (and TLS-handshaking) a new one per request.
+_POOL_MAXSIZE = 32
 
 _REVERSALS_PATH = re.compile(r"/v1/transfers/[^/]+/reversals/?$")
 _TRANSFER_PATH = re.compile(r"/v1/transfers/[^/]+/?$")
@@ -48,6 +54,30 @@ class CallCounter:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+
+def pooled_session(api_base: str) -> requests.Session:
+    """One session for all of a resource's threads: a shared pool, no cookies, proxies read once.
+
+    requests re-reads the whole environment for proxy settings on every
+    request (twice per Stripe call): under yappi that was a third of the
+    client's CPU per reversal (benchmarks/pipeline_cost.py), and far worse
+    in containers with thousands of variables (psf/requests#5600). The
+    environment does not change under a running job, so the proxies it
+    names (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) are read once here, for
+    the API host, exactly as requests would apply them, and the
+    per-request scan is off. That also stops a ~/.netrc entry from
+    replacing the SDK's Authorization header. TLS verification is
+    unaffected: the SDK always passes its own CA bundle.
+    """
+    session = requests.Session()
+    session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(api_base))
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_MAXSIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
 
 
 def _call_kind(method: str, url: str) -> str:
