@@ -31,6 +31,11 @@ import requests
 import stripe
 from pydantic import Field, PrivateAttr
 
+from reversal_pipeline.environment import (
+    DATABASE_URL_ENV,
+    STRIPE_API_BASE_ENV,
+    STRIPE_API_KEY_ENV,
+)
 from reversal_pipeline.errors import (
     ConfigurationError,
     ReversalPipelineError,
@@ -92,11 +97,11 @@ class StripeResource(dg.ConfigurableResource):
     """Thread-safe, rate-limited Stripe access that answers in records or error sentinels."""
 
     api_key: str = Field(
-        description="Stripe secret or restricted key; wire it from dg.EnvVar('STRIPE_API_KEY')."
+        description=f"Stripe secret or restricted key: dg.EnvVar({STRIPE_API_KEY_ENV}) in a job."
     )
     api_base: str | None = Field(
         default=None,
-        description="Stripe-compatible API base URL (STRIPE_API_BASE); unset means Stripe.",
+        description=f"Stripe-compatible API base URL ({STRIPE_API_BASE_ENV}); unset means Stripe.",
     )
     max_network_retries: int = Field(
         default=2,
@@ -120,7 +125,7 @@ class StripeResource(dg.ConfigurableResource):
     shared_budget_database_url: str | None = Field(
         default=None,
         description=(
-            "Database holding the account's shared request budget (REVERSAL_DATABASE_URL);"
+            f"Database holding the account's shared request budget ({DATABASE_URL_ENV});"
             " unset: this process paces alone."
         ),
     )
@@ -161,7 +166,7 @@ class StripeResource(dg.ConfigurableResource):
         """Raise ConfigurationError before any Stripe call if a setting is unusable."""
         problems: list[str] = []
         if not self.api_key:
-            problems.append("api_key is empty (set STRIPE_API_KEY)")
+            problems.append(f"api_key is empty (set {STRIPE_API_KEY_ENV})")
         elif self.api_key != self.api_key.strip():
             problems.append("api_key has leading or trailing whitespace")
         if self.api_base is not None and not re.match(r"^https?://[^/\s]+", self.api_base):
