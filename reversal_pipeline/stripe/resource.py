@@ -12,6 +12,11 @@ What it adds to ``stripe.StripeClient``:
   ``rate_limit_max_wait_seconds`` runs out;
 * every failure leaves as exactly one sentinel of ``reversal_pipeline.errors``;
 * the API key never shows in reprs, logs, exceptions or metadata.
+
+Its parts live apart, as stripe-python keeps ``_http_client.py`` apart from
+``_api_requestor.py``: the HTTP transport (pacing, counting, the retry
+decision) in ``transport.py``, the key's masking in ``secrets.py``; this
+module maps calls to records and failures to sentinels.
 """
 
 from __future__ import annotations
