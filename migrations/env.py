@@ -14,13 +14,14 @@ from alembic import context
 
 from reversal_pipeline.db.tables import metadata
 from reversal_pipeline.db.url import normalize_url
+from reversal_pipeline.environment import DATABASE_URL_ENV
 
 config = context.config
 target_metadata = metadata
 
 
 def _url() -> str:
-    url = config.get_main_option("sqlalchemy.url") or os.environ.get("REVERSAL_DATABASE_URL", "")
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get(DATABASE_URL_ENV, "")
     if not url:
         raise RuntimeError("set REVERSAL_DATABASE_URL (or use `reversal-pipeline migrate`)")
     return normalize_url(url)

@@ -7,13 +7,13 @@ summary an operator can read in a terminal.
 
 from __future__ import annotations
 
-import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
 
+from reversal_pipeline.environment import DAGSTER_HOME_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.event_log import PYTHON_LOGS_SETTINGS
 from reversal_pipeline.reversals.settings import ReversalSettings
@@ -30,7 +30,7 @@ class JobOutcome:
 
 def instance_from_env(stack: ExitStack) -> dg.DagsterInstance:
     """The DAGSTER_HOME instance when set, else an ephemeral one."""
-    if os.environ.get("DAGSTER_HOME"):
+    if setting(DAGSTER_HOME_ENV):
         return stack.enter_context(dg.DagsterInstance.get())
     # With the package's Python logs captured, as the instance template does.
     return stack.enter_context(dg.DagsterInstance.ephemeral(settings=PYTHON_LOGS_SETTINGS))

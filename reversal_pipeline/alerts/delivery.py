@@ -17,11 +17,12 @@ import urllib.request
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-WEBHOOK_URL_ENV = "REVERSAL_ALERT_WEBHOOK_URL"
+from reversal_pipeline.environment import WEBHOOK_URL_ENV, secret_names
+
 TIMEOUT_SECONDS = 10.0
 
 #: Environment variables whose values (or whose URL passwords) must never leave in an alert.
-SECRET_ENV = ("STRIPE_API_KEY", "REVERSAL_DATABASE_URL", "DAGSTER_PG_URL", WEBHOOK_URL_ENV)
+SECRET_ENV = secret_names()
 
 _KEY_SHAPED = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9]+")
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@", re.I)

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
 
-WEBSERVER_URL_ENV = "DAGSTER_WEBSERVER_URL"
+from reversal_pipeline.environment import WEBSERVER_URL_ENV
 
 
 class ProblemKind(StrEnum):

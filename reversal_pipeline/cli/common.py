@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from reversal_pipeline.cli.group import REFUSED_EXIT_CODE, one_line
 from reversal_pipeline.db.engine import check_connection, create_db_engine
-from reversal_pipeline.db.url import DATABASE_URL_ENV, database_url_from_env
+from reversal_pipeline.db.url import database_url_from_env
+from reversal_pipeline.environment import DATABASE_URL_ENV
 from reversal_pipeline.errors import ReversalPipelineError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +49,7 @@ def resolve_database_url() -> str:
         return url
     from reversal_pipeline.db.embedded import ensure_database, start_embedded_server
 
-    click.echo("REVERSAL_DATABASE_URL is unset: using the embedded PostgreSQL", err=True)
+    click.echo(f"{DATABASE_URL_ENV} is unset: using the embedded PostgreSQL", err=True)
     url = ensure_database(start_embedded_server(), "reversal_pipeline")
     os.environ[DATABASE_URL_ENV] = url
     return url

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from reversal_pipeline.environment import STRIPE_API_KEY_ENV
+
 
 @click.command("stripe-emulator")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -39,7 +41,7 @@ import click
     "--api-key",
     "api_keys",
     multiple=True,
-    envvar="STRIPE_API_KEY",
+    envvar=STRIPE_API_KEY_ENV,
     help=(
         "An API key the emulator accepts (repeatable; default: $STRIPE_API_KEY). Like Stripe,"
         " it answers 401 to any other key."

@@ -15,18 +15,21 @@ from typing import Any
 
 import yaml
 
+from reversal_pipeline.environment import (
+    DAGSTER_HOME_ENV,
+    DAGSTER_PG_URL_ENV,
+    STRIPE_API_KEY_ENV,
+    setting,
+)
 from reversal_pipeline.errors import ConfigurationError
-
-STRIPE_API_KEY_ENV = "STRIPE_API_KEY"
-DAGSTER_HOME_ENV = "DAGSTER_HOME"
 
 
 def require_stripe_key(command: str) -> None:
     """``STRIPE_API_KEY`` must be set for a command that calls Stripe."""
-    if not os.environ.get(STRIPE_API_KEY_ENV, "").strip():
+    if not setting(STRIPE_API_KEY_ENV):
         raise ConfigurationError(
-            f"STRIPE_API_KEY is unset: `{command}` calls Stripe; "
-            "export STRIPE_API_KEY=sk_test_... (a restricted rk_ key works too)"
+            f"{STRIPE_API_KEY_ENV} is unset: `{command}` calls Stripe; "
+            f"export {STRIPE_API_KEY_ENV}=sk_test_... (a restricted rk_ key works too)"
         )
 
 
@@ -38,7 +41,7 @@ def require_dagster_instance_env(command: str) -> None:
     file are checked (Dagster's own convention for reading a variable), so an
     instance file that needs nothing from the environment passes untouched.
     """
-    home = os.environ.get(DAGSTER_HOME_ENV, "").strip()
+    home = setting(DAGSTER_HOME_ENV)
     if not home:
         return  # the command uses a throwaway instance
     instance_file = Path(home) / "dagster.yaml"
@@ -49,19 +52,19 @@ def require_dagster_instance_env(command: str) -> None:
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigurationError(
             f"cannot read {instance_file} ({type(exc).__name__}); fix it, "
-            f"or unset DAGSTER_HOME so `{command}` uses a throwaway instance"
+            f"or unset {DAGSTER_HOME_ENV} so `{command}` uses a throwaway instance"
         ) from None
     missing = sorted({name for name in env_references(config) if not os.environ.get(name)})
     if missing:
         names = ", ".join(missing)
         hint = (
-            "export DAGSTER_PG_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/dagster"
-            if "DAGSTER_PG_URL" in missing
+            f"export {DAGSTER_PG_URL_ENV}=postgresql+psycopg2://USER:PASSWORD@HOST:5432/dagster"
+            if DAGSTER_PG_URL_ENV in missing
             else f"export {missing[0]}=..."
         )
         raise ConfigurationError(
-            f"DAGSTER_HOME is {home} but {names} (read by its dagster.yaml) is unset: "
-            f"{hint}, or unset DAGSTER_HOME so `{command}` uses a throwaway instance"
+            f"{DAGSTER_HOME_ENV} is {home} but {names} (read by its dagster.yaml) is unset: "
+            f"{hint}, or unset {DAGSTER_HOME_ENV} so `{command}` uses a throwaway instance"
         )
 
 

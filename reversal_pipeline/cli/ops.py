@@ -7,14 +7,14 @@ in one line (click's own errors print a usage block).
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from reversal_pipeline.cli.common import connected_engine, one_line_errors
 from reversal_pipeline.cli.environment import require_stripe_key
+from reversal_pipeline.environment import from_process, stripe_resource_config
 from reversal_pipeline.errors import OperatorInputError
 from reversal_pipeline.runbook.actions import adjust, failed_since_ids, reopen, requeue, resolve
 from reversal_pipeline.runbook.parse import (
@@ -25,6 +25,9 @@ from reversal_pipeline.runbook.parse import (
 )
 from reversal_pipeline.runbook.views import RowDetail, row_detail, status_report, wrap_line
 from reversal_pipeline.stripe.shared_budget import ACTIVE_HOLDER_SECONDS, active_holders
+
+if TYPE_CHECKING:
+    from reversal_pipeline.stripe.resource import StripeResource
 
 
 def _when(value: datetime | None) -> str:
@@ -128,8 +131,9 @@ def resolve_command(row_id: str | None, reversal_id: str | None, reason: str | N
     parsed_id = parse_one_row_id(row_id)
     if not reversal_id:
         raise OperatorInputError("give --reversal trr_... (the reversal as Stripe shows it)")
-    stripe = stripe_from_env()  # before the database: a missing key starts nothing
-    result = resolve(connected_engine(), stripe, parsed_id, reversal_id, why)
+    require_stripe_key("resolve")  # before the database: a missing key starts nothing
+    engine = connected_engine()
+    result = resolve(engine, stripe_from_env("resolve"), parsed_id, reversal_id, why)
     click.echo(
         f"row {result.row_id} is reversed: {result.reversal_id} "
         f"({result.reversal_amount} {result.currency}) is on {result.stripe_transfer_id}"
@@ -144,7 +148,8 @@ def reopen_command(row_id: str | None, reason: str | None) -> None:
     """reversed -> reversal_pending now, audited; refused if Stripe shows the money back."""
     why = require_reason(reason)
     parsed_id = parse_one_row_id(row_id)
-    result = reopen(connected_engine(), stripe_from_env(), parsed_id, why)
+    engine = connected_engine()
+    result = reopen(engine, stripe_from_env("reopen"), parsed_id, why)
     click.echo(
         f"row {result.row_id} reopened (was reversed with {result.previous_reversal_id}); "
         f"{result.shown} on {result.stripe_transfer_id}"
@@ -169,7 +174,8 @@ def adjust_command(row_id: str | None, target: str | None, reason: str | None) -
         raise OperatorInputError(
             f"--target wants a whole number of minor units, got {target!r}"
         ) from None
-    result = adjust(connected_engine(), stripe_from_env(), parsed_id, parsed_target, why)
+    engine = connected_engine()
+    result = adjust(engine, stripe_from_env("adjust"), parsed_id, parsed_target, why)
     click.echo(
         f"row {result.row_id}: reversal target {result.target_before} -> {result.target_after} "
         f"(ours at Stripe: {result.ours_at_stripe}); {result.status_before} -> "
@@ -177,13 +183,17 @@ def adjust_command(row_id: str | None, target: str | None, reason: str | None) -
     )
 
 
-def stripe_from_env() -> Any:
-    """The same Stripe resource the job uses, configured from the same variables."""
+def stripe_from_env(command: str) -> StripeResource:
+    """The same Stripe resource the job uses, configured from the same variables.
+
+    Call it after ``connected_engine()``: that exports the embedded database's
+    URL when ``REVERSAL_DATABASE_URL`` is unset, and the resource books its
+    requests on that database's shared budget, like the job's runs.
+    """
     from reversal_pipeline.stripe.resource import StripeResource
 
-    require_stripe_key("resolve")
-    key = os.environ["STRIPE_API_KEY"]
-    resource = StripeResource(api_key=key, api_base=os.environ.get("STRIPE_API_BASE") or None)
+    require_stripe_key(command)
+    resource = StripeResource(**stripe_resource_config(from_process))
     resource.validate_config()
     return resource
 

@@ -21,14 +21,12 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from reversal_pipeline.db.url import normalize_url
-
-STATE_DIR_ENV = "REVERSAL_PIPELINE_HOME"
-DEFAULT_STATE_DIR = Path(".reversal_pipeline")
+from reversal_pipeline.environment import STATE_DIR_ENV, setting
 
 
 def state_dir() -> Path:
     """Where embedded state lives: ``$REVERSAL_PIPELINE_HOME`` or ``./.reversal_pipeline``."""
-    path = Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR).resolve()
+    path = Path(setting(STATE_DIR_ENV)).resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

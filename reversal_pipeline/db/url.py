@@ -6,13 +6,10 @@ so every place that shows a URL goes through ``mask_url``.
 
 from __future__ import annotations
 
-import os
-
 import sqlalchemy as sa
 
+from reversal_pipeline.environment import DATABASE_URL_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
-
-DATABASE_URL_ENV = "REVERSAL_DATABASE_URL"
 
 
 def normalize_url(url: str) -> str:
@@ -48,7 +45,7 @@ def describe_target(url: str | sa.URL) -> str:
 
 def database_url_from_env() -> str | None:
     """The application database URL from ``REVERSAL_DATABASE_URL``, or None when unset."""
-    raw = os.environ.get(DATABASE_URL_ENV, "").strip()
+    raw = setting(DATABASE_URL_ENV)
     if not raw:
         return None
     url = normalize_url(raw)

@@ -7,15 +7,13 @@ decided here: a schedule or sensor switched on or off in the UI keeps its
 stored state.
 """
 
-import os
-
 import dagster as dg
 
-AUTOMATION_ENV = "REVERSAL_AUTOMATION"
+from reversal_pipeline.environment import AUTOMATION_ENV, setting
 
 
 def automation_on() -> bool:
-    return os.environ.get(AUTOMATION_ENV, "on").strip().lower() != "off"
+    return setting(AUTOMATION_ENV).lower() != "off"
 
 
 def sensor_default_status() -> dg.DefaultSensorStatus:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from reversal_pipeline.db import migrate
 from reversal_pipeline.db.embedded import ensure_database, start_embedded_server, state_dir
 from reversal_pipeline.db.engine import create_db_engine
-from reversal_pipeline.db.url import DATABASE_URL_ENV, mask_url
+from reversal_pipeline.db.url import mask_url
 from reversal_pipeline.demo.cases import (
     PlantedCases,
     plant_drift,
@@ -38,6 +38,14 @@ from reversal_pipeline.demo.marketplace import demo_days, refund_orders, seed_ma
 from reversal_pipeline.demo.summary import DemoSummary, build_summary, summary_lines
 from reversal_pipeline.devserver.home import DAGSTER_DATABASE, prepare_dagster_home
 from reversal_pipeline.devserver.stack import EMULATOR_API_KEY, emulator_state_file
+from reversal_pipeline.environment import (
+    DAGSTER_HOME_ENV,
+    DAGSTER_PG_URL_ENV,
+    DATABASE_URL_ENV,
+    STRIPE_API_BASE_ENV,
+    STRIPE_API_KEY_ENV,
+    STRIPE_REQUESTS_PER_SECOND_ENV,
+)
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.jobs_runner import JobOutcome, run_job_once
 from reversal_pipeline.runbook.views import wrap_line
@@ -57,11 +65,11 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 RECONCILE_NOW = {"ops": {"reversal_reconciliation": {"config": {"grace_minutes": 0}}}}
 ENV_NAMES = (
     DATABASE_URL_ENV,
-    "STRIPE_API_KEY",
-    "STRIPE_API_BASE",
-    "STRIPE_REQUESTS_PER_SECOND",
-    "DAGSTER_HOME",
-    "DAGSTER_PG_URL",
+    STRIPE_API_KEY_ENV,
+    STRIPE_API_BASE_ENV,
+    STRIPE_REQUESTS_PER_SECOND_ENV,
+    DAGSTER_HOME_ENV,
+    DAGSTER_PG_URL_ENV,
 )
 
 
@@ -209,9 +217,11 @@ def run_demo(options: DemoOptions, echo: Echo) -> DemoResult:
                 + (")" if options.keep else ", runs wiped)")
             )
             os.environ.update(
-                STRIPE_API_BASE=emulator.url,
-                STRIPE_API_KEY=EMULATOR_API_KEY,
-                STRIPE_REQUESTS_PER_SECOND="200",
+                {
+                    STRIPE_API_BASE_ENV: emulator.url,
+                    STRIPE_API_KEY_ENV: EMULATOR_API_KEY,
+                    STRIPE_REQUESTS_PER_SECOND_ENV: "200",
+                }
             )
             control = emulator.control()
             echo(f"      Stripe emulator on {emulator.url} (in this process)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reversal_pipeline.defs.automation import AUTOMATION_ENV
+from reversal_pipeline.environment import AUTOMATION_ENV
 
 __all__ = ["AUTOMATION_ENV", "AutomationPlan", "automation_plan", "is_live_key"]
 LIVE_KEY_PREFIXES = ("sk_live_", "rk_live_")

@@ -22,10 +22,9 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from reversal_pipeline.db.embedded import ensure_database, state_dir
+from reversal_pipeline.environment import DAGSTER_HOME_ENV, DAGSTER_PG_URL_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
 
-DAGSTER_HOME_ENV = "DAGSTER_HOME"
-DAGSTER_PG_URL_ENV = "DAGSTER_PG_URL"
 DAGSTER_DATABASE = "dagster"
 
 
@@ -36,7 +35,7 @@ def template_path() -> Path:
 
 def default_dagster_home() -> Path:
     """``$DAGSTER_HOME`` when set, else ``.reversal_pipeline/dagster_home``."""
-    configured = os.environ.get(DAGSTER_HOME_ENV)
+    configured = setting(DAGSTER_HOME_ENV)
     return Path(configured).resolve() if configured else state_dir() / "dagster_home"
 
 
@@ -57,7 +56,7 @@ def prepare_dagster_home(
     """
     home = home or default_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
-    if not os.environ.get(DAGSTER_PG_URL_ENV):
+    if not setting(DAGSTER_PG_URL_ENV):
         try:
             storage_url = ensure_database(server_url, database)
         except sa.exc.SQLAlchemyError as exc:

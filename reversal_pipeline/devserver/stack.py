@@ -21,14 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reversal_pipeline.db.embedded import ensure_database, start_embedded_server, state_dir
-from reversal_pipeline.db.url import DATABASE_URL_ENV, database_url_from_env, mask_url
-from reversal_pipeline.devserver.automation import AUTOMATION_ENV, automation_plan
+from reversal_pipeline.db.url import database_url_from_env, mask_url
+from reversal_pipeline.devserver.automation import automation_plan
 from reversal_pipeline.devserver.home import prepare_dagster_home
+from reversal_pipeline.environment import (
+    AUTOMATION_ENV,
+    DATABASE_URL_ENV,
+    STRIPE_API_BASE_ENV,
+    STRIPE_API_KEY_ENV,
+    setting,
+)
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.stripe_emulator import EmulatorServer, SnapshotError
 
-STRIPE_API_BASE_ENV = "STRIPE_API_BASE"
-STRIPE_API_KEY_ENV = "STRIPE_API_KEY"
 #: Accepted by the emulator, refused by Stripe: a test key that cannot touch real money.
 EMULATOR_API_KEY = "sk_test_reversal_pipeline_local_emulator"
 APP_DATABASE = "reversal_pipeline"
@@ -74,7 +79,7 @@ def local_services(echo: Echo, *, emulator_port: int = 12111) -> Iterator[LocalS
     database_url = application_database_url(echo)
     home = prepare_dagster_home(database_url)
     emulator: EmulatorServer | None = None
-    if not os.environ.get(STRIPE_API_BASE_ENV):
+    if not setting(STRIPE_API_BASE_ENV):
         state_file = emulator_state_file()
         os.environ.setdefault(STRIPE_API_KEY_ENV, EMULATOR_API_KEY)
         emulator = _start_emulator(emulator_port, state_file, os.environ[STRIPE_API_KEY_ENV])
@@ -160,7 +165,7 @@ def run_dev(
     # children (exec resets handled signals to default) get it back too.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with local_services(echo):
-        plan = automation_plan(os.environ.get(STRIPE_API_KEY_ENV), live=live)
+        plan = automation_plan(setting(STRIPE_API_KEY_ENV) or None, live=live)
         os.environ[AUTOMATION_ENV] = plan.env_value
         echo(plan.message)
         command = dagster_dev_command(port, workspace)

@@ -7,22 +7,18 @@ number, and none of them should disagree with another about what is overdue.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from datetime import timedelta
 
+from reversal_pipeline.environment import OPEN_DAYS_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
 
-OPEN_DAYS_ENV = "REVERSAL_REFUND_OPEN_DAYS"
-DEFAULT_OPEN_DAYS = 30
 MAX_OPEN_DAYS = 3650
 
 
 def refund_open_window(environ: Mapping[str, str] | None = None) -> timedelta:
     """``REVERSAL_REFUND_OPEN_DAYS`` (default 30) as a window; a bad value is refused."""
-    raw = (os.environ if environ is None else environ).get(OPEN_DAYS_ENV, "").strip()
-    if not raw:
-        return timedelta(days=DEFAULT_OPEN_DAYS)
+    raw = setting(OPEN_DAYS_ENV, environ)
     try:
         days = int(raw)
     except ValueError:

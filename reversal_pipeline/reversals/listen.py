@@ -34,7 +34,6 @@ up, so it requests a run for anything still unprocessed once this one ended.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import Counter
@@ -47,6 +46,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reversal_pipeline.environment import LISTEN_SECONDS_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, BatchReport, ReversalBatch
 from reversal_pipeline.reversals.claim import claim_due_rows
@@ -58,10 +58,6 @@ log = logging.getLogger(__name__)
 
 #: The channel the trigger of migration 0010 notifies; keep the two in step.
 CHANNEL = "refund_events"
-LISTEN_SECONDS_ENV = "REVERSAL_LISTEN_SECONDS"
-#: Idle window of a sensor-started run: long enough to bridge the gaps of a
-#: steady trickle of refunds, short enough that a quiet shop has no run up.
-DEFAULT_LISTEN_SECONDS = 120.0
 MAX_LISTEN_SECONDS = 3600.0
 #: Longest single wait: a termination signal is acted on within this.
 WAIT_SLICE_SECONDS = 1.0
@@ -69,9 +65,9 @@ WAIT_SLICE_SECONDS = 1.0
 
 def listen_seconds_from_env(environ: Mapping[str, str] | None = None) -> float:
     """``REVERSAL_LISTEN_SECONDS`` (default 120; 0 = a run does its due rows and ends)."""
-    raw = (os.environ if environ is None else environ).get(LISTEN_SECONDS_ENV, "").strip()
-    if not raw:
-        return DEFAULT_LISTEN_SECONDS
+    # The default idle window (environment.py) is long enough to bridge the gaps of
+    # a steady trickle of refunds, short enough that a quiet shop has no run up.
+    raw = setting(LISTEN_SECONDS_ENV, environ)
     try:
         seconds = float(raw)
     except ValueError:

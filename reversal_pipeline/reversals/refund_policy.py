@@ -13,13 +13,11 @@ core reads it where it runs, and a bad value is refused, never guessed.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
+from reversal_pipeline.environment import POLICY_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
-
-POLICY_ENV = "REVERSAL_PARTIAL_REFUND_POLICY"
 
 
 class PartialRefundPolicy(StrEnum):
@@ -29,9 +27,7 @@ class PartialRefundPolicy(StrEnum):
 
 def partial_refund_policy(environ: Mapping[str, str] | None = None) -> PartialRefundPolicy:
     """``REVERSAL_PARTIAL_REFUND_POLICY`` (default ``refuse``); any other value is refused."""
-    raw = (os.environ if environ is None else environ).get(POLICY_ENV, "").strip().lower()
-    if not raw:
-        return PartialRefundPolicy.REFUSE
+    raw = setting(POLICY_ENV, environ).lower()
     try:
         return PartialRefundPolicy(raw)
     except ValueError:

@@ -12,6 +12,11 @@ What it adds to ``stripe.StripeClient``:
   ``rate_limit_max_wait_seconds`` runs out;
 * every failure leaves as exactly one sentinel of ``reversal_pipeline.errors``;
 * the API key never shows in reprs, logs, exceptions or metadata.
+
+Its parts live apart, as stripe-python keeps ``_http_client.py`` apart from
+``_api_requestor.py``: the HTTP transport (pacing, counting, the retry
+decision) in ``transport.py``, the key's masking in ``secrets.py``; this
+module maps calls to records and failures to sentinels.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from http.cookiejar import DefaultCookiePolicy
 from typing import Any, NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import dagster as dg
 import requests
 import stripe
 from pydantic import Field, PrivateAttr
-from requests.adapters import HTTPAdapter
 
+from reversal_pipeline.environment import (
+    DATABASE_URL_ENV,
+    STRIPE_API_BASE_ENV,
+    STRIPE_API_KEY_ENV,
+)
 from reversal_pipeline.errors import (
     ConfigurationError,
     ReversalPipelineError,
@@ -50,8 +57,13 @@ from reversal_pipeline.stripe.models import (
     TransferSnapshot,
     embedded_reversals,
 )
+from reversal_pipeline.stripe.paging import PAGE_LIMIT, events_after, events_since, forward_items
 from reversal_pipeline.stripe.rate_limit import TokenBucket
-from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget, open_shared_budget
+from reversal_pipeline.stripe.secrets import _STRIPE_LOG_FILTER, _mentions
+from reversal_pipeline.stripe.secrets import mask_secret as mask_secret  # re-exported
+from reversal_pipeline.stripe.shared_budget import SharedBudget, open_shared_budget
+from reversal_pipeline.stripe.transport import CALL_KINDS as CALL_KINDS  # re-exported
+from reversal_pipeline.stripe.transport import CallCounter, _PacedRequestsClient, pooled_session
 
 log = logging.getLogger(__name__)
 
@@ -60,29 +72,10 @@ T = TypeVar("T")
 #: Metadata key on a reversal that names the ``seller_transfers`` row it was made for.
 SELLER_TRANSFER_ID_KEY = "seller_transfer_id"
 
-#: Keys of ``StripeResource.calls_made``. HTTP kinds count attempts on the wire.
-CALL_KINDS = (
-    "create_reversal",
-    "retrieve_transfer",
-    "list_transfers",
-    "list_reversals",
-    "list_events",
-    "retrieve_event",
-    "list_refunds",
-    "retrieve_refund",
-    "retrieve_charge",
-    "other",
-    "rate_limited_retries",
-)
-
 # A fraction of Stripe's ~25 (test) / ~100 (live) requests/s, leaving the rest
 # to the application's own calls on the same account.
 DEFAULT_RPS_TEST = 20.0
 DEFAULT_RPS_LIVE = 80.0
-
-# The job runs up to ~32 worker threads; each should find a pooled keep-alive
-# connection instead of opening (and TLS-handshaking) a new one per request.
-_POOL_MAXSIZE = 32
 
 # Pacing against a server that counts requests in a sliding second: sending at
 # exactly the budget means any arrival jitter (GIL hand-offs, the network, the
@@ -103,205 +96,7 @@ _PENALTY_PAUSE_SECONDS = 0.05
 _PENALTY_DECREASE_FACTOR = 0.9
 _PENALTY_RECOVERY_PER_SECOND = 0.1
 
-_PAGE_LIMIT = 100
-#: How long Stripe keeps events: a walk without a start begins just before it.
-_EVENT_RETENTION_SECONDS = 30 * 86_400
 _MAX_IDEMPOTENCY_KEY_LENGTH = 255
-
-_REVERSALS_PATH = re.compile(r"/v1/transfers/[^/]+/reversals/?$")
-_TRANSFER_PATH = re.compile(r"/v1/transfers/[^/]+/?$")
-_TRANSFERS_PATH = re.compile(r"/v1/transfers/?$")
-#: GETs of refunds and events (issue 18), by path: each has its own kind.
-_READ_PATHS = (
-    (re.compile(r"/v1/events/?$"), "list_events"),
-    (re.compile(r"/v1/events/[^/]+/?$"), "retrieve_event"),
-    (re.compile(r"/v1/refunds/?$"), "list_refunds"),
-    (re.compile(r"/v1/refunds/[^/]+/?$"), "retrieve_refund"),
-    (re.compile(r"/v1/charges/[^/]+/?$"), "retrieve_charge"),
-)
-#: Kinds that draw on the shared budget at LISTING priority: reconciliation and the
-#: refund intake read; they take what reversals leave (shared_budget.py).
-LISTING_KINDS = frozenset(
-    {"list_transfers", "list_events", "retrieve_event", "list_refunds", "retrieve_refund",
-     "retrieve_charge"}
-)  # fmt: skip
-
-
-def mask_secret(secret: str) -> str:
-    """``sk_test_…3456``: enough for an operator to tell keys apart, like Stripe's own masking."""
-    if not secret:
-        return "<empty>"
-    prefix = re.match(r"^[a-z]{2,4}_(?:test_|live_)?", secret)
-    head = prefix.group(0) if prefix else ""
-    return f"{head}…{secret[-4:]}" if len(secret) >= len(head) + 12 else f"{head}…"
-
-
-class _RedactSecrets(logging.Filter):
-    """Scrubs known keys from records of the ``stripe`` logger.
-
-    The SDK never logs the Authorization header (checked in stripe 16:
-    ``_api_requestor`` logs method, URL, form body and response body), but it
-    does log response bodies at DEBUG, and a proxy or a non-Stripe server may
-    echo the key in an error body. This closes that door for the logging
-    path; the SDK's ``stripe.log``/``STRIPE_LOG`` console printing bypasses
-    logging and must stay off in production.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._secrets: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-
-    def add(self, secret: str) -> None:
-        with self._lock:
-            self._secrets = self._secrets | {secret}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = self._secrets
-        if secrets:
-            text = record.getMessage()
-            if any(s in text for s in secrets):
-                for s in secrets:
-                    text = text.replace(s, mask_secret(s))
-                record.msg, record.args = text, None
-        return True
-
-
-_STRIPE_LOG_FILTER = _RedactSecrets()
-logging.getLogger("stripe").addFilter(_STRIPE_LOG_FILTER)
-
-
-class CallCounter:
-    """Thread-safe counts of Stripe HTTP attempts by kind, plus 429 re-sends."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._counts = dict.fromkeys(CALL_KINDS, 0)
-
-    def add(self, kind: str, n: int = 1) -> None:
-        with self._lock:
-            self._counts[kind] = self._counts.get(kind, 0) + n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-def _call_kind(method: str, url: str) -> str:
-    path = urlsplit(url).path
-    if _REVERSALS_PATH.search(path):
-        return "create_reversal" if method == "post" else "list_reversals"
-    if method == "get" and _TRANSFERS_PATH.search(path):
-        return "list_transfers"
-    if method == "get" and _TRANSFER_PATH.search(path):
-        return "retrieve_transfer"
-    if method == "get":
-        for pattern, kind in _READ_PATHS:
-            if pattern.search(path):
-                return kind
-    return "other"
-
-
-class _PacedRequestsClient(stripe.RequestsClient):
-    """The SDK's requests client, with every attempt paced, counted and 429-aware.
-
-    Hooked at ``request()`` (one call per HTTP attempt, below the SDK's retry
-    loop) because that is the only place that also sees the SDK's own retries
-    and the pages of a listing; wrapping service calls would miss both.
-
-    Thread safety: given no session, ``RequestsClient`` makes one
-    ``requests.Session`` per *thread* (``threading.local``), so every worker
-    thread gets its own small pool and ``close()`` only closes the caller's.
-    We pass one shared session instead, whose ``HTTPAdapter`` (urllib3's
-    thread-safe pool) keeps up to ``_POOL_MAXSIZE`` connections per host.
-    ``Session.request`` with per-call headers is safe to share; the one piece
-    of shared mutable state, the cookie jar, is told to accept nothing.
-    """
-
-    def __init__(
-        self,
-        *,
-        bucket: TokenBucket | SharedBudget,
-        counter: CallCounter,
-        timeout: float,
-        session: requests.Session,
-    ) -> None:
-        super().__init__(timeout=timeout, session=session)
-        self._bucket = bucket
-        self._counter = counter
-
-    def request_with_retries(
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str],
-        post_data: Any = None,
-        max_network_retries: int | None = None,
-        *,
-        _usage: list[str] | None = None,
-    ) -> tuple[str, int, Mapping[str, str]]:
-        # _should_retry is not told the method; remember it for this thread.
-        self._thread_local.paced_method = method
-        return super().request_with_retries(
-            method, url, headers, post_data, max_network_retries, _usage=_usage
-        )
-
-    def request(  # type: ignore[override]
-        self,
-        method: str,
-        url: str,
-        headers: Mapping[str, str] | None,
-        post_data: Any = None,
-    ) -> tuple[bytes, int, Mapping[str, str]]:
-        kind = _call_kind(method, url)
-        if isinstance(self._bucket, SharedBudget):
-            # Listing is bookkeeping: it takes what reversals leave (shared_budget.py).
-            listing = kind in LISTING_KINDS
-            self._bucket.acquire(Priority.LISTING if listing else Priority.REVERSAL)
-        else:
-            self._bucket.acquire()
-        self._counter.add(kind)
-        content, status, rheaders = super().request(method, url, headers, post_data)
-        if status == 429:
-            self._bucket.penalize()
-        return content, status, rheaders
-
-    def _handle_request_error(self, e: Exception) -> NoReturn:
-        # The SDK retries only requests' ConnectionError/Timeout. A connection
-        # that drops mid-body (ChunkedEncodingError: the answer was lost after
-        # Stripe committed it) is the very case a same-key retry recovers, and
-        # every request here is safe to repeat: GETs, and POSTs that always
-        # carry an idempotency key.
-        try:
-            super()._handle_request_error(e)
-        except stripe.APIConnectionError as err:
-            if isinstance(e, requests.exceptions.ChunkedEncodingError):
-                err.should_retry = True
-            raise
-
-    def _should_retry(
-        self,
-        response: tuple[Any, int, Mapping[str, str] | None] | None,
-        api_connection_error: stripe.APIConnectionError | None,
-        num_retries: int,
-        max_network_retries: int | None,
-    ) -> bool:
-        # A POST answered 500 reached Stripe's idempotency layer, which stored
-        # that 500: re-sending with the same key only replays it, one wasted
-        # request per retry. Stripe says so with ``Stripe-Should-Retry:
-        # false``; a server that omits the header (the emulator, a proxy) gets
-        # the same treatment unless it says "true". 502/503/504 come from the
-        # edge before anything is stored, and connection errors and 409 (key
-        # in use) are exactly where a same-key retry recovers a lost response:
-        # those keep the SDK's retries.
-        if response is not None and getattr(self._thread_local, "paced_method", None) == "post":
-            _, status, rheaders = response
-            should = (rheaders or {}).get("stripe-should-retry")
-            if status == 500 and should != "true":
-                return False
-        return super()._should_retry(
-            response, api_connection_error, num_retries, max_network_retries
-        )
 
 
 def _epoch_seconds_ceil(value: datetime, name: str) -> int:
@@ -316,32 +111,35 @@ class StripeResource(dg.ConfigurableResource):
     """Thread-safe, rate-limited Stripe access that answers in records or error sentinels."""
 
     api_key: str = Field(
-        description="Stripe secret or restricted key; wire it from dg.EnvVar('STRIPE_API_KEY')."
+        description=f"Stripe secret or restricted key: dg.EnvVar({STRIPE_API_KEY_ENV}) in a job."
     )
     api_base: str | None = Field(
         default=None,
-        description="Stripe-compatible API base URL (STRIPE_API_BASE); unset means Stripe.",
+        description=f"Stripe-compatible API base URL ({STRIPE_API_BASE_ENV}); unset means Stripe.",
     )
     max_network_retries: int = Field(
         default=2,
+        ge=0,
         description=(
             "SDK retries, same idempotency key: connection errors, 409, 5xx"
             " (not a POST's 500, which Stripe stored and would only replay)."
         ),
     )
-    timeout_seconds: float = Field(default=30, description="Per-request HTTP timeout.")
+    timeout_seconds: float = Field(default=30, gt=0, description="Per-request HTTP timeout.")
     requests_per_second: float | None = Field(
         default=None,
+        gt=0,
         description="Request budget for this resource; unset: 20 for test keys, 80 for live.",
     )
     rate_limit_max_wait_seconds: float = Field(
         default=30,
+        ge=0,
         description="How long a 429'd request keeps being re-sent before StripeRateLimited.",
     )
     shared_budget_database_url: str | None = Field(
         default=None,
         description=(
-            "Database holding the account's shared request budget (REVERSAL_DATABASE_URL);"
+            f"Database holding the account's shared request budget ({DATABASE_URL_ENV});"
             " unset: this process paces alone."
         ),
     )
@@ -382,19 +180,11 @@ class StripeResource(dg.ConfigurableResource):
         """Raise ConfigurationError before any Stripe call if a setting is unusable."""
         problems: list[str] = []
         if not self.api_key:
-            problems.append("api_key is empty (set STRIPE_API_KEY)")
+            problems.append(f"api_key is empty (set {STRIPE_API_KEY_ENV})")
         elif self.api_key != self.api_key.strip():
             problems.append("api_key has leading or trailing whitespace")
         if self.api_base is not None and not re.match(r"^https?://[^/\s]+", self.api_base):
             problems.append(f"api_base must be an http(s) URL, got {self.api_base!r}")
-        if self.max_network_retries < 0:
-            problems.append("max_network_retries must be >= 0")
-        if not self.timeout_seconds > 0:
-            problems.append("timeout_seconds must be > 0")
-        if self.requests_per_second is not None and not self.requests_per_second > 0:
-            problems.append("requests_per_second must be > 0")
-        if not self.rate_limit_max_wait_seconds >= 0:
-            problems.append("rate_limit_max_wait_seconds must be >= 0")
         if problems:
             raise ConfigurationError("StripeResource: " + "; ".join(problems))
 
@@ -462,25 +252,7 @@ class StripeResource(dg.ConfigurableResource):
                 decrease_factor=_PENALTY_DECREASE_FACTOR,
                 recovery_per_second=_PENALTY_RECOVERY_PER_SECOND,
             )
-        session = requests.Session()
-        session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
-        # requests re-reads the whole environment for proxy settings on every
-        # request (twice per Stripe call): under yappi that was a third of the
-        # client's CPU per reversal (benchmarks/pipeline_cost.py), and far worse
-        # in containers with thousands of variables (psf/requests#5600). The
-        # environment does not change under a running job, so the proxies it
-        # names (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY) are read once here, for
-        # the API host, exactly as requests would apply them, and the
-        # per-request scan is off. That also stops a ~/.netrc entry from
-        # replacing the SDK's Authorization header. TLS verification is
-        # unaffected: the SDK always passes its own CA bundle.
-        session.trust_env = False
-        session.proxies.update(
-            requests.utils.get_environ_proxies(self.api_base or stripe.DEFAULT_API_BASE)
-        )
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=_POOL_MAXSIZE)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        session = pooled_session(self.api_base or stripe.DEFAULT_API_BASE)
         http_client = _PacedRequestsClient(
             bucket=self._bucket,
             counter=self._counter,
@@ -558,7 +330,7 @@ class StripeResource(dg.ConfigurableResource):
         lt = _epoch_seconds_ceil(created_lt, "created_lt")
         if lt < gte:
             raise ValueError("created_lt is before created_gte")
-        params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": _PAGE_LIMIT}
+        params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
         if destination is not None:
             params["destination"] = destination
         # Validation above runs at call time; the paging below runs lazily.
@@ -646,11 +418,11 @@ class StripeResource(dg.ConfigurableResource):
         if after_event_id is not None:
             if not after_event_id:
                 raise ValueError("after_event_id is empty")
-            return self._iter_events_after(wanted, after_event_id)
+            return self._event_records(events_after(self._events_page, wanted, after_event_id))
         since = None
         if created_since is not None:
             since = _epoch_seconds_ceil(created_since, "created_since")
-        return self._iter_events_since(wanted, since)
+        return self._event_records(events_since(self._events_page, wanted, since))
 
     def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[RefundSnapshot]:
         """Refunds created in [start, end), every status, newest first (any order promised)."""
@@ -658,12 +430,12 @@ class StripeResource(dg.ConfigurableResource):
         lt = _epoch_seconds_ceil(end, "end")
         if lt < gte:
             raise ValueError("end is before start")
-        params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": _PAGE_LIMIT}
+        params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
         return self._iter_refund_pages(params, None)
 
     def refunds_for_charge(self, charge_id: str) -> list[RefundSnapshot]:
         """Every refund of the charge, every status, newest first."""
-        params: dict[str, Any] = {"charge": charge_id, "limit": _PAGE_LIMIT}
+        params: dict[str, Any] = {"charge": charge_id, "limit": PAGE_LIMIT}
         return list(self._iter_refund_pages(params, charge_id))
 
     def get_charge(self, charge_id: str) -> ChargeSnapshot:
@@ -684,76 +456,54 @@ class StripeResource(dg.ConfigurableResource):
 
     # -- internals -----------------------------------------------------------
 
-    # We page by hand instead of ListObject.auto_paging_iter(): its generator
-    # dies on the first exception, so a 429'd page could not be re-sent, and
-    # its page fetches happen inside the SDK where we cannot classify them.
-    # The loop is a few lines and keeps one page in memory, like the SDK's.
+    def _transfers_page(self, params: dict[str, Any]) -> dict[str, Any]:
+        client = self._stripe()
+        # raw_request: same requestor, pacing, retries and errors as
+        # transfers.list(), but the page stays the parsed JSON. Building
+        # StripeObjects for 100 transfers (then to_dict() back) took ~90% of
+        # each page's time, 10,000 pages for a 1,000,000-transfer day.
+        return self._call(
+            "list transfers",
+            None,
+            lambda: client.raw_request("get", "/v1/transfers", **params).data,
+        )
 
     def _iter_transfer_pages(self, params: dict[str, Any]) -> Iterator[TransferSnapshot]:
-        client = self._stripe()
-        starting_after: str | None = None
-        while True:
-            page_params = dict(params)
-            if starting_after is not None:
-                page_params["starting_after"] = starting_after
-            # raw_request: same requestor, pacing, retries and errors as
-            # transfers.list(), but the page stays the parsed JSON. Building
-            # StripeObjects for 100 transfers (then to_dict() back) took ~90% of
-            # each page's time, 10,000 pages for a 1,000,000-transfer day.
-            page = self._call(
-                "list transfers",
-                None,
-                lambda p=page_params: client.raw_request("get", "/v1/transfers", **p).data,
-            )
-            items = page.get("data") or []
-            for item in items:
-                yield self._snapshot(item)
-            if not page.get("has_more") or not items:
-                return
-            starting_after = str(items[-1]["id"])
+        for item in forward_items(self._transfers_page, params):
+            yield self._snapshot(item)
 
     def _iter_reversals(
         self, transfer_id: str, *, starting_after: str | None = None
     ) -> Iterator[ReversalRecord]:
         client = self._stripe()
-        while True:
-            params: dict[str, Any] = {"limit": _PAGE_LIMIT}
-            if starting_after is not None:
-                params["starting_after"] = starting_after
-            page = self._call(
+
+        def fetch(params: dict[str, Any]) -> dict[str, Any]:
+            return self._call(
                 "list reversals",
                 transfer_id,
-                lambda p=params: client.v1.transfers.reversals.list(transfer_id, p).to_dict(),
+                lambda: client.v1.transfers.reversals.list(transfer_id, params).to_dict(),
             )
-            items = page.get("data") or []
-            for item in items:
-                yield self._convert(
-                    lambda i=item: ReversalRecord.from_stripe(i, transfer_id=transfer_id)
-                )
-            if not page.get("has_more") or not items:
-                return
-            starting_after = str(items[-1]["id"])
+
+        pages = forward_items(fetch, {"limit": PAGE_LIMIT}, starting_after=starting_after)
+        for item in pages:
+            yield self._convert(
+                lambda i=item: ReversalRecord.from_stripe(i, transfer_id=transfer_id)
+            )
 
     def _iter_refund_pages(
         self, params: dict[str, Any], about: str | None
     ) -> Iterator[RefundSnapshot]:
         client = self._stripe()
-        starting_after: str | None = None
-        while True:
-            page_params = dict(params)
-            if starting_after is not None:
-                page_params["starting_after"] = starting_after
-            page = self._call(
+
+        def fetch(page_params: dict[str, Any]) -> dict[str, Any]:
+            return self._call(
                 "list refunds",
                 about,
-                lambda p=page_params: client.raw_request("get", "/v1/refunds", **p).data,
+                lambda: client.raw_request("get", "/v1/refunds", **page_params).data,
             )
-            items = page.get("data") or []
-            for item in items:
-                yield self._convert(lambda i=item: RefundSnapshot.from_dict(i))
-            if not page.get("has_more") or not items:
-                return
-            starting_after = str(items[-1]["id"])
+
+        for item in forward_items(fetch, params):
+            yield self._convert(lambda i=item: RefundSnapshot.from_dict(i))
 
     def _events_page(self, params: dict[str, Any]) -> dict[str, Any]:
         client = self._stripe()
@@ -776,76 +526,9 @@ class StripeResource(dg.ConfigurableResource):
                 ) from err
             raise
 
-    def _iter_events_after(self, types: list[str], cursor: str) -> Iterator[StripeEventRecord]:
-        # `ending_before` answers the page just newer than the cursor, newest
-        # first: reversed, it continues the oldest-first stream; its newest
-        # event is the next cursor.
-        while True:
-            params: dict[str, Any] = {"limit": _PAGE_LIMIT, "ending_before": cursor}
-            if types:
-                params["types"] = types
-            page = self._events_page(params)
-            items = page.get("data") or []
-            for item in reversed(items):
-                yield self._convert(lambda i=item: StripeEventRecord.from_dict(i))
-            if not page.get("has_more") or not items:
-                return
-            cursor = str(items[0]["id"])
-
-    def _iter_events_since(
-        self, types: list[str], since: int | None
-    ) -> Iterator[StripeEventRecord]:
-        # Stripe has no oldest-first order. Walk `created` windows forward from
-        # `since` up to the newest event seen at the start, each window small
-        # enough to fit one page (halved when it does not, doubled while pages
-        # stay small), so memory stays one page whatever the backlog; then
-        # continue by cursor from the last event yielded, which also picks up
-        # events created during the walk. Fragile by nature: it relies on
-        # `created` never being earlier than an event already listed, which
-        # holds for Stripe (events are created "now").
-        base: dict[str, Any] = {"types": types} if types else {}
-        probe_params: dict[str, Any] = {**base, "limit": 1}
-        if since is not None:
-            probe_params["created"] = {"gte": since}
-        newest = self._events_page(probe_params).get("data") or []
-        if not newest:
-            return
-        end = int(newest[0]["created"]) + 1
-        start = since if since is not None else end - _EVENT_RETENTION_SECONDS - 86_400
-        width = 86_400
-        last_id: str | None = None
-        while start < end:
-            upper = min(start + width, end)
-            params = {**base, "limit": _PAGE_LIMIT, "created": {"gte": start, "lt": upper}}
-            page = self._events_page(params)
-            items = page.get("data") or []
-            if page.get("has_more"):
-                if upper - start > 1:
-                    width = max((upper - start) // 2, 1)
-                    continue
-                items = self._whole_second(params, items)
-            for item in reversed(items):
-                record = self._convert(lambda i=item: StripeEventRecord.from_dict(i))
-                last_id = record.id
-                yield record
-            start = upper
-            if len(items) < _PAGE_LIMIT // 2:
-                width *= 2
-        if last_id is not None:
-            yield from self._iter_events_after(types, last_id)
-
-    def _whole_second(
-        self, params: dict[str, Any], first: list[dict[str, Any]]
-    ) -> list[dict[str, Any]]:
-        # More than a page of events in one second: the only window that
-        # cannot be split, so its pages are held (newest first) together.
-        items = list(first)
-        while True:
-            page = self._events_page({**params, "starting_after": str(items[-1]["id"])})
-            more = page.get("data") or []
-            items.extend(more)
-            if not page.get("has_more") or not more:
-                return items
+    def _event_records(self, items: Iterator[dict[str, Any]]) -> Iterator[StripeEventRecord]:
+        for item in items:
+            yield self._convert(lambda i=item: StripeEventRecord.from_dict(i))
 
     def _snapshot(self, data: Mapping[str, Any]) -> TransferSnapshot:
         embedded, has_more = embedded_reversals(data)
@@ -905,8 +588,3 @@ class StripeResource(dg.ConfigurableResource):
                 sentinel.original = None
             raise sentinel from None
         raise sentinel from err
-
-
-def _mentions(err: BaseException, secret: str) -> bool:
-    texts: list[object] = [str(err), repr(err), getattr(err, "http_body", None)]
-    return any(isinstance(t, str) and secret in t for t in texts)

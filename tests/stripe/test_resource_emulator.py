@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dagster as dg
+import pydantic
 import pytest
 
 from reversal_pipeline.errors import (
@@ -528,10 +530,6 @@ def test_default_requests_per_second_by_key_mode(key: str, expected: float) -> N
         {"api_key": ""},
         {"api_key": " sk_test_x"},
         {"api_base": "localhost:12111"},
-        {"max_network_retries": -1},
-        {"timeout_seconds": 0},
-        {"requests_per_second": 0},
-        {"rate_limit_max_wait_seconds": -1},
     ],
 )
 def test_bad_configuration_fails_before_any_call(overrides: dict[str, Any]) -> None:
@@ -540,6 +538,54 @@ def test_bad_configuration_fails_before_any_call(overrides: dict[str, Any]) -> N
     with pytest.raises(ConfigurationError):
         res.get_transfer("tr_1")
     assert sum(res.calls_made.values()) == 0
+
+
+BAD_NUMBERS = [
+    ("max_network_retries", -1, "greater than or equal to 0"),
+    ("timeout_seconds", 0, "greater than 0"),
+    ("requests_per_second", 0, "greater than 0"),
+    ("rate_limit_max_wait_seconds", -1, "greater than or equal to 0"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "bound"), BAD_NUMBERS)
+def test_a_bad_number_is_refused_on_construction_naming_the_field(
+    field: str, value: float, bound: str
+) -> None:
+    with pytest.raises(pydantic.ValidationError) as info:
+        StripeResource(api_key="sk_test_x", **{field: value})
+    [error] = info.value.errors()
+    assert error["loc"] == (field,)
+    assert field in str(info.value)
+    assert bound in str(info.value)
+
+
+@pytest.mark.parametrize(("field", "value", "bound"), BAD_NUMBERS[1:2])
+def test_a_bad_number_in_run_config_fails_the_run_before_any_step_body(
+    field: str, value: float, bound: str
+) -> None:
+    bodies_run: list[str] = []
+
+    @dg.asset
+    def stripe_probe(stripe: StripeResource) -> None:
+        bodies_run.append("stripe_probe")
+
+    result = dg.materialize(
+        [stripe_probe],
+        resources={"stripe": StripeResource.configure_at_launch()},
+        run_config={"resources": {"stripe": {"config": {"api_key": "sk_test_x", field: value}}}},
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    assert bodies_run == []
+    [failure] = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    error = failure.event_specific_data.error  # type: ignore[union-attr]
+    text = "".join(
+        part.to_string() for part in (error, *(c for c in [error.cause] if c is not None))
+    )
+    assert field in text
+    assert bound in text
 
 
 @pytest.mark.parametrize(

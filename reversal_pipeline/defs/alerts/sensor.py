@@ -13,7 +13,6 @@ each alert is logged as a warning on the tick, and nothing is sent.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -25,7 +24,6 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 
 from reversal_pipeline.alerts.delivery import (
-    WEBHOOK_URL_ENV,
     DeliveryFailed,
     post_webhook,
     scrub,
@@ -33,11 +31,11 @@ from reversal_pipeline.alerts.delivery import (
 )
 from reversal_pipeline.alerts.ledger import AlertLedger
 from reversal_pipeline.alerts.problems import (
-    WEBSERVER_URL_ENV,
     Problem,
     check_failed,
     run_failed,
 )
+from reversal_pipeline.environment import WEBHOOK_URL_ENV, WEBSERVER_URL_ENV, setting
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +55,8 @@ MAX_RUNS_PER_JOB = 100
 def reversal_alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     ledger = AlertLedger.from_cursor(context.cursor)
     new = ledger.observe([*_failed_runs(context.instance), *_failing_error_checks(context)])
-    webhook_url = os.environ.get(WEBHOOK_URL_ENV) or None
-    webserver_url = os.environ.get(WEBSERVER_URL_ENV) or None
+    webhook_url = setting(WEBHOOK_URL_ENV) or None
+    webserver_url = setting(WEBSERVER_URL_ENV) or None
     secrets = secret_values()
 
     def send(problem: Problem) -> None:

@@ -9,7 +9,6 @@ per partition, from every finding the day has open once the run is stored
 turn a day with open critical drift green.
 """
 
-import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from pydantic import Field
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.defs.reconciliation.tables import findings_table
+from reversal_pipeline.environment import REPORTS_DIR_ENV, setting
 from reversal_pipeline.reconciliation.open_findings import day_open_counts
 from reversal_pipeline.reconciliation.report import count_metadata, markdown_report
 from reversal_pipeline.reconciliation.run import (
@@ -31,8 +31,6 @@ from reversal_pipeline.reconciliation.run import (
 from reversal_pipeline.reconciliation.stale_days import recheck_plan
 from reversal_pipeline.stripe.resource import StripeResource
 
-REPORTS_DIR_ENV = "REVERSAL_REPORTS_DIR"
-DEFAULT_REPORTS_DIR = ".reversal_pipeline/reports"
 CHECKS = ("no_critical_drift", "no_high_drift", "reconciliation_complete")
 # Run tag: "full" (default: the schedule, a manual launch) lists the whole day;
 # "auto" (the backfill sensor) re-checks only the changed rows when that is cheaper.
@@ -119,7 +117,7 @@ def reversal_reconciliation(
             day,
             run_id=context.run.run_id,
             windows=config.windows(),
-            reports_dir=Path(os.environ.get(REPORTS_DIR_ENV) or DEFAULT_REPORTS_DIR).resolve(),
+            reports_dir=Path(setting(REPORTS_DIR_ENV)).resolve(),
         )
     if not outcome.complete:
         yield dg.AssetCheckResult(

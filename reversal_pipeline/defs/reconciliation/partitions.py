@@ -1,13 +1,10 @@
 """Daily partitions by the UTC day of ``seller_transfers.transferred_at``."""
 
-import os
-
 import dagster as dg
 
-START_DATE_ENV = "RECONCILIATION_START_DATE"
-DEFAULT_START_DATE = "2026-01-01"
+from reversal_pipeline.environment import RECONCILIATION_START_DATE_ENV, setting
 
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get(START_DATE_ENV) or DEFAULT_START_DATE,
+    start_date=setting(RECONCILIATION_START_DATE_ENV),
     timezone="UTC",
 )

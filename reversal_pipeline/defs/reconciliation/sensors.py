@@ -19,7 +19,6 @@ changed rows when that is cheaper than listing the whole day.
 """
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -30,10 +29,9 @@ from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reconciliation.assets import MODE_TAG
 from reversal_pipeline.defs.reconciliation.jobs import reconciliation_job
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
+from reversal_pipeline.environment import BACKFILL_LOOKBACK_DAYS_ENV, setting
 from reversal_pipeline.reconciliation.stale_days import StaleDay, stale_days
 
-LOOKBACK_ENV = "RECONCILIATION_BACKFILL_LOOKBACK_DAYS"
-DEFAULT_LOOKBACK_DAYS = 35
 MAX_RUNS_PER_TICK = 31
 RETRY_BASE_DELAY = timedelta(minutes=15)
 RETRY_MAX_DELAY = timedelta(hours=6)
@@ -82,7 +80,7 @@ def reconciliation_backfill_sensor(
     requested = _read_cursor(context.cursor)
     now = _clock()
     today = datetime.combine(now.date(), time.min, tzinfo=UTC)
-    lookback = int(os.environ.get(LOOKBACK_ENV) or DEFAULT_LOOKBACK_DAYS)
+    lookback = int(setting(BACKFILL_LOOKBACK_DAYS_ENV))
     start = max(today - timedelta(days=lookback), _first_partition_start())
     with database.get_engine().connect() as connection:
         candidates = stale_days(connection, since=start, until=today, now=now)
