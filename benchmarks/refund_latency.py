@@ -136,12 +136,12 @@ def main() -> None:
             deadline = started + args.over * 3 + args.interval * 4 + 300
             while time.monotonic() < deadline:
                 tick_started = time.monotonic()
-                context = dg.build_sensor_context(
+                with dg.build_sensor_context(
                     instance=instance,
                     cursor=cursor,
                     resources={"database": DatabaseResource(url=url), "stripe": stripe},
-                )
-                result = sensor.evaluate_tick(context)
+                ) as context:
+                    result = sensor.evaluate_tick(context)
                 pass_seconds.append(time.monotonic() - tick_started)
                 ticks += 1
                 cursor = result.cursor or cursor

@@ -31,8 +31,8 @@ What a refund becomes:
   seller's smaller transfer (``over_refund``). A refund that returns the
   whole charge is recorded as a whole-order refund (amount NULL). So is the
   refund that *completes* a charge refunded in parts: its succeeded refunds
-  ordered by (created, id), the one whose running total reaches the charge's
-  amount is whole-order; the earlier ones keep their amounts (targets only
+  in the order Stripe made them, the one whose running total reaches the
+  charge's amount is whole-order; the earlier ones keep their amounts (targets only
   rise, and whole-order raises every paid transfer to its full amount, which
   is what the seller owes once the customer has everything back). The rule
   depends only on the charge's refunds, not on when a pass reads them.
@@ -347,7 +347,8 @@ class _Pass:
 
     def handle_event(self, event: StripeEventRecord) -> None:
         if event.type == "charge.refunded" and event.charge is not None:
-            for refund in self._refunds_of(event.charge.id):
+            # Listed newest first; recorded in the order they were made.
+            for refund in reversed(self._refunds_of(event.charge.id)):
                 self.handle_refund(refund)
         elif event.refund is not None:
             self.handle_refund(event.refund)
@@ -524,11 +525,16 @@ class _Pass:
 
 
 def completing_refund_id(charge_amount: int, refunds: Sequence[RefundSnapshot]) -> str | None:
-    """The succeeded refund whose running total, in (created, id) order, reaches the charge."""
+    """The succeeded refund whose running total, oldest first, reaches the charge's amount.
+
+    ``refunds`` in Stripe's listing order (newest first). ``created`` is whole
+    seconds and ids are random, so two refunds of one second are told apart
+    only by the listing order, which is the order Stripe made them: reversed,
+    then a stable sort on ``created``.
+    """
     total = 0
-    for refund in sorted(
-        (r for r in refunds if r.status == SUCCEEDED), key=lambda r: (r.created, r.id)
-    ):
+    oldest_first = sorted(reversed(refunds), key=lambda r: r.created)
+    for refund in (r for r in oldest_first if r.status == SUCCEEDED):
         total += refund.amount
         if total >= charge_amount:
             return refund.id

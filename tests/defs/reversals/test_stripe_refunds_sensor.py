@@ -23,18 +23,16 @@ def _tick(
     stripe = StripeResource(
         api_key=env["STRIPE_API_KEY"], api_base=env["STRIPE_API_BASE"], requests_per_second=500
     )
-    context = dg.build_sensor_context(
+    # The stripe resource tears down (closes its pool) when the context closes.
+    with dg.build_sensor_context(
         instance=instance,
         cursor=cursor,
         resources={
             "database": DatabaseResource(url=env["REVERSAL_DATABASE_URL"]),
             "stripe": stripe,
         },
-    )
-    try:
+    ) as context:
         return stripe_refunds_sensor.evaluate_tick(context)
-    finally:
-        stripe.close()
 
 
 def _reversals_at_stripe(emulator: EmulatorServer, transfer_id: str | None) -> list[dict]:
