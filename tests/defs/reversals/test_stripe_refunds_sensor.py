@@ -155,3 +155,35 @@ def test_the_sensor_is_registered_and_off_until_turned_on(job_env: dict[str, str
     assert sensor.default_status == dg.DefaultSensorStatus.STOPPED
     assert sensor.job_name == "reversal_job"
     assert sensor.minimum_interval_seconds == 30
+
+
+def test_a_pending_refund_is_reversed_once_when_it_succeeds_and_never_if_it_fails(
+    job_env: dict[str, str],
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    dagster_instance: dg.DagsterInstance,
+) -> None:
+    control = stripe_emulator.control()
+    [paid, kept] = seed_rows(engine, control, 2, status="completed", amount=9_000)
+    succeeds = control.create_refund(
+        control.create_charge(10_000, "usd", transfer_group=paid.order_id)["id"], status="pending"
+    )
+    fails = control.create_refund(
+        control.create_charge(10_000, "usd", transfer_group=kept.order_id)["id"], status="pending"
+    )
+
+    pending = _tick(dagster_instance, job_env, None)
+    assert not pending.run_requests
+    control.set_refund_status(succeeds["id"], "succeeded")
+    control.set_refund_status(fails["id"], "failed")
+    settled = _tick(dagster_instance, job_env, pending.cursor)
+    [request] = settled.run_requests
+    assert request.tags["stripe_refunds_recorded"] == "1"
+    assert run_reversal_job(dagster_instance).success
+    assert not _tick(dagster_instance, job_env, settled.cursor).run_requests
+
+    assert [
+        r["amount"] for r in _reversals_at_stripe(stripe_emulator, paid.stripe_transfer_id)
+    ] == [9_000]
+    assert _reversals_at_stripe(stripe_emulator, kept.stripe_transfer_id) == []
+    assert row_state(engine, kept.id)["status"] == "completed"
