@@ -6,7 +6,9 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from reversal_pipeline.alerts.ledger import AlertLedger
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.alerts.sensor import reversal_alerts_sensor
 from reversal_pipeline.defs.reversals.stripe_refunds_sensor import stripe_refunds_sensor
 from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.stripe import StripeResource
@@ -104,10 +106,12 @@ def test_the_same_refund_from_the_webhook_and_the_sensor_is_reversed_once(
         assert connection.execute(sa.text("SELECT count(*) FROM refund_events")).scalar() == 1
 
 
-def test_an_unplaced_refund_fails_the_error_check_naming_it(
+def test_an_unplaced_refund_fails_the_error_check_naming_it_and_is_alerted(
     job_env: dict[str, str],
     stripe_emulator: EmulatorServer,
     dagster_instance: dg.DagsterInstance,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     control = stripe_emulator.control()
     charge = control.create_charge(5_000, "eur")  # names no order
@@ -129,6 +133,17 @@ def test_an_unplaced_refund_fails_the_error_check_naming_it(
     assert refund["id"] in (check.description or "")
     assert "no_order" in (check.description or "")
     assert not _tick(dagster_instance, job_env, tick.cursor).run_requests  # alerted once
+
+    monkeypatch.delenv("REVERSAL_ALERT_WEBHOOK_URL", raising=False)
+    with dg.build_sensor_context(instance=dagster_instance, definitions=load_defs()) as context:
+        alerts = reversal_alerts_sensor(context)
+    ledger = AlertLedger.from_cursor(alerts.cursor)
+    assert "check:refund_intake:no_unplaced_stripe_refunds" in ledger.open_keys
+    told = [
+        r.getMessage() for r in caplog.records if "no_unplaced_stripe_refunds" in r.getMessage()
+    ]
+    assert told
+    assert all(refund["id"] in message for message in told)
 
 
 def test_a_revoked_key_fails_the_tick_and_keeps_the_cursor(
