@@ -67,6 +67,7 @@ def test_a_refund_made_at_stripe_is_reversed_through_the_sensor_with_no_webhook(
     assert quiet.cursor == tick.cursor
 
 
+@pytest.mark.slow  # two reversal_job runs in process
 @pytest.mark.parametrize("first", ["webhook", "sensor"])
 def test_the_same_refund_from_the_webhook_and_the_sensor_is_reversed_once(
     first: str,
