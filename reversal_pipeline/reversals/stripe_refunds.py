@@ -59,16 +59,16 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from reversal_pipeline.db.tables import (
-    refund_events,
-    seller_transfers,
-    unplaced_stripe_refund_history,
-    unplaced_stripe_refunds,
-)
+from reversal_pipeline.db.tables import refund_events, seller_transfers, unplaced_stripe_refunds
 from reversal_pipeline.errors import ConfigurationError, InvalidRowError, StripeCursorExpired
 from reversal_pipeline.reversals.intake import request_reversal
+from reversal_pipeline.reversals.unplaced_refunds import (
+    UnplacedReason,
+    record_unplaced,
+    resolve_received,
+    resolve_unplaced,
+)
 
 if TYPE_CHECKING:
     from reversal_pipeline.stripe.models import ChargeSnapshot, RefundSnapshot, StripeEventRecord
@@ -89,7 +89,6 @@ FIRST_PASS_LOOK_BACK = timedelta(days=3)
 EXPIRED_CURSOR_MARGIN = timedelta(hours=1)
 #: Stripe keeps events this long; older ones are neither listed nor retrievable.
 EVENT_RETENTION = timedelta(days=30)
-ACTOR = "stripe_refunds"
 SUCCEEDED = "succeeded"
 
 
@@ -101,15 +100,6 @@ class RefundIntakeOutcome(StrEnum):
     DIFFERS_FROM_RECORDED = "differs_from_recorded"  # in refund_events with other values
     NOT_SUCCEEDED = "not_succeeded"  # pending, failed, canceled: nothing recorded
     UNPLACED = "unplaced"  # names no order / refused: in unplaced_stripe_refunds
-
-
-class UnplacedReason(StrEnum):
-    """Why a succeeded refund could not go into ``refund_events`` (migration 0011)."""
-
-    NO_CHARGE = "no_charge"
-    NO_ORDER = "no_order"
-    BAD_SELLER_TRANSFER = "bad_seller_transfer"
-    REFUSED = "refused"
 
 
 class StripeRefundReader(Protocol):
@@ -278,7 +268,7 @@ def pull_stripe_refunds(
         after = None
     summary = pass_.summary = StripeRefundsSummary(cursor=cursor, started_from=started_from)
     with engine.begin() as connection:
-        summary.unplaced_resolved += _resolve_received(connection, run_id)
+        summary.unplaced_resolved += resolve_received(connection, run_id)
     if retry_unplaced:
         pass_.retry_unplaced()
     for event in _events(stripe, after, created_since, summary, pass_.log):
@@ -426,7 +416,7 @@ class _Pass:
                     else RefundIntakeOutcome.RECORDED
                 )
                 detail = "whole order (refunds the whole charge)" if whole else ""
-            self.summary.unplaced_resolved += _resolve(
+            self.summary.unplaced_resolved += resolve_unplaced(
                 connection, refund.id, f"placed on order {order_id} ({outcome})", self.run_id
             )
         self._seen(refund, order_id, whole, outcome, detail)
@@ -539,95 +529,3 @@ def completing_refund_id(charge_amount: int, refunds: Sequence[RefundSnapshot]) 
         if total >= charge_amount:
             return refund.id
     return None
-
-
-def record_unplaced(
-    connection: sa.Connection,
-    refund: RefundSnapshot,
-    reason: UnplacedReason,
-    detail: str,
-    run_id: str | None,
-) -> bool:
-    """Keep a refund that names no order; True when it is new. Audited in the same transaction."""
-    inserted = connection.execute(
-        pg_insert(unplaced_stripe_refunds)
-        .values(
-            refund_id=refund.id,
-            charge_id=refund.charge_id,
-            amount=refund.amount,
-            currency=refund.currency.lower(),
-            reason=reason.value,
-            detail=detail,
-        )
-        .on_conflict_do_nothing(index_elements=["refund_id"])
-        .returning(unplaced_stripe_refunds.c.id)
-    ).scalar()
-    if inserted is None:
-        return False
-    connection.execute(
-        sa.insert(unplaced_stripe_refund_history).values(
-            unplaced_refund_id=inserted,
-            change="first_seen",
-            detail=f"{reason}: {detail}",
-            run_id=run_id,
-            actor=ACTOR,
-        )
-    )
-    return True
-
-
-def _resolve(connection: sa.Connection, refund_id: str, resolution: str, run_id: str | None) -> int:
-    """Close the open unplaced row of a refund now in ``refund_events``; audited."""
-    resolved = connection.execute(
-        sa.update(unplaced_stripe_refunds)
-        .where(
-            unplaced_stripe_refunds.c.refund_id == refund_id,
-            unplaced_stripe_refunds.c.resolved_at.is_(None),
-        )
-        .values(resolved_at=sa.func.now(), resolution=resolution)
-        .returning(unplaced_stripe_refunds.c.id)
-    ).scalar()
-    if resolved is None:
-        return 0
-    connection.execute(
-        sa.insert(unplaced_stripe_refund_history).values(
-            unplaced_refund_id=resolved,
-            change="resolved",
-            detail=resolution,
-            run_id=run_id,
-            actor=ACTOR,
-        )
-    )
-    return 1
-
-
-def _resolve_received(connection: sa.Connection, run_id: str | None) -> int:
-    """Close open unplaced refunds that reached ``refund_events`` another way (the webhook)."""
-    received = connection.execute(
-        sa.select(unplaced_stripe_refunds.c.refund_id, refund_events.c.order_id)
-        .join(refund_events, refund_events.c.refund_id == unplaced_stripe_refunds.c.refund_id)
-        .where(unplaced_stripe_refunds.c.resolved_at.is_(None))
-        .with_for_update(of=unplaced_stripe_refunds, skip_locked=True)
-    ).all()
-    return sum(
-        _resolve(connection, row.refund_id, f"received for order {row.order_id}", run_id)
-        for row in received
-    )
-
-
-def list_unplaced(connection: sa.Connection) -> list[dict[str, object]]:
-    """Open unplaced refunds, oldest first: what ``no_unplaced_stripe_refunds`` names."""
-    rows = connection.execute(
-        sa.select(
-            unplaced_stripe_refunds.c.refund_id,
-            unplaced_stripe_refunds.c.charge_id,
-            unplaced_stripe_refunds.c.amount,
-            unplaced_stripe_refunds.c.currency,
-            unplaced_stripe_refunds.c.reason,
-            unplaced_stripe_refunds.c.detail,
-            unplaced_stripe_refunds.c.first_seen_at,
-        )
-        .where(unplaced_stripe_refunds.c.resolved_at.is_(None))
-        .order_by(unplaced_stripe_refunds.c.first_seen_at, unplaced_stripe_refunds.c.id)
-    ).all()
-    return [dict(row._mapping) for row in rows]

@@ -18,7 +18,8 @@ from reversal_pipeline.reversals.open_events import (
     list_refused_events,
     summarize_open_events,
 )
-from reversal_pipeline.reversals.stripe_refunds import ORDER_METADATA_KEY_ENV, list_unplaced
+from reversal_pipeline.reversals.stripe_refunds import ORDER_METADATA_KEY_ENV
+from reversal_pipeline.reversals.unplaced_refunds import list_unplaced
 
 
 @dg.asset_check(asset=refund_intake, blocking=False)
