@@ -26,6 +26,7 @@ from reversal_pipeline.cli.ops import (
 )
 from reversal_pipeline.cli.reconciliation import reconcile_command, report_command
 from reversal_pipeline.cli.refund_events import close_refund_event_command
+from reversal_pipeline.cli.stripe_refunds import pull_refunds_command
 
 
 @click.group(cls=OneLineErrorGroup)
@@ -47,6 +48,7 @@ for command in (
     adjust_command,
     show_command,
     close_refund_event_command,
+    pull_refunds_command,
     reconcile_command,
     report_command,
     stripe_emulator_command,

@@ -45,6 +45,9 @@ JOB_PRIVILEGES: dict[str, tuple[str, ...]] = {
     "reconciliation_runs": ("SELECT", "INSERT", "UPDATE"),
     "stripe_budget": ("SELECT", "INSERT", "UPDATE"),
     "stripe_budget_holders": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+    # Refunds from Stripe that name no order (migration 0011): kept, resolved, never deleted.
+    "unplaced_stripe_refunds": ("SELECT", "INSERT", "UPDATE"),
+    "unplaced_stripe_refund_history": ("SELECT", "INSERT"),
     # The CLI and the code location compare the schema revision with their own.
     "alembic_version": ("SELECT",),
 }

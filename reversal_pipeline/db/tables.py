@@ -227,3 +227,37 @@ stripe_budget_holders = sa.Table(
     sa.Column("started_at", TZ, nullable=False, server_default=sa.func.now()),
     sa.Column("last_seen_at", TZ, nullable=False, server_default=sa.func.now()),
 )
+
+# Succeeded Stripe refunds that name no order (migration 0011): open until placed.
+unplaced_stripe_refunds = sa.Table(
+    "unplaced_stripe_refunds",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column("refund_id", sa.Text, nullable=False, unique=True),
+    sa.Column("charge_id", sa.Text),
+    sa.Column("amount", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("first_seen_at", TZ, nullable=False, server_default=sa.func.now()),
+    sa.Column("resolved_at", TZ),
+    sa.Column("resolution", sa.Text),
+)
+
+# Append-only trail of unplaced_stripe_refunds (migration 0011).
+unplaced_stripe_refund_history = sa.Table(
+    "unplaced_stripe_refund_history",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=False), primary_key=True),
+    sa.Column(
+        "unplaced_refund_id",
+        sa.BigInteger,
+        sa.ForeignKey("unplaced_stripe_refunds.id"),
+        nullable=False,
+    ),
+    sa.Column("change", sa.Text, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("run_id", sa.Text),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("created_at", TZ, nullable=False, server_default=sa.func.now()),
+)

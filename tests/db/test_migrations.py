@@ -21,6 +21,8 @@ EXPECTED_TABLES = {
     "seller_transfer_day_moves",
     "stripe_budget",
     "stripe_budget_holders",
+    "unplaced_stripe_refunds",
+    "unplaced_stripe_refund_history",
 }
 
 

@@ -1,4 +1,4 @@
-"""Checks on ``refund_intake``: a refund that waits too long for its payout is an alert.
+"""Checks on ``refund_intake``: a refund that waits too long, or cannot be placed, is an alert.
 
 An event waiting for its order's transfer to appear or complete is normal for
 a while (the refund raced the payout), so it is listed in the asset's
@@ -18,6 +18,8 @@ from reversal_pipeline.reversals.open_events import (
     list_refused_events,
     summarize_open_events,
 )
+from reversal_pipeline.reversals.stripe_refunds import ORDER_METADATA_KEY_ENV
+from reversal_pipeline.reversals.unplaced_refunds import list_unplaced
 
 
 @dg.asset_check(asset=refund_intake, blocking=False)
@@ -77,3 +79,48 @@ def no_refused_refund_events(database: DatabaseResource) -> dg.AssetCheckResult:
             "'Partial refunds'."
         ),
     )
+
+
+@dg.asset_check(asset=refund_intake, blocking=False)
+def no_unplaced_stripe_refunds(database: DatabaseResource) -> dg.AssetCheckResult:
+    """No refund read from Stripe (``stripe_refunds_sensor``, ``pull-refunds``) names no order.
+
+    Such a refund succeeded at Stripe but reversed nothing: its charge has no
+    ``transfer_group`` and no order metadata, or its seller-transfer metadata
+    is wrong. Nothing will place it on its own, so the seller keeps the money
+    until a person acts: ERROR, named per refund.
+    """
+    with database.get_engine().connect() as connection:
+        unplaced = list_unplaced(connection)
+    refund_ids = [str(row["refund_id"]) for row in unplaced]
+    return dg.AssetCheckResult(
+        passed=not unplaced,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "unplaced": len(unplaced),
+            "refund_ids": dg.MetadataValue.json(refund_ids),
+            "refunds": dg.MetadataValue.md(unplaced_refunds_markdown(unplaced)),
+        },
+        description=None
+        if not unplaced
+        else (
+            f"{len(unplaced)} refund(s) succeeded at Stripe but name no order to reverse: "
+            + "; ".join(f"{row['refund_id']} ({row['reason']})" for row in unplaced)
+            + f". Set the charge's transfer_group or metadata ({ORDER_METADATA_KEY_ENV}), or "
+            "fix the refund's seller transfer metadata, then run `reversal-pipeline "
+            "pull-refunds`; see the runbook, 'Refunds from Stripe'."
+        ),
+    )
+
+
+def unplaced_refunds_markdown(unplaced: list[dict[str, object]]) -> str:
+    if not unplaced:
+        return "none"
+    lines = ["| refund | charge | amount | reason | detail |", "|---|---|---|---|---|"]
+    for row in unplaced:
+        detail = str(row["detail"]).replace("|", "/")
+        lines.append(
+            f"| {row['refund_id']} | {row['charge_id'] or '-'} | {row['amount']} "
+            f"{str(row['currency']).upper()} | {row['reason']} | {detail} |"
+        )
+    return "\n".join(lines)

@@ -57,6 +57,36 @@ WAITING_TO_START = [
 ]
 
 
+def reversal_run_taking_new_events(instance: dg.DagsterInstance) -> str | None:
+    """Why no new run is needed: a ``reversal_job`` run that will take new events, or None.
+
+    A run waiting to start has not run its intake yet; a listening run takes
+    new events as they come. Shared with ``stripe_refunds_sensor``.
+    """
+    waiting_runs = instance.get_run_records(
+        dg.RunsFilter(job_name=reversal_job.name, statuses=WAITING_TO_START), limit=1
+    )
+    if waiting_runs:
+        return (
+            f"run {waiting_runs[0].dagster_run.run_id} is waiting to start: "
+            "its intake takes any new refund events and any that became actionable"
+        )
+    listening_runs = instance.get_run_records(
+        dg.RunsFilter(
+            job_name=reversal_job.name,
+            statuses=[dg.DagsterRunStatus.STARTED],
+            tags={LISTENING_TAG: "true"},
+        ),
+        limit=1,
+    )
+    if listening_runs:
+        return (
+            f"run {listening_runs[0].dagster_run.run_id} is listening: it takes "
+            "new refund events as they come; what it leaves is requested when it ends"
+        )
+    return None
+
+
 @dg.sensor(
     name="refund_events_sensor",
     job=reversal_job,
@@ -71,27 +101,9 @@ def refund_events_sensor(
     context: dg.SensorEvaluationContext, database: DatabaseResource
 ) -> dg.SensorResult:
     """Cursor: the highest new event id, and the actionable set's fingerprint, already acted on."""
-    waiting_runs = context.instance.get_run_records(
-        dg.RunsFilter(job_name=reversal_job.name, statuses=WAITING_TO_START), limit=1
-    )
-    if waiting_runs:
-        return dg.SensorResult(
-            skip_reason=f"run {waiting_runs[0].dagster_run.run_id} is waiting to start: "
-            "its intake takes any new refund events and any that became actionable"
-        )
-    listening_runs = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=reversal_job.name,
-            statuses=[dg.DagsterRunStatus.STARTED],
-            tags={LISTENING_TAG: "true"},
-        ),
-        limit=1,
-    )
-    if listening_runs:
-        return dg.SensorResult(
-            skip_reason=f"run {listening_runs[0].dagster_run.run_id} is listening: it takes "
-            "new refund events as they come; what it leaves is requested when it ends"
-        )
+    busy = reversal_run_taking_new_events(context.instance)
+    if busy is not None:
+        return dg.SensorResult(skip_reason=busy)
     listen_seconds = listen_seconds_from_env()
     last_seen, last_fingerprint = _read_cursor(context.cursor)
     with database.get_engine().connect() as connection:
