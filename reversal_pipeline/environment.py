@@ -174,6 +174,24 @@ POLICY_ENV = _declare(
     readers=("reversals.refund_policy",),
     default="refuse",
 )
+ORDER_METADATA_KEY_ENV = _declare(
+    "REVERSAL_ORDER_METADATA_KEY",
+    meaning="the charge metadata key holding the order id (Stripe refunds intake)",
+    readers=("reversals.stripe_refunds",),
+    unset="unset: the charge's `transfer_group`",
+)
+SELLER_TRANSFER_METADATA_KEY_ENV = _declare(
+    "REVERSAL_SELLER_TRANSFER_METADATA_KEY",
+    meaning="the refund metadata key naming the seller_transfers row a refund concerns",
+    readers=("reversals.stripe_refunds",),
+    default="seller_transfer_id",
+)
+STRIPE_REFUNDS_SINCE_ENV = _declare(
+    "REVERSAL_STRIPE_REFUNDS_SINCE",
+    meaning="UTC day where the Stripe refunds intake starts reading events with no cursor",
+    readers=("reversals.stripe_refunds", "cli.stripe_refunds"),
+    unset="unset: the last 3 days",
+)
 WEBHOOK_URL_ENV = _declare(
     "REVERSAL_ALERT_WEBHOOK_URL",
     meaning="Slack-compatible incoming webhook for alerts",

@@ -13,15 +13,14 @@ act), 2 on a refused command or a Stripe error (one line, no secret).
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import UTC, datetime
 
 import click
 
 from reversal_pipeline.cli.common import connected_engine
-from reversal_pipeline.cli.environment import STRIPE_API_KEY_ENV, require_stripe_key
-from reversal_pipeline.db.url import database_url_from_env
+from reversal_pipeline.cli.environment import require_stripe_key
+from reversal_pipeline.cli.ops import stripe_from_env
 from reversal_pipeline.reconciliation.report import format_amount
 from reversal_pipeline.reversals.stripe_refunds import (
     EVENT_RETENTION,
@@ -33,7 +32,6 @@ from reversal_pipeline.reversals.stripe_refunds import (
     pull_stripe_refunds,
     start_of_day,
 )
-from reversal_pipeline.stripe.resource import StripeResource
 
 #: Exit code when a refund succeeded at Stripe but could not be placed on an order.
 UNPLACED_EXIT_CODE = 1
@@ -52,7 +50,7 @@ def pull_refunds_command(since: str | None) -> None:
     start = start_of_day(parse_since(since, "--since")) if since else first_pass_since(now)
     require_stripe_key("pull-refunds")
     engine = connected_engine()
-    stripe = _stripe_from_env()
+    stripe = stripe_from_env("pull-refunds")
     if start < now - EVENT_RETENTION:
         click.echo(
             f"note: Stripe keeps events {EVENT_RETENTION.days} days; refunds before "
@@ -67,19 +65,6 @@ def pull_refunds_command(since: str | None) -> None:
         click.echo(line)
     if summary.unplaced:
         sys.exit(UNPLACED_EXIT_CODE)
-
-
-def _stripe_from_env() -> StripeResource:
-    """The job's resource, from the same variables, drawing on the account's shared budget."""
-    rps = os.environ.get("STRIPE_REQUESTS_PER_SECOND")
-    resource = StripeResource(
-        api_key=os.environ[STRIPE_API_KEY_ENV],
-        api_base=os.environ.get("STRIPE_API_BASE") or None,
-        requests_per_second=float(rps) if rps else None,
-        shared_budget_database_url=database_url_from_env(),
-    )
-    resource.validate_config()
-    return resource
 
 
 def summary_lines(summary: StripeRefundsSummary) -> list[str]:

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -61,6 +60,13 @@ from typing import TYPE_CHECKING, Protocol
 import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import refund_events, seller_transfers, unplaced_stripe_refunds
+from reversal_pipeline.environment import (
+    ORDER_METADATA_KEY_ENV,
+    SELLER_TRANSFER_METADATA_KEY_ENV,
+    STRIPE_REFUNDS_SINCE_ENV,
+    VARIABLES,
+    setting,
+)
 from reversal_pipeline.errors import ConfigurationError, InvalidRowError, StripeCursorExpired
 from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.reversals.unplaced_refunds import (
@@ -76,10 +82,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("refund.created", "refund.updated", "charge.refunded")
-ORDER_METADATA_KEY_ENV = "REVERSAL_ORDER_METADATA_KEY"
-SELLER_TRANSFER_METADATA_KEY_ENV = "REVERSAL_SELLER_TRANSFER_METADATA_KEY"
-DEFAULT_SELLER_TRANSFER_METADATA_KEY = "seller_transfer_id"
-SINCE_ENV = "REVERSAL_STRIPE_REFUNDS_SINCE"
+DEFAULT_SELLER_TRANSFER_METADATA_KEY = VARIABLES[SELLER_TRANSFER_METADATA_KEY_ENV].default
 #: With no cursor and no REVERSAL_STRIPE_REFUNDS_SINCE, the first pass looks back this far.
 #: Older refunds are refund_reconciliation's (it lists refunds, which Stripe keeps forever)
 #: or an operator's ``pull-refunds --since``.
@@ -147,17 +150,16 @@ class StripeRefundsSettings:
 
     @classmethod
     def from_env(cls) -> StripeRefundsSettings:
-        order_key = (os.environ.get(ORDER_METADATA_KEY_ENV) or "").strip() or None
-        scope_key = (os.environ.get(SELLER_TRANSFER_METADATA_KEY_ENV) or "").strip()
-        return cls(order_key, scope_key or DEFAULT_SELLER_TRANSFER_METADATA_KEY)
+        order_key = setting(ORDER_METADATA_KEY_ENV) or None
+        return cls(order_key, setting(SELLER_TRANSFER_METADATA_KEY_ENV))
 
 
 def first_pass_since(now: datetime) -> datetime:
     """Where a pass with no cursor starts: ``REVERSAL_STRIPE_REFUNDS_SINCE``, else 3 days back."""
-    raw = (os.environ.get(SINCE_ENV) or "").strip()
+    raw = setting(STRIPE_REFUNDS_SINCE_ENV)
     if not raw:
         return now - FIRST_PASS_LOOK_BACK
-    return start_of_day(parse_since(raw, SINCE_ENV))
+    return start_of_day(parse_since(raw, STRIPE_REFUNDS_SINCE_ENV))
 
 
 def parse_since(raw: str, name: str) -> date:
