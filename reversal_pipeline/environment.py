@@ -189,7 +189,7 @@ SELLER_TRANSFER_METADATA_KEY_ENV = _declare(
 STRIPE_REFUNDS_SINCE_ENV = _declare(
     "REVERSAL_STRIPE_REFUNDS_SINCE",
     meaning="UTC day where the Stripe refunds intake starts reading events with no cursor",
-    readers=("reversals.stripe_refunds", "cli.stripe_refunds"),
+    readers=("reversals.stripe_refunds",),
     unset="unset: the last 3 days",
 )
 WEBHOOK_URL_ENV = _declare(
