@@ -29,7 +29,7 @@ from reversal_pipeline.reconciliation.run import (
     reconcile_rows,
 )
 from reversal_pipeline.reconciliation.stale_days import recheck_plan
-from reversal_pipeline.reconciliation.store import counts_as_drift, open_findings
+from reversal_pipeline.reconciliation.store import FindingSource, counts_as_drift, open_findings
 from reversal_pipeline.stripe.resource import StripeResource
 
 REPORTS_DIR_ENV = "REVERSAL_REPORTS_DIR"
@@ -145,7 +145,7 @@ def reversal_reconciliation(
 def _open_drift_counts(engine: sa.Engine, day: date) -> dict[str, int]:
     """Counts of every finding of ``day`` open now, a finding past its grace as drift."""
     with engine.connect() as connection:
-        findings = open_findings(connection, day)
+        findings = open_findings(connection, day, FindingSource.TRANSFERS)
     drift_now = counts_as_drift(findings, datetime.now(UTC))
     return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
 
