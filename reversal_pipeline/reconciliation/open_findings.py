@@ -29,7 +29,7 @@ from reversal_pipeline.reconciliation.report import count_metadata, format_amoun
 from reversal_pipeline.reconciliation.store import DRIFT_CONDITION, counts_as_drift, open_findings
 
 #: Columns of the findings table an operator reads, in order.
-TABLE_COLUMNS = ("severity", "category", "day", "row", "transfer", "amount")
+TABLE_COLUMNS = ("severity", "category", "day", "row", "transfer", "key", "amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +46,12 @@ class OpenDrift:
 
     def count_of(self, severity: Severity) -> int:
         return int((self.drift_findings["severity"] == severity.value).sum())
+
+    def categories_of(self, severity: Severity) -> str:
+        """``category: count`` of ``severity``'s findings, largest first: what the alert names."""
+        rows = self.drift_findings[self.drift_findings["severity"] == severity.value]
+        counts = rows["category"].astype(str).value_counts()
+        return ", ".join(f"{category}: {n}" for category, n in counts.items())
 
     def days_with(self, severity: Severity) -> list[date]:
         rows = self.drift_findings[self.drift_findings["severity"] == severity.value]
@@ -75,6 +81,7 @@ def table_rows(drift_findings: pd.DataFrame, limit: int) -> list[dict[str, Any]]
                 "day": finding["partition_day"].isoformat(),
                 "row": _plain_int(finding["seller_transfer_id"]),
                 "transfer": _plain_str(finding["stripe_transfer_id"]),
+                "key": _plain_str(finding["finding_key"]),
                 "amount": format_amount(finding["amount"], finding["currency"]),
             }
         )
