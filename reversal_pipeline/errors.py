@@ -120,6 +120,16 @@ class StripeSystemicError(StripeSentinel):
     """
 
 
+class StripeCursorExpired(StripeSentinel):
+    """Stripe no longer knows the event a listing was to continue from.
+
+    Stripe keeps events for 30 days; a cursor older than that (or one from
+    another account or mode) is answered as an unknown object. The caller
+    falls back to listing by ``created`` from its own high-water mark, so no
+    event still kept is skipped.
+    """
+
+
 class InvalidRowError(ReversalPipelineError):
     """A database row cannot be processed as it stands (e.g. a malformed transfer id).
 

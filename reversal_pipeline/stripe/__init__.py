@@ -7,7 +7,13 @@ account's request budget; the models are the plain records callers get back.
 """
 
 from reversal_pipeline.stripe.classify import classify_stripe_error, is_already_reversed_message
-from reversal_pipeline.stripe.models import ReversalRecord, TransferSnapshot
+from reversal_pipeline.stripe.models import (
+    ChargeSnapshot,
+    RefundSnapshot,
+    ReversalRecord,
+    StripeEventRecord,
+    TransferSnapshot,
+)
 from reversal_pipeline.stripe.rate_limit import TokenBucket
 from reversal_pipeline.stripe.resource import (
     CALL_KINDS,
@@ -19,7 +25,10 @@ from reversal_pipeline.stripe.resource import (
 __all__ = [
     "CALL_KINDS",
     "SELLER_TRANSFER_ID_KEY",
+    "ChargeSnapshot",
+    "RefundSnapshot",
     "ReversalRecord",
+    "StripeEventRecord",
     "StripeResource",
     "TokenBucket",
     "TransferSnapshot",

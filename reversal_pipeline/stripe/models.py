@@ -144,3 +144,101 @@ def embedded_reversals(data: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]]
     """The transfer's embedded reversals (newest first) and its ``has_more`` flag."""
     block = data.get("reversals") or {}
     return list(block.get("data") or []), bool(block.get("has_more"))
+
+
+@dataclass(frozen=True, slots=True)
+class RefundSnapshot:
+    """Stripe's refund as we read it; ``status`` is Stripe's word, kept as a string.
+
+    Statuses: ``pending``, ``succeeded``, ``failed``, ``canceled``,
+    ``requires_action``. Only ``succeeded`` means the customer got money back.
+    """
+
+    id: str
+    charge_id: str | None
+    amount: int
+    currency: str  # lowercase
+    status: str
+    created: datetime  # UTC
+    metadata: dict[str, str]
+
+    @classmethod
+    def from_stripe(cls, obj: Any) -> RefundSnapshot:
+        return cls.from_dict(_plain(obj))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RefundSnapshot:
+        _expect_object(data, "refund")
+        return cls(
+            id=str(data["id"]),
+            charge_id=_id_of(data.get("charge")),
+            amount=int(data["amount"]),
+            currency=str(data["currency"]).lower(),
+            status=str(data["status"]),
+            created=_utc(data.get("created")),
+            metadata=_metadata(data.get("metadata")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeSnapshot:
+    """Stripe's charge as we read it: what was paid, what was refunded, whose order it was."""
+
+    id: str
+    amount: int
+    amount_refunded: int
+    currency: str  # lowercase
+    refunded: bool
+    transfer_group: str | None
+    metadata: dict[str, str]
+    created: datetime  # UTC
+
+    @classmethod
+    def from_stripe(cls, obj: Any) -> ChargeSnapshot:
+        return cls.from_dict(_plain(obj))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ChargeSnapshot:
+        _expect_object(data, "charge")
+        return cls(
+            id=str(data["id"]),
+            amount=int(data["amount"]),
+            amount_refunded=int(data.get("amount_refunded") or 0),
+            currency=str(data["currency"]).lower(),
+            refunded=bool(data.get("refunded")),
+            transfer_group=data.get("transfer_group") or None,
+            metadata=_metadata(data.get("metadata")),
+            created=_utc(data.get("created")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StripeEventRecord:
+    """One Stripe event and the object it carries, as it was when the event happened.
+
+    ``refund`` is set for ``refund.*`` events, ``charge`` for ``charge.*`` ones;
+    an event about some other object carries neither (the caller skips it).
+    """
+
+    id: str
+    type: str
+    created: datetime  # UTC
+    refund: RefundSnapshot | None
+    charge: ChargeSnapshot | None
+
+    @classmethod
+    def from_stripe(cls, obj: Any) -> StripeEventRecord:
+        return cls.from_dict(_plain(obj))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StripeEventRecord:
+        _expect_object(data, "event")
+        inner = (data.get("data") or {}).get("object") or {}
+        kind = inner.get("object") if isinstance(inner, Mapping) else None
+        return cls(
+            id=str(data["id"]),
+            type=str(data["type"]),
+            created=_utc(data.get("created")),
+            refund=RefundSnapshot.from_dict(inner) if kind == "refund" else None,
+            charge=ChargeSnapshot.from_dict(inner) if kind == "charge" else None,
+        )

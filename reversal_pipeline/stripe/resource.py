@@ -22,7 +22,7 @@ import numbers
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from http.cookiejar import DefaultCookiePolicy
 from typing import Any, NoReturn, TypeVar
@@ -37,10 +37,19 @@ from requests.adapters import HTTPAdapter
 from reversal_pipeline.errors import (
     ConfigurationError,
     ReversalPipelineError,
+    StripeCursorExpired,
+    StripeSentinel,
     TransientStripeError,
 )
 from reversal_pipeline.stripe.classify import classify_stripe_error
-from reversal_pipeline.stripe.models import ReversalRecord, TransferSnapshot, embedded_reversals
+from reversal_pipeline.stripe.models import (
+    ChargeSnapshot,
+    RefundSnapshot,
+    ReversalRecord,
+    StripeEventRecord,
+    TransferSnapshot,
+    embedded_reversals,
+)
 from reversal_pipeline.stripe.rate_limit import TokenBucket
 from reversal_pipeline.stripe.shared_budget import Priority, SharedBudget, open_shared_budget
 
@@ -57,6 +66,11 @@ CALL_KINDS = (
     "retrieve_transfer",
     "list_transfers",
     "list_reversals",
+    "list_events",
+    "retrieve_event",
+    "list_refunds",
+    "retrieve_refund",
+    "retrieve_charge",
     "other",
     "rate_limited_retries",
 )
@@ -90,11 +104,27 @@ _PENALTY_DECREASE_FACTOR = 0.9
 _PENALTY_RECOVERY_PER_SECOND = 0.1
 
 _PAGE_LIMIT = 100
+#: How long Stripe keeps events: a walk without a start begins just before it.
+_EVENT_RETENTION_SECONDS = 30 * 86_400
 _MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 _REVERSALS_PATH = re.compile(r"/v1/transfers/[^/]+/reversals/?$")
 _TRANSFER_PATH = re.compile(r"/v1/transfers/[^/]+/?$")
 _TRANSFERS_PATH = re.compile(r"/v1/transfers/?$")
+#: GETs of refunds and events (issue 18), by path: each has its own kind.
+_READ_PATHS = (
+    (re.compile(r"/v1/events/?$"), "list_events"),
+    (re.compile(r"/v1/events/[^/]+/?$"), "retrieve_event"),
+    (re.compile(r"/v1/refunds/?$"), "list_refunds"),
+    (re.compile(r"/v1/refunds/[^/]+/?$"), "retrieve_refund"),
+    (re.compile(r"/v1/charges/[^/]+/?$"), "retrieve_charge"),
+)
+#: Kinds that draw on the shared budget at LISTING priority: reconciliation and the
+#: refund intake read; they take what reversals leave (shared_budget.py).
+LISTING_KINDS = frozenset(
+    {"list_transfers", "list_events", "retrieve_event", "list_refunds", "retrieve_refund",
+     "retrieve_charge"}
+)  # fmt: skip
 
 
 def mask_secret(secret: str) -> str:
@@ -165,6 +195,10 @@ def _call_kind(method: str, url: str) -> str:
         return "list_transfers"
     if method == "get" and _TRANSFER_PATH.search(path):
         return "retrieve_transfer"
+    if method == "get":
+        for pattern, kind in _READ_PATHS:
+            if pattern.search(path):
+                return kind
     return "other"
 
 
@@ -222,7 +256,7 @@ class _PacedRequestsClient(stripe.RequestsClient):
         kind = _call_kind(method, url)
         if isinstance(self._bucket, SharedBudget):
             # Listing is bookkeeping: it takes what reversals leave (shared_budget.py).
-            listing = kind == "list_transfers"
+            listing = kind in LISTING_KINDS
             self._bucket.acquire(Priority.LISTING if listing else Priority.REVERSAL)
         else:
             self._bucket.acquire()
@@ -591,6 +625,63 @@ class StripeResource(dg.ConfigurableResource):
         """
         return sorted(reversed(list(self._iter_reversals(transfer_id))), key=lambda r: r.created)
 
+    # -- refunds and events (issue 18) ---------------------------------------
+
+    def iter_events_oldest_first(
+        self,
+        types: Sequence[str],
+        *,
+        after_event_id: str | None,
+        created_since: datetime | None = None,
+    ) -> Iterator[StripeEventRecord]:
+        """Events of ``types`` (all if empty), oldest first, one page in memory.
+
+        With ``after_event_id``: every event newer than it (``ending_before``
+        pages, each reversed). If Stripe no longer knows that event (kept 30
+        days), raises ``StripeCursorExpired`` so the caller can fall back to
+        ``created_since``. Without it: every event created at or after
+        ``created_since`` (or every event Stripe still keeps), oldest first.
+        """
+        wanted = [str(t) for t in types]
+        if after_event_id is not None:
+            if not after_event_id:
+                raise ValueError("after_event_id is empty")
+            return self._iter_events_after(wanted, after_event_id)
+        since = None
+        if created_since is not None:
+            since = _epoch_seconds_ceil(created_since, "created_since")
+        return self._iter_events_since(wanted, since)
+
+    def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[RefundSnapshot]:
+        """Refunds created in [start, end), every status, newest first (any order promised)."""
+        gte = _epoch_seconds_ceil(start, "start")
+        lt = _epoch_seconds_ceil(end, "end")
+        if lt < gte:
+            raise ValueError("end is before start")
+        params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": _PAGE_LIMIT}
+        return self._iter_refund_pages(params, None)
+
+    def refunds_for_charge(self, charge_id: str) -> list[RefundSnapshot]:
+        """Every refund of the charge, every status, newest first."""
+        params: dict[str, Any] = {"charge": charge_id, "limit": _PAGE_LIMIT}
+        return list(self._iter_refund_pages(params, charge_id))
+
+    def get_charge(self, charge_id: str) -> ChargeSnapshot:
+        """The charge (404: ``TransferNotFound``, the resource's one "no such object" sentinel)."""
+        client = self._stripe()
+        data = self._call(
+            "retrieve charge", charge_id, lambda: client.v1.charges.retrieve(charge_id).to_dict()
+        )
+        return self._convert(lambda: ChargeSnapshot.from_dict(data))
+
+    def get_refund(self, refund_id: str) -> RefundSnapshot:
+        """The refund (404: ``TransferNotFound``, as for ``get_charge``)."""
+        client = self._stripe()
+        data = self._call(
+            "retrieve refund", refund_id, lambda: client.v1.refunds.retrieve(refund_id).to_dict()
+        )
+        return self._convert(lambda: RefundSnapshot.from_dict(data))
+
     # -- internals -----------------------------------------------------------
 
     # We page by hand instead of ListObject.auto_paging_iter(): its generator
@@ -642,6 +733,119 @@ class StripeResource(dg.ConfigurableResource):
             if not page.get("has_more") or not items:
                 return
             starting_after = str(items[-1]["id"])
+
+    def _iter_refund_pages(
+        self, params: dict[str, Any], about: str | None
+    ) -> Iterator[RefundSnapshot]:
+        client = self._stripe()
+        starting_after: str | None = None
+        while True:
+            page_params = dict(params)
+            if starting_after is not None:
+                page_params["starting_after"] = starting_after
+            page = self._call(
+                "list refunds",
+                about,
+                lambda p=page_params: client.raw_request("get", "/v1/refunds", **p).data,
+            )
+            items = page.get("data") or []
+            for item in items:
+                yield self._convert(lambda i=item: RefundSnapshot.from_dict(i))
+            if not page.get("has_more") or not items:
+                return
+            starting_after = str(items[-1]["id"])
+
+    def _events_page(self, params: dict[str, Any]) -> dict[str, Any]:
+        client = self._stripe()
+        try:
+            return self._call(
+                "list events",
+                None,
+                lambda: client.raw_request("get", "/v1/events", **params).data,
+            )
+        except StripeSentinel as err:
+            cursor = params.get("ending_before") or params.get("starting_after")
+            # Stripe answers an unknown list cursor as a missing object (400; 404
+            # from some proxies): for an event, that is one past its 30 days.
+            if cursor and err.stripe_code == "resource_missing" and err.http_status in (400, 404):
+                raise StripeCursorExpired(
+                    f"Stripe no longer has event {cursor} to list from: {err.message}",
+                    http_status=err.http_status,
+                    stripe_code=err.stripe_code,
+                    request_id=err.request_id,
+                ) from err
+            raise
+
+    def _iter_events_after(self, types: list[str], cursor: str) -> Iterator[StripeEventRecord]:
+        # `ending_before` answers the page just newer than the cursor, newest
+        # first: reversed, it continues the oldest-first stream; its newest
+        # event is the next cursor.
+        while True:
+            params: dict[str, Any] = {"limit": _PAGE_LIMIT, "ending_before": cursor}
+            if types:
+                params["types"] = types
+            page = self._events_page(params)
+            items = page.get("data") or []
+            for item in reversed(items):
+                yield self._convert(lambda i=item: StripeEventRecord.from_dict(i))
+            if not page.get("has_more") or not items:
+                return
+            cursor = str(items[0]["id"])
+
+    def _iter_events_since(
+        self, types: list[str], since: int | None
+    ) -> Iterator[StripeEventRecord]:
+        # Stripe has no oldest-first order. Walk `created` windows forward from
+        # `since` up to the newest event seen at the start, each window small
+        # enough to fit one page (halved when it does not, doubled while pages
+        # stay small), so memory stays one page whatever the backlog; then
+        # continue by cursor from the last event yielded, which also picks up
+        # events created during the walk. Fragile by nature: it relies on
+        # `created` never being earlier than an event already listed, which
+        # holds for Stripe (events are created "now").
+        base: dict[str, Any] = {"types": types} if types else {}
+        probe_params: dict[str, Any] = {**base, "limit": 1}
+        if since is not None:
+            probe_params["created"] = {"gte": since}
+        newest = self._events_page(probe_params).get("data") or []
+        if not newest:
+            return
+        end = int(newest[0]["created"]) + 1
+        start = since if since is not None else end - _EVENT_RETENTION_SECONDS - 86_400
+        width = 86_400
+        last_id: str | None = None
+        while start < end:
+            upper = min(start + width, end)
+            params = {**base, "limit": _PAGE_LIMIT, "created": {"gte": start, "lt": upper}}
+            page = self._events_page(params)
+            items = page.get("data") or []
+            if page.get("has_more"):
+                if upper - start > 1:
+                    width = max((upper - start) // 2, 1)
+                    continue
+                items = self._whole_second(params, items)
+            for item in reversed(items):
+                record = self._convert(lambda i=item: StripeEventRecord.from_dict(i))
+                last_id = record.id
+                yield record
+            start = upper
+            if len(items) < _PAGE_LIMIT // 2:
+                width *= 2
+        if last_id is not None:
+            yield from self._iter_events_after(types, last_id)
+
+    def _whole_second(
+        self, params: dict[str, Any], first: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        # More than a page of events in one second: the only window that
+        # cannot be split, so its pages are held (newest first) together.
+        items = list(first)
+        while True:
+            page = self._events_page({**params, "starting_after": str(items[-1]["id"])})
+            more = page.get("data") or []
+            items.extend(more)
+            if not page.get("has_more") or not more:
+                return items
 
     def _snapshot(self, data: Mapping[str, Any]) -> TransferSnapshot:
         embedded, has_more = embedded_reversals(data)

@@ -1,4 +1,6 @@
-"""The emulator's Starlette app: Stripe's /v1 transfer endpoints, wired to state and faults.
+"""The emulator's Starlette app: Stripe's /v1 endpoints, wired to state and faults.
+
+Transfer handlers are here; charges, refunds and events are in ``payments_api.py``.
 
 Every /v1 request runs one pipeline (``EmulatorApp._serve``) so faults,
 authentication, rate limiting, idempotency and logging behave the same on every
@@ -75,6 +77,7 @@ from reversal_pipeline.stripe_emulator.params import (
     required_param,
     str_param,
 )
+from reversal_pipeline.stripe_emulator.payments_api import PaymentsApi
 from reversal_pipeline.stripe_emulator.request_log import RequestRecord
 from reversal_pipeline.stripe_emulator.state import EmulatorState
 
@@ -153,6 +156,7 @@ class EmulatorApp:
                 self._retrieve_reversal,
             ),
         ]
+        v1.extend(PaymentsApi(self.state).routes())  # charges, refunds, events
         routes = [
             Route(path, self._v1_endpoint(endpoint, handler), methods=[method])
             for path, method, endpoint, handler in v1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -40,6 +41,11 @@ class ControlEndpoints:
             Route(f"{r}/transfers", self.create_transfers, methods=["POST"]),
             Route(f"{r}/transfers/{{transfer_id}}", self.get_transfer, methods=["GET"]),
             Route(f"{r}/transfers/{{transfer_id}}/reversals", self.reverse, methods=["POST"]),
+            Route(f"{r}/charges", self.create_charge, methods=["POST"]),
+            Route(f"{r}/charges/{{charge_id}}", self.get_charge, methods=["GET"]),
+            Route(f"{r}/refunds", self.create_refund, methods=["POST"]),
+            Route(f"{r}/refunds/bulk", self.create_refunds_bulk, methods=["POST"]),
+            Route(f"{r}/refunds/{{refund_id}}/status", self.set_refund_status, methods=["POST"]),
             Route(f"{r}/faults", self.faults_endpoint, methods=["GET", "POST"]),
             Route(f"{r}/faults/reset", self.faults_reset, methods=["POST"]),
             Route(f"{r}/scripts", self.scripts, methods=["GET", "POST", "DELETE"]),
@@ -81,7 +87,8 @@ class ControlEndpoints:
             return self._ok(EmulatorError(400, f"{type(exc).__name__}: {exc}").to_body(), 400)
 
     async def health(self, request: Request) -> Response:
-        return self._ok({"ok": True, "transfers": self.state.transfer_count()})
+        counts = self.state.payments.counts()
+        return self._ok({"ok": True, "transfers": self.state.transfer_count(), **counts})
 
     async def reset(self, request: Request) -> Response:
         self.app.reset()
@@ -133,6 +140,69 @@ class ControlEndpoints:
                 description=body.get("description"),
             )
             return reversal.to_dict()
+
+        return await self._guard(request, action)
+
+    # ----------------------------------------------------------------- charges, refunds
+
+    async def create_charge(self, request: Request) -> Response:
+        """A succeeded charge, as if a customer paid; ``created`` (unix seconds) backdates it."""
+
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            charge = self.state.payments.create_charge(
+                amount=body.get("amount"),  # type: ignore[arg-type]  # checked in the store
+                currency=body.get("currency") or "usd",
+                transfer_group=body.get("transfer_group"),
+                metadata=body.get("metadata"),
+                description=body.get("description"),
+                created=body.get("created"),
+            )
+            return self.state.payments.charge_dict(charge.id)
+
+        return await self._guard(request, action)
+
+    async def get_charge(self, request: Request) -> Response:
+        charge_id = request.path_params["charge_id"]
+        return await self._guard(request, lambda _: self.state.payments.charge_dict(charge_id))
+
+    async def create_refund(self, request: Request) -> Response:
+        """A refund in any status, its events written at ``created`` as the API would."""
+
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            with self.state.lock:
+                refund = self.state.payments.create_refund(
+                    body["charge"],
+                    amount=body.get("amount"),
+                    status=body.get("status") or "succeeded",
+                    metadata=body.get("metadata"),
+                    created=body.get("created"),
+                )
+                return refund.to_dict()
+
+        return await self._guard(request, action)
+
+    async def set_refund_status(self, request: Request) -> Response:
+        """pending -> succeeded | failed | canceled, now on the emulator's clock."""
+        refund_id = request.path_params["refund_id"]
+
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            with self.state.lock:
+                return self.state.payments.set_refund_status(refund_id, body["status"]).to_dict()
+
+        return await self._guard(request, action)
+
+    async def create_refunds_bulk(self, request: Request) -> Response:
+        def action(body: dict[str, Any]) -> dict[str, Any]:
+            return self.state.payments.create_refunds_bulk(
+                date.fromisoformat(body["day"]),
+                body["count"],
+                amount=body.get("amount", 1000),
+                currency=body.get("currency") or "usd",
+                transfer_groups=body.get("transfer_groups"),
+                order_start=int(body.get("order_start", 1)),
+                metadata_key=body.get("metadata_key"),
+                with_events=bool(body.get("events", True)),
+            )
 
         return await self._guard(request, action)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import date
 from types import TracebackType
 from typing import Any, Self
 
@@ -135,6 +136,89 @@ class EmulatorClient:
         if description is not None:
             body["description"] = description
         return self._call("POST", f"/transfers/{transfer_id}/reversals", body)
+
+    # ----------------------------------------------------------------- charges and refunds
+
+    def create_charge(
+        self,
+        amount: int,
+        currency: str = "usd",
+        transfer_group: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        created: int | None = None,
+    ) -> dict[str, Any]:
+        """A succeeded charge (as if a customer paid); ``created`` in unix seconds."""
+        body: dict[str, Any] = {"amount": amount, "currency": currency}
+        if transfer_group is not None:
+            body["transfer_group"] = transfer_group
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if created is not None:
+            body["created"] = int(created)
+        return self._call("POST", "/charges", body)
+
+    def get_charge(self, charge_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/charges/{charge_id}")
+
+    def create_refund(
+        self,
+        charge: str,
+        amount: int | None = None,
+        status: str = "succeeded",
+        metadata: Mapping[str, str] | None = None,
+        created: int | None = None,
+    ) -> dict[str, Any]:
+        """A refund in ``status`` (succeeded, pending, failed, canceled), events at ``created``.
+
+        The same checks and events as ``POST /v1/refunds``; ``amount`` defaults to
+        what is left to refund on the charge.
+        """
+        body: dict[str, Any] = {"charge": charge, "status": status}
+        if amount is not None:
+            body["amount"] = amount
+        if metadata is not None:
+            body["metadata"] = dict(metadata)
+        if created is not None:
+            body["created"] = int(created)
+        return self._call("POST", "/refunds", body)
+
+    def set_refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
+        """Move a pending refund to succeeded/failed/canceled (writes ``refund.updated``,
+        and ``charge.refunded`` when it succeeds), at the emulator's now."""
+        return self._call("POST", f"/refunds/{refund_id}/status", {"status": status})
+
+    def create_refunds_bulk(
+        self,
+        day: date,
+        count: int,
+        amount: int = 1000,
+        currency: str = "usd",
+        *,
+        transfer_groups: Sequence[str] | None = None,
+        order_start: int = 1,
+        metadata_key: str | None = None,
+        events: bool = True,
+    ) -> dict[str, Any]:
+        """``count`` charges, each fully refunded, spread over the UTC ``day`` (fast path).
+
+        Charge ``i`` has transfer group ``transfer_groups[i]`` or ``order_<order_start+i>``
+        (also under ``metadata_key`` in its metadata, if given). Returns a summary:
+        ``count``, ``events``, ``amount_total``, ``first_created``, ``last_created``,
+        ``first_refund``, ``last_refund``.
+        """
+        body: dict[str, Any] = {
+            "day": day.isoformat(),
+            "count": count,
+            "amount": amount,
+            "currency": currency,
+            "order_start": order_start,
+            "events": events,
+        }
+        if transfer_groups is not None:
+            body["transfer_groups"] = list(transfer_groups)
+        if metadata_key is not None:
+            body["metadata_key"] = metadata_key
+        return self._call("POST", "/refunds/bulk", body, timeout=max(self.timeout, 120.0))
 
     # ----------------------------------------------------------------- faults and scripts
 

@@ -130,3 +130,31 @@ def mismatch_endpoint_message(key: str, original: str, current: str) -> str:
         f" used for ('{original}' vs '{current}'). Try using a key other than '{key}' if you"
         " meant to execute a different request."
     )
+
+
+def no_such_object(kind: str, object_id: str, *, param: str = "id") -> EmulatorError:
+    """Stripe's "No such charge/refund/event"; 404 for the path's id, 400 for a parameter.
+
+    A list cursor (``starting_after``/``ending_before``) naming an object Stripe
+    does not have, or no longer has (an event past its 30 days), is the 400 form.
+    """
+    status = 404 if param == "id" else 400
+    return EmulatorError(
+        status, f"No such {kind}: '{object_id}'", code="resource_missing", param=param
+    )
+
+
+def charge_already_refunded(charge_id: str) -> EmulatorError:
+    return EmulatorError(
+        400, f"Charge {charge_id} has already been refunded.", code="charge_already_refunded"
+    )
+
+
+def refund_amount_too_large(amount: int, refundable: int) -> EmulatorError:
+    """Minor units: the emulator does not format currencies as Stripe's message does."""
+    return EmulatorError(
+        400,
+        f"Refund amount ({amount}) is greater than unrefunded amount on charge ({refundable})",
+        code="amount_too_large",
+        param="amount",
+    )

@@ -56,6 +56,7 @@ from reversal_pipeline.stripe_emulator.objects import (
     created_bound,
     index_key,
 )
+from reversal_pipeline.stripe_emulator.payments import PaymentsStore
 from reversal_pipeline.stripe_emulator.request_log import RequestLog, RequestRecord
 from reversal_pipeline.stripe_emulator.snapshot import (
     REVERSAL_FIELDS,
@@ -127,6 +128,8 @@ class EmulatorState:
         self._reversals: dict[str, Reversal] = {}
         self._index: list[str] = []
         self._pending: list[str] = []
+        #: Charges, refunds and their events (issue 18), under the same lock.
+        self.payments = PaymentsStore(self.clock, self._lock)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -137,6 +140,7 @@ class EmulatorState:
             self._reversals.clear()
             self._index = []
             self._pending = []
+            self.payments.reset()
         self.idempotency.clear()
         self.idempotency.ttl_seconds = self._default_ttl
         self.keys.reset()
@@ -174,6 +178,7 @@ class EmulatorState:
                 if t.reversals
                 for r in t.reversals
             ]  # fmt: skip
+            payments = self.payments.export_rows()
             # Metadata dicts are shared, not copied: nothing mutates them after creation.
         return {
             "format": SNAPSHOT_FORMAT,
@@ -183,6 +188,7 @@ class EmulatorState:
             "transfers": transfers,
             "reversal_fields": list(REVERSAL_FIELDS),
             "reversals": reversals,
+            **payments,
         }
 
     def restore_snapshot(self, snapshot: Mapping[str, Any]) -> int:
@@ -206,6 +212,8 @@ class EmulatorState:
             raise SnapshotError("snapshot fields differ from this emulator's")
         try:
             transfers, reversals = build_from_snapshot(rows, reversal_rows)
+            # Validated aside and swapped in on success: a bad row changes nothing.
+            self.payments.restore_rows(snapshot)
         except (EmulatorError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise SnapshotError(f"invalid emulator snapshot: {type(exc).__name__}: {exc}") from exc
         with self._lock:
