@@ -61,6 +61,32 @@ class StripeRefund:
 
 
 @dataclass(frozen=True, slots=True)
+class ChargeFacts:
+    """What confirms a whole-order event: the charge's amount, and who completed it."""
+
+    amount: int
+    completing_refund_id: str | None = None  # see ``completing_refund_id``
+
+
+def completing_refund_id(charge_amount: int, refunds: Sequence[StripeRefund]) -> str | None:
+    """The succeeded refund whose running total, oldest first, reaches the charge's amount.
+
+    The intake's whole-charge rule (``reversals/stripe_refunds.py``, issue 18):
+    a refund that returns the whole charge, or *completes* a charge refunded in
+    parts, is recorded as a whole-order event. Keep the two in step. ``refunds``
+    in Stripe's listing order (newest first): ``created`` is whole seconds, so
+    two refunds of one second are told apart by that order only.
+    """
+    total = 0
+    oldest_first = sorted(reversed(refunds), key=lambda r: r.created)
+    for refund in (r for r in oldest_first if r.status == SUCCEEDED):
+        total += refund.amount
+        if total >= charge_amount:
+            return refund.id
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class ReceivedRefund:
     """What the database holds for one refund id: its event and its unreversed shares."""
 
@@ -78,16 +104,16 @@ class ReceivedRefund:
 def compare_refunds(
     refunds: Iterable[StripeRefund],
     received: Mapping[str, ReceivedRefund],
-    charge_amounts: Mapping[str, int],
+    charges: Mapping[str, ChargeFacts],
     *,
     now: datetime,
     grace_period: timedelta = DEFAULT_GRACE_PERIOD,
 ) -> pd.DataFrame:
     """Findings for the succeeded ``refunds`` (others are skipped: not a refund yet).
 
-    ``charge_amounts`` holds the charge amount of every whole-order event's
-    refund (``charge_id -> amount``); one missing reads as a mismatch (the
-    event says "the whole order" and nothing at Stripe confirms it).
+    ``charges`` holds the facts of every whole-order event's charge
+    (``charge_id -> ChargeFacts``); one missing reads as a mismatch (the event
+    says "the whole order" and nothing at Stripe confirms it).
     """
     findings: list[dict[str, Any]] = []
     for refund in refunds:
@@ -97,7 +123,7 @@ def compare_refunds(
         if event is None:
             findings.append(_finding(Category.REFUND_NOT_RECEIVED, refund, now, grace_period))
             continue
-        mismatch = _amount_mismatch(refund, event, charge_amounts)
+        mismatch = _amount_mismatch(refund, event, charges)
         if mismatch is not None:
             findings.append(
                 _finding(Category.REFUND_AMOUNT_MISMATCH, refund, now, None, event, mismatch)
@@ -120,19 +146,20 @@ def findings_frame(findings: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def _amount_mismatch(
-    refund: StripeRefund, event: ReceivedRefund, charge_amounts: Mapping[str, int]
+    refund: StripeRefund, event: ReceivedRefund, charges: Mapping[str, ChargeFacts]
 ) -> str | None:
     if event.amount is None:
-        charge_amount = charge_amounts.get(refund.charge_id or "")
-        if charge_amount is None:
+        charge = charges.get(refund.charge_id or "")
+        if charge is None:
             return (
                 "the event is for the whole order, but Stripe's refund names no charge "
                 "whose amount could confirm it"
             )
-        if refund.amount != charge_amount:
+        if refund.amount < charge.amount and charge.completing_refund_id != refund.id:
             return (
                 f"the event is for the whole order, but Stripe refunded {refund.amount} of "
-                f"the charge's {charge_amount} {refund.currency.upper()}"
+                f"the charge's {charge.amount} {refund.currency.upper()} and this refund did "
+                "not complete the charge"
             )
         return None
     if event.amount != refund.amount or event.currency != refund.currency:

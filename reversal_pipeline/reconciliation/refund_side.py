@@ -13,9 +13,11 @@ still checked), reads what ``refund_events``, ``refund_allocations`` and
 
 Stripe calls: one list page per 100 refunds, plus one charge retrieve per
 distinct charge of a *whole-order* event (amount NULL): only the charge's
-amount can confirm that the refund returned the whole charge. Events with an
-amount (what ``stripe_refunds_sensor`` writes for a partial refund, and what
-the webhook writes with amounts) cost nothing more.
+amount can confirm that the refund returned the whole charge (the intake's
+whole-charge rule); and, for a charge refunded in parts, one listing of its
+refunds to see which one completed it. Events with an amount (what
+``stripe_refunds_sensor`` writes for a partial refund, and what the webhook
+writes with amounts) cost nothing more.
 
 A listing or retrieve that fails records an incomplete run: nothing is
 resolved, and the caller fails the materialization.
@@ -38,9 +40,11 @@ from reversal_pipeline.reconciliation.coverage import covered_until
 from reversal_pipeline.reconciliation.refund_compare import (
     MAY_STILL_SUCCEED,
     SUCCEEDED,
+    ChargeFacts,
     ReceivedRefund,
     StripeRefund,
     compare_refunds,
+    completing_refund_id,
 )
 from reversal_pipeline.reconciliation.run import day_bounds
 from reversal_pipeline.reconciliation.store import (
@@ -58,6 +62,8 @@ class RefundLister(Protocol):
     def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[Any]: ...
 
     def get_charge(self, charge_id: str) -> Any: ...
+
+    def refunds_for_charge(self, charge_id: str) -> list[Any]: ...
 
     @property
     def calls_made(self) -> Mapping[str, int]: ...
@@ -146,33 +152,30 @@ def reconcile_refund_day(
         received = read_received(connection, [r.id for r in succeeded])
     outcome.received_refunds = len(received)
 
-    whole_order_charges = sorted(
-        {
-            r.charge_id
-            for r in succeeded
-            if r.charge_id and r.id in received and received[r.id].amount is None
-        }
-    )
-    charge_amounts: dict[str, int] = {}
+    # Per charge of a whole-order event: the smallest such refund (does it need the listing?).
+    whole_order: dict[str, int] = {}
+    for r in succeeded:
+        if r.charge_id and r.id in received and received[r.id].amount is None:
+            whole_order[r.charge_id] = min(r.amount, whole_order.get(r.charge_id, r.amount))
+    charges: dict[str, ChargeFacts] = {}
     try:
         with _timed(seconds, "stripe_charges"):
-            for charge_id in whole_order_charges:
-                charge_amounts[charge_id] = int(stripe.get_charge(charge_id).amount)
+            for charge_id in sorted(whole_order):
+                charges[charge_id] = _charge_facts(stripe, charge_id, whole_order[charge_id])
     except StripeSentinel as error:
         message = (
             f"retrieving the charges of {day}'s whole-order refund events stopped after "
-            f"{len(charge_amounts)} of {len(whole_order_charges)}: "
-            f"{type(error).__name__}: {error.message}"
+            f"{len(charges)} of {len(whole_order)}: {type(error).__name__}: {error.message}"
         )
         return _incomplete(
             engine, outcome, started_at, now(), run_id, message, stripe, calls_before
         )
-    outcome.charges_retrieved = len(charge_amounts)
+    outcome.charges_retrieved = len(charges)
     outcome.stripe_calls = _calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "comparison"):
         drift_findings = compare_refunds(
-            succeeded, received, charge_amounts, now=now(), grace_period=grace_period
+            succeeded, received, charges, now=now(), grace_period=grace_period
         )
     with _timed(seconds, "writing_findings"):
         stored = store_findings(
@@ -211,6 +214,20 @@ def read_received(
         )
         for row in rows
     }
+
+
+def _charge_facts(stripe: RefundLister, charge_id: str, smallest_refund: int) -> ChargeFacts:
+    """The charge's amount; for one refunded in parts, also which refund completed it.
+
+    Only a whole-order event whose refund is smaller than its charge needs the
+    charge's refunds (one more call), and only once the charge is fully refunded.
+    """
+    charge = stripe.get_charge(charge_id)
+    amount = int(charge.amount)
+    if smallest_refund >= amount or int(charge.amount_refunded) < amount:
+        return ChargeFacts(amount)
+    refunds = [_plain(r) for r in stripe.refunds_for_charge(charge_id)]
+    return ChargeFacts(amount, completing_refund_id(amount, refunds))
 
 
 def _plain(snapshot: Any) -> StripeRefund:

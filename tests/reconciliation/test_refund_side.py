@@ -397,3 +397,25 @@ def test_a_failed_listing_is_an_incomplete_run_that_resolves_nothing(
     assert "StripeSystemicError" in outcome.error
     assert len(_open(engine, DAY)) == 1
     assert "did not complete" in _refund_stale(engine, datetime.now(UTC))[DAY]
+
+
+def test_the_refund_that_completes_a_charge_matches_a_whole_order_event(
+    engine: sa.Engine, control: EmulatorClient, stripe: StripeResource
+) -> None:
+    """The intake's whole-charge rule: the refund completing a charge refunded in parts is
+    recorded as the whole order; an earlier part recorded so is a mismatch."""
+    _, charge = _sale(engine, control, "ord_in_parts")
+    first = _refund(control, charge, 4_000, at=NOON)
+    last = _refund(control, charge, 6_000, at=NOON + timedelta(minutes=5))
+    _receive(engine, first["id"], "ord_in_parts")  # wrongly recorded as the whole order
+    _receive(engine, last["id"], "ord_in_parts")  # the completing one: whole order
+
+    outcome = reconcile_refund_day(engine, stripe, DAY, run_id="recon-1")
+
+    mismatches = outcome.drift_findings[
+        outcome.drift_findings["category"] == "refund_amount_mismatch"
+    ]
+    assert list(mismatches["finding_key"]) == [first["id"]]
+    assert "did not complete the charge" in mismatches["details"].iloc[0]["why"]
+    # One page of refunds, the charge, and its refunds (it was refunded in parts).
+    assert (outcome.charges_retrieved, outcome.stripe_calls) == (1, 3)
