@@ -19,7 +19,7 @@ at again when the grace ends (``refund_stale_days``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -103,6 +103,7 @@ class ReceivedRefund:
 
 def compare_refunds(
     refunds: Iterable[StripeRefund],
+    missing: Set[str],
     received: Mapping[str, ReceivedRefund],
     charges: Mapping[str, ChargeFacts],
     *,
@@ -110,6 +111,10 @@ def compare_refunds(
     grace_period: timedelta = DEFAULT_GRACE_PERIOD,
 ) -> pd.DataFrame:
     """Findings for the succeeded ``refunds`` (others are skipped: not a refund yet).
+
+    ``missing``: the refund ids ``refund_events`` has no row for. ``received``:
+    the events to look at (a refund in neither agrees with the database; the
+    database read leaves out the events that cannot be a finding).
 
     ``charges`` holds the facts of every whole-order event's charge
     (``charge_id -> ChargeFacts``); one missing reads as a mismatch (the event
@@ -119,9 +124,11 @@ def compare_refunds(
     for refund in refunds:
         if refund.status != SUCCEEDED:
             continue
+        if refund.id in missing:
+            findings.append(_finding(Category.REFUND_NOT_RECEIVED, refund, now, grace_period))
+            continue
         event = received.get(refund.id)
         if event is None:
-            findings.append(_finding(Category.REFUND_NOT_RECEIVED, refund, now, grace_period))
             continue
         mismatch = _amount_mismatch(refund, event, charges)
         if mismatch is not None:
