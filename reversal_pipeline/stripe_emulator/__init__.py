@@ -1,7 +1,8 @@
 """A local, stateful emulator of the part of Stripe's API this project uses.
 
 Stripe cannot be reached from the test machines and stripe-mock keeps no state,
-so this serves transfers and reversals over HTTP to the real ``stripe`` SDK,
+so this serves transfers and reversals, and charges, refunds and their events,
+over HTTP to the real ``stripe`` SDK,
 with Stripe's errors, idempotency and injectable faults. Start it in-process
 with :class:`EmulatorServer`, or in its own process with
 ``reversal-pipeline stripe-emulator`` and drive it with :class:`EmulatorClient`.

@@ -6,7 +6,10 @@ API renders is kept (ids, amounts, currencies, ``created``, destination,
 metadata, transfer group, description, source transaction, livemode, and each
 reversal in order), and the derived fields (``amount_reversed``,
 ``balance_transaction``, ...) are recomputed identically, so a restored object
-is served byte for byte as before. Deliberately *not* kept: the idempotency
+is served byte for byte as before. Charges, refunds and events are kept the
+same way (rows under ``charge_fields``/``refund_fields``/``event_fields``,
+written by ``payments.py``; a snapshot from before them loads with none).
+Deliberately *not* kept: the idempotency
 store (a replay across processes is not a case the pipeline relies on, and its
 stored answers would describe objects by another process's request ids), the
 request log and counters, revoked or required keys, faults and scripts, and the

@@ -157,7 +157,7 @@ class EmulatorState:
     # ----------------------------------------------------------------- snapshots
 
     def export_snapshot(self) -> dict[str, Any]:
-        """Transfers and their reversals as plain JSON-ready data (see :func:`save_snapshot`).
+        """Transfers, reversals and the payments rows as JSON-ready data (see save_snapshot).
 
         Rows under a field header (``transfer_fields``, ``reversal_fields``)
         rather than one object per transfer: the same data, parsed about twice
@@ -192,7 +192,7 @@ class EmulatorState:
         }
 
     def restore_snapshot(self, snapshot: Mapping[str, Any]) -> int:
-        """Replace all transfers and reversals with ``snapshot``'s; returns the transfer count.
+        """Replace all transfers, reversals, charges, refunds, events; returns the transfer count.
 
         All or nothing: the snapshot is validated and built aside, then swapped
         in under the lock. Idempotency keys are cleared (their stored answers
