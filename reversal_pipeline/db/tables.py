@@ -175,6 +175,8 @@ reconciliation_drift = sa.Table(
     sa.Column("last_seen_at", TZ, nullable=False),
     sa.Column("resolved_at", TZ),
     sa.Column("last_run_id", sa.Text),
+    # Migration 0012: "transfers" or "refunds"; a run resolves only its own side's findings.
+    sa.Column("source", sa.Text, nullable=False, server_default="transfers"),
 )
 
 reconciliation_runs = sa.Table(
@@ -194,6 +196,10 @@ reconciliation_runs = sa.Table(
     sa.Column("kind", sa.Text, nullable=False, server_default="full"),
     # Migration 0009: changes up to here were visible to the run (NULL: started_at).
     sa.Column("covered_until", TZ),
+    # Migration 0012: which side ran, and (refund side) refunds listed / still pending.
+    sa.Column("source", sa.Text, nullable=False, server_default="transfers"),
+    sa.Column("stripe_refunds", sa.Integer),
+    sa.Column("pending_refunds", sa.Integer),
 )
 
 # The shared Stripe request budget (migration 0005; reversal_pipeline/stripe/shared_budget.py).

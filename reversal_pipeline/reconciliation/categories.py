@@ -42,6 +42,10 @@ class Category(StrEnum):
     DESTINATION_MISMATCH = "destination_mismatch"
     PARTIAL_REVERSAL_UNRECORDED = "partial_reversal_unrecorded"
     TRANSFERRED_AT_MISSING = "transferred_at_missing"
+    # The refund side (refund_reconciliation, issue 18): finding_key is the Stripe refund id.
+    REFUND_NOT_RECEIVED = "refund_not_received"
+    REFUND_NOT_REVERSED = "refund_not_reversed"
+    REFUND_AMOUNT_MISMATCH = "refund_amount_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +154,39 @@ _DEFINITIONS: tuple[DriftCategory, ...] = (
         "from the transfer, audited, then run validate-constraints.",
     ),
 )
+
+_REFUND_DEFINITIONS: tuple[DriftCategory, ...] = (
+    DriftCategory(
+        Category.REFUND_NOT_RECEIVED,
+        Severity.CRITICAL,
+        "Stripe shows this refund succeeded but refund_events has no row for its id: no "
+        "reversal was ever started, the seller kept the money. Likely a webhook handler that "
+        "failed, or a refund made in the Dashboard. Run `reversal-pipeline pull-refunds "
+        "--since DAY` (or record it with request_reversal); the next reconciliation resolves "
+        "this once the reversal is done.",
+    ),
+    DriftCategory(
+        Category.REFUND_NOT_REVERSED,
+        Severity.HIGH,
+        "The refund was received, but the reversal it asked for is missing, failed, or smaller "
+        "than the refund's share (details: outcome, and per seller transfer its share, target, "
+        "amount_reversed, status). Open event: see its outcome (waiting, refused, expired); "
+        "permanently_failed row: read its error_message and requeue it; reversal_pending: "
+        "check that reversal_job runs.",
+    ),
+    DriftCategory(
+        Category.REFUND_AMOUNT_MISMATCH,
+        Severity.HIGH,
+        "The refund event's amount or currency differs from Stripe's refund (a whole-order "
+        "event, amount NULL, matches only a refund of the whole charge): the seller was "
+        "reversed by the wrong amount, or will be. Compare the event with the refund in the "
+        "Dashboard; correct the seller transfer's target by hand, audited.",
+    ),
+)
+_DEFINITIONS += _REFUND_DEFINITIONS
+
+# The refund side's categories; every other category is the transfer side's.
+REFUND_CATEGORIES: frozenset[Category] = frozenset(d.category for d in _REFUND_DEFINITIONS)
 
 CATEGORIES: dict[Category, DriftCategory] = {d.category: d for d in _DEFINITIONS}
 

@@ -26,10 +26,15 @@ import sqlalchemy as sa
 from reversal_pipeline.db.tables import reconciliation_drift, reconciliation_runs
 from reversal_pipeline.reconciliation.categories import Severity
 from reversal_pipeline.reconciliation.report import count_metadata, format_amount
-from reversal_pipeline.reconciliation.store import DRIFT_CONDITION, counts_as_drift, open_findings
+from reversal_pipeline.reconciliation.store import (
+    DRIFT_CONDITION,
+    FindingSource,
+    counts_as_drift,
+    open_findings,
+)
 
 #: Columns of the findings table an operator reads, in order.
-TABLE_COLUMNS = ("severity", "category", "day", "row", "transfer", "amount")
+TABLE_COLUMNS = ("severity", "category", "day", "row", "transfer", "key", "amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +51,12 @@ class OpenDrift:
 
     def count_of(self, severity: Severity) -> int:
         return int((self.drift_findings["severity"] == severity.value).sum())
+
+    def categories_of(self, severity: Severity) -> str:
+        """``category: count`` of ``severity``'s findings, largest first: what the alert names."""
+        rows = self.drift_findings[self.drift_findings["severity"] == severity.value]
+        counts = rows["category"].astype(str).value_counts()
+        return ", ".join(f"{category}: {n}" for category, n in counts.items())
 
     def days_with(self, severity: Severity) -> list[date]:
         rows = self.drift_findings[self.drift_findings["severity"] == severity.value]
@@ -65,14 +76,18 @@ def read_open_drift(connection: sa.Connection, now: datetime | None = None) -> O
 
 
 def day_open_counts(
-    connection: sa.Connection, day: date, now: datetime | None = None
+    connection: sa.Connection,
+    day: date,
+    now: datetime | None = None,
+    source: FindingSource = FindingSource.TRANSFERS,
 ) -> dict[str, int]:
-    """Counts (``count_metadata``) of the open findings of ``day``, one past its grace as drift.
+    """Counts (``count_metadata``) of one side's open findings of ``day``, past grace as drift.
 
-    What the daily asset's checks judge: the day's open findings as they stand,
-    not only what this run found.
+    What a daily asset's checks judge: the day's open findings as they stand,
+    not only what this run found, and only its own side's (the transfer-side
+    and refund-side assets share a partition day, not their findings).
     """
-    findings = open_findings(connection, day)
+    findings = open_findings(connection, day, source)
     drift_now = counts_as_drift(findings, now or datetime.now(UTC))
     return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
 
@@ -88,6 +103,7 @@ def table_rows(drift_findings: pd.DataFrame, limit: int) -> list[dict[str, Any]]
                 "day": finding["partition_day"].isoformat(),
                 "row": _plain_int(finding["seller_transfer_id"]),
                 "transfer": _plain_str(finding["stripe_transfer_id"]),
+                "key": _plain_str(finding["finding_key"]),
                 "amount": format_amount(finding["amount"], finding["currency"]),
             }
         )

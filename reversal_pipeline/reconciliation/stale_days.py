@@ -15,6 +15,10 @@ reconciliation (full or incremental):
 
 or when it was never reconciled completely.
 
+Only the transfer side's runs and findings count here (``source``, migration
+0012): a refund-side run of the day says nothing about its transfers. The
+refund side's staleness is ``refund_stale_days``.
+
 "Changed after the run" compares the writing transaction's ``now()`` (its
 *start*) with the run's ``covered_until``, not its start: a write that began
 before a run and committed after the run read the day was open when the run
@@ -54,12 +58,13 @@ STALE_DAYS_SQL = sa.text(
         SELECT d.partition_day, max(d.grace_ends_at), 'findings in grace reached their end'
         FROM reconciliation_drift d
         WHERE d.resolved_at IS NULL AND d.in_grace AND d.grace_ends_at <= :now
+          AND d.source = 'transfers'
           AND d.partition_day >= :since_day AND d.partition_day < :until_day
         GROUP BY 1
     ), reconciled AS (
         SELECT partition_day AS day, max({_COVERED_UNTIL}) AS reconciled_at
         FROM reconciliation_runs
-        WHERE complete AND partition_day >= :since_day
+        WHERE complete AND source = 'transfers' AND partition_day >= :since_day
         GROUP BY 1
     ), stale AS (
         SELECT c.day, c.changed_at, c.why, r.reconciled_at
@@ -130,7 +135,7 @@ _LAST_COMPLETE = sa.text(
     SELECT max({_COVERED_UNTIL}) AS since,
            max(greatest(db_rows, stripe_transfers)) FILTER (WHERE kind = 'full') AS size,
            bool_or(kind = 'full') AS had_full
-    FROM reconciliation_runs WHERE partition_day = :day AND complete
+    FROM reconciliation_runs WHERE partition_day = :day AND complete AND source = 'transfers'
     """
 )
 _CHANGED_ROWS = sa.text(
@@ -153,6 +158,7 @@ _GRACE_ENDED = sa.text(
     """
     SELECT DISTINCT seller_transfer_id, stripe_transfer_id FROM reconciliation_drift
     WHERE partition_day = :day AND resolved_at IS NULL AND in_grace AND grace_ends_at <= :now
+      AND source = 'transfers'
     """
 )
 

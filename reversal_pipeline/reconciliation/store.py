@@ -22,6 +22,12 @@ started: those are left to the run that saw them, or to the next one.
 An *incremental* run re-checks only some rows (``FindingScope``): it resolves
 only findings about those rows and their transfers, never the rest of the day.
 
+Two sides share the tables (``source``, migration 0012): the transfer side
+(``reversal_reconciliation``) and the refund side (``refund_reconciliation``)
+store findings and runs on the same partition days. A run sees only its own
+side: it resolves, is superseded by and counts only its side's findings and
+runs, so reconciling transfers of day D never resolves a refund finding of D.
+
 An in-grace finding whose grace has ended counts as drift (``DRIFT_CONDITION``)
 until a later run sees it gone, so "in grace" can delay an alarm but never
 silence one.
@@ -76,8 +82,8 @@ _COLUMN_LIST = ", ".join(FINDING_COLUMNS)
 # a joined UPDATE + INSERT measured no faster than this single upsert.
 _UPSERT = f"""
 INSERT INTO reconciliation_drift AS d (
-    partition_day, {_COLUMN_LIST}, first_seen_at, last_seen_at, resolved_at, last_run_id)
-SELECT :day, {_COLUMN_LIST}, :now, :now, NULL, :run_id
+    partition_day, {_COLUMN_LIST}, first_seen_at, last_seen_at, resolved_at, last_run_id, source)
+SELECT :day, {_COLUMN_LIST}, :now, :now, NULL, :run_id, :source
 FROM {_BATCH_TABLE}
 ON CONFLICT (partition_day, category, finding_key) DO UPDATE SET
     severity = EXCLUDED.severity,
@@ -97,7 +103,7 @@ ON CONFLICT (partition_day, category, finding_key) DO UPDATE SET
 
 _RESOLVE_UNSEEN = f"""
 UPDATE reconciliation_drift AS d SET resolved_at = :now
-WHERE d.partition_day = :day AND d.resolved_at IS NULL
+WHERE d.partition_day = :day AND d.resolved_at IS NULL AND d.source = :source
   AND NOT EXISTS (
       SELECT 1 FROM {_BATCH_TABLE} AS b
       WHERE b.category = d.category AND b.finding_key = d.finding_key)
@@ -112,7 +118,7 @@ _IN_SCOPE = """
 # A full run is superseded by a later-started full run; an incremental one by any.
 _LATER_RUN = """
 SELECT run_id, started_at FROM reconciliation_runs
-WHERE partition_day = :day AND complete AND started_at > :started_at
+WHERE partition_day = :day AND source = :source AND complete AND started_at > :started_at
   AND (kind = 'full' OR :kind = 'incremental')
 ORDER BY started_at DESC LIMIT 1
 """
@@ -134,6 +140,13 @@ _NOT_CHANGED_SINCE_START = f"""
 
 # An open finding is drift unless it is still within its grace.
 DRIFT_CONDITION = "(NOT in_grace OR grace_ends_at IS NULL OR grace_ends_at <= :now)"
+
+
+class FindingSource(StrEnum):
+    """``reconciliation_drift.source`` / ``reconciliation_runs.source``: which side ran."""
+
+    TRANSFERS = "transfers"  # reversal_reconciliation: seller_transfers vs Stripe's transfers
+    REFUNDS = "refunds"  # refund_reconciliation: Stripe's refunds vs refund_events
 
 
 class RunKind(StrEnum):
@@ -158,6 +171,8 @@ class RunCounts:
     db_rows: int | None = None
     stripe_transfers: int | None = None
     stripe_calls: int | None = None
+    stripe_refunds: int | None = None  # refund side: refunds listed
+    pending_refunds: int | None = None  # refund side: of those, still pending
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +197,7 @@ def store_findings(
     counts: RunCounts,
     scope: FindingScope | None = None,
     covered_until: datetime | None = None,
+    source: FindingSource = FindingSource.TRANSFERS,
 ) -> StoredRun:
     """Store a complete run's findings for ``partition_day``, in one transaction.
 
@@ -189,14 +205,20 @@ def store_findings(
     ``last_seen_at`` (and ``last_run_id``) moved. ``scope`` (an incremental
     run) limits what may be resolved to the findings of those rows/transfers.
     ``covered_until`` (``coverage.covered_until``; default ``started_at``) is
-    recorded with the run for ``stale_days``.
+    recorded with the run for ``stale_days``. ``source`` is the side: only its
+    findings may be resolved, only its runs supersede this one.
     """
     kind = RunKind.FULL if scope is None else RunKind.INCREMENTAL
     with engine.begin() as connection:
         _lock_day(connection, partition_day)
         later = connection.execute(
             sa.text(_LATER_RUN),
-            {"day": partition_day, "started_at": started_at, "kind": kind.value},
+            {
+                "day": partition_day,
+                "started_at": started_at,
+                "kind": kind.value,
+                "source": source.value,
+            },
         ).first()
         if later is not None:
             message = (
@@ -215,21 +237,27 @@ def store_findings(
                 open_findings=None,
                 error_message=message,
                 kind=kind,
+                source=source,
             )
-            open_count = _count_open(connection, partition_day, now)
+            open_count = _count_open(connection, partition_day, now, source)
             return StoredRun(run_row_id, 0, 0, open_count, superseded_by=later.run_id or "")
         connection.execute(sa.text(_CREATE_BATCH))
         _copy_findings(connection, drift_findings)
         connection.execute(sa.text(_INDEX_BATCH))
-        connection.execute(sa.text(_DROP_CHANGED_SINCE_START), {"started_at": started_at})
+        # The refund side reads rows too, but its findings are about refunds: a row
+        # changed since its start makes the day stale (refund_stale_days), not skipped here.
+        row_guard = source is FindingSource.TRANSFERS
+        if row_guard:
+            connection.execute(sa.text(_DROP_CHANGED_SINCE_START), {"started_at": started_at})
         params: dict[str, Any] = {
             "day": partition_day,
             "now": now,
             "run_id": run_id,
             "started_at": started_at,
+            "source": source.value,
         }
         upserted = connection.execute(sa.text(_UPSERT), params).rowcount
-        resolve = _RESOLVE_UNSEEN + _NOT_CHANGED_SINCE_START
+        resolve = _RESOLVE_UNSEEN + (_NOT_CHANGED_SINCE_START if row_guard else "")
         if scope is not None:
             resolve += _IN_SCOPE
             params |= {
@@ -237,7 +265,7 @@ def store_findings(
                 "scope_transfers": list(scope.stripe_transfer_ids),
             }
         resolved = connection.execute(sa.text(resolve), params).rowcount
-        open_count = _count_open(connection, partition_day, now)
+        open_count = _count_open(connection, partition_day, now, source)
         run_row_id = _insert_run(
             connection,
             partition_day,
@@ -249,6 +277,7 @@ def store_findings(
             open_findings=open_count,
             kind=kind,
             covered_until=covered_until,
+            source=source,
         )
     return StoredRun(run_row_id, upserted, resolved, open_count)
 
@@ -262,6 +291,7 @@ def record_incomplete_run(
     run_id: str | None,
     error_message: str,
     counts: RunCounts = RunCounts(),  # frozen, so one shared default is safe
+    source: FindingSource = FindingSource.TRANSFERS,
 ) -> int:
     """Record a run that could not finish (e.g. Stripe's listing failed midway).
 
@@ -281,6 +311,7 @@ def record_incomplete_run(
             counts=counts,
             open_findings=None,
             error_message=error_message,
+            source=source,
         )
 
 
@@ -337,12 +368,16 @@ def _details_json(details: Mapping[str, Any] | str | None) -> str:
     return _JSON.encode(details)
 
 
-def _count_open(connection: sa.Connection, partition_day: date, now: datetime) -> int:
+def _count_open(
+    connection: sa.Connection, partition_day: date, now: datetime, source: FindingSource
+) -> int:
     query = sa.text(
         "SELECT count(*) FROM reconciliation_drift"
-        f" WHERE partition_day = :day AND resolved_at IS NULL AND {DRIFT_CONDITION}"
+        " WHERE partition_day = :day AND source = :source AND resolved_at IS NULL"
+        f" AND {DRIFT_CONDITION}"
     )
-    return int(connection.execute(query, {"day": partition_day, "now": now}).scalar_one())
+    params = {"day": partition_day, "now": now, "source": source.value}
+    return int(connection.execute(query, params).scalar_one())
 
 
 def _insert_run(
@@ -358,6 +393,7 @@ def _insert_run(
     error_message: str | None = None,
     kind: RunKind = RunKind.FULL,
     covered_until: datetime | None = None,
+    source: FindingSource = FindingSource.TRANSFERS,
 ) -> int:
     statement = (
         sa.insert(reconciliation_runs)
@@ -374,6 +410,9 @@ def _insert_run(
             error_message=error_message,
             kind=kind.value,
             covered_until=covered_until or started_at,
+            source=source.value,
+            stripe_refunds=counts.stripe_refunds,
+            pending_refunds=counts.pending_refunds,
         )
         .returning(reconciliation_runs.c.id)
     )
@@ -417,12 +456,17 @@ def _severity_order() -> sa.ColumnElement[int]:
     return sa.case(SEVERITY_RANK, value=reconciliation_drift.c.severity, else_=len(SEVERITY_RANK))
 
 
-def open_findings(connection: sa.Connection, day: date | None = None) -> pd.DataFrame:
-    """Unresolved findings (of ``day``, or of every day), most urgent and largest first."""
+def open_findings(
+    connection: sa.Connection, day: date | None = None, source: FindingSource | None = None
+) -> pd.DataFrame:
+    """Unresolved findings (of ``day``, or of every day; of ``source``, or of both sides),
+    most urgent and largest first."""
     d = reconciliation_drift.c
     query = sa.select(reconciliation_drift).where(d.resolved_at.is_(None))
     if day is not None:
         query = query.where(d.partition_day == day)
+    if source is not None:
+        query = query.where(d.source == source.value)
     query = query.order_by(
         _severity_order(), d.amount.desc().nulls_last(), d.partition_day, d.category, d.id
     )
@@ -430,27 +474,33 @@ def open_findings(connection: sa.Connection, day: date | None = None) -> pd.Data
 
 
 def latest_findings_for_day(
-    connection: sa.Connection, day: date, *, as_of: datetime | None = None
+    connection: sa.Connection,
+    day: date,
+    *,
+    as_of: datetime | None = None,
+    source: FindingSource = FindingSource.TRANSFERS,
 ) -> DayFindings:
     """What the latest complete run of ``day`` left open, and whether a later run failed.
 
     The open findings of a day are exactly those the latest *complete* run saw:
-    it resolved everything else, and incomplete runs change nothing.
+    it resolved everything else, and incomplete runs change nothing. The runs
+    are ``source``'s (the transfer side unless asked); the findings are both
+    sides', so a day with an open refund finding never reads as clean.
     """
     return DayFindings(
         partition_day=day,
-        latest_run=_latest_run(connection, day, complete_only=False),
-        last_complete_run=_latest_run(connection, day, complete_only=True),
+        latest_run=_latest_run(connection, day, complete_only=False, source=source),
+        last_complete_run=_latest_run(connection, day, complete_only=True, source=source),
         findings=open_findings(connection, day),
         as_of=as_of or datetime.now(UTC),
     )
 
 
 def _latest_run(
-    connection: sa.Connection, day: date, *, complete_only: bool
+    connection: sa.Connection, day: date, *, complete_only: bool, source: FindingSource
 ) -> Mapping[str, Any] | None:
     r = reconciliation_runs.c
-    query = sa.select(reconciliation_runs).where(r.partition_day == day)
+    query = sa.select(reconciliation_runs).where(r.partition_day == day, r.source == source.value)
     if complete_only:
         query = query.where(r.complete.is_(True))
     query = query.order_by(r.started_at.desc(), r.id.desc()).limit(1)

@@ -1,7 +1,8 @@
 """``reversal_alerts_sensor``: tell someone when money is at risk, once per new problem.
 
 Each tick it lists the problems open now, read from the Dagster instance:
-a failed run of ``reversal_job`` or ``reconciliation_job`` (in the last day),
+a failed run of ``reversal_job``, ``reconciliation_job`` or
+``refund_reconciliation_job`` (in the last day),
 and every asset check whose latest evaluation failed with ERROR severity
 (open critical drift, new permanent failures, outcomes not written, refund
 events past their window, and the freshness checks: a stale asset). The
@@ -39,7 +40,7 @@ from reversal_pipeline.environment import WEBHOOK_URL_ENV, WEBSERVER_URL_ENV, se
 
 log = logging.getLogger(__name__)
 
-WATCHED_JOBS = ("reversal_job", "reconciliation_job")
+WATCHED_JOBS = ("reversal_job", "reconciliation_job", "refund_reconciliation_job")
 #: A failed run stays a problem this long (then it drops out, already alerted).
 FAILED_RUN_WINDOW = timedelta(days=1)
 MAX_RUNS_PER_JOB = 100

@@ -36,6 +36,7 @@ FINDINGS_SCHEMA = dg.TableSchema(
         dg.TableColumn("day", "string", description="partition day (UTC transferred_at)"),
         dg.TableColumn("row", "int", description="seller_transfers.id"),
         dg.TableColumn("transfer", "string", description="Stripe transfer id"),
+        dg.TableColumn("key", "string", description="finding key (the refund id, refund side)"),
         dg.TableColumn("amount", "string", description="major units, currency (minor units)"),
     ]
 )
@@ -44,7 +45,7 @@ FINDINGS_SCHEMA = dg.TableSchema(
 @dg.asset(
     name=ASSET,
     group_name="reconciliation",
-    deps=["reversal_reconciliation"],
+    deps=["reversal_reconciliation", "refund_reconciliation"],
     kinds={"postgres"},
     description="Every open reconciliation finding of every day (not one partition).",
     check_specs=[
@@ -99,7 +100,8 @@ def _check(
         },
         description=None
         if count == 0
-        else f"{count} open {level.value} finding(s) on {len(days)} day(s), oldest {days[0]}",
+        else f"{count} open {level.value} finding(s) on {len(days)} day(s), oldest {days[0]} "
+        f"({drift.categories_of(level)})",
     )
 
 

@@ -16,9 +16,17 @@ so the alerting can tell "keeps failing" from a one-off.
 
 Runs are tagged ``reconciliation/mode=auto``: the asset re-checks only the
 changed rows when that is cheaper than listing the whole day.
+
+The refund side (``refund_reconciliation_job``) joins the same sensor: its
+stale days come from ``refund_stale_days`` (in-grace refund findings whose
+grace ended, open refund findings whose refund changed in the database, days
+whose last run saw pending refunds, runs that did not complete), with their
+own run keys (``reconcile-refunds-...``) and cursor entries (``refunds/DAY``),
+and the same retry and alerting rules.
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, time, timedelta
 
@@ -27,9 +35,13 @@ import dagster as dg
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.automation import sensor_default_status
 from reversal_pipeline.defs.reconciliation.assets import MODE_TAG
-from reversal_pipeline.defs.reconciliation.jobs import reconciliation_job
+from reversal_pipeline.defs.reconciliation.jobs import (
+    reconciliation_job,
+    refund_reconciliation_job,
+)
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.environment import BACKFILL_LOOKBACK_DAYS_ENV, setting
+from reversal_pipeline.reconciliation.refund_stale_days import refund_stale_days
 from reversal_pipeline.reconciliation.stale_days import StaleDay, stale_days
 
 MAX_RUNS_PER_TICK = 31
@@ -52,6 +64,23 @@ def _clock() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(frozen=True)
+class _Side:
+    """One reconciliation side the sensor keeps current."""
+
+    job_name: str
+    run_key_prefix: str  # "reconcile" / "reconcile-refunds"
+    cursor_prefix: str  # "" (the cursor's original format) / "refunds/"
+    stale: Callable[..., list[StaleDay]]
+    tags: dict[str, str]
+
+
+_SIDES = (
+    _Side(reconciliation_job.name, "reconcile", "", stale_days, {MODE_TAG: "auto"}),
+    _Side(refund_reconciliation_job.name, "reconcile-refunds", "refunds/", refund_stale_days, {}),
+)
+
+
 @dataclass
 class _Requested:
     """What the cursor keeps per day."""
@@ -68,7 +97,7 @@ def retry_delay(attempt: int) -> timedelta:
 
 @dg.sensor(
     name="reconciliation_backfill_sensor",
-    job=reconciliation_job,
+    jobs=[reconciliation_job, refund_reconciliation_job],
     minimum_interval_seconds=300,
     default_status=sensor_default_status(),
     description="Requests reconciliation of past days whose rows changed since last reconciled, "
@@ -83,24 +112,34 @@ def reconciliation_backfill_sensor(
     lookback = int(setting(BACKFILL_LOOKBACK_DAYS_ENV))
     start = max(today - timedelta(days=lookback), _first_partition_start())
     with database.get_engine().connect() as connection:
-        candidates = stale_days(connection, since=start, until=today, now=now)
+        candidates = [
+            (side, stale)
+            for side in _SIDES
+            for stale in side.stale(connection, since=start, until=today, now=now)
+        ]
     run_requests = []
-    for stale in candidates:
+    for side, stale in candidates:
         if len(run_requests) >= MAX_RUNS_PER_TICK:
             break
-        request = _request_for(context, stale, requested.get(stale.day.isoformat()), now)
+        key = side.cursor_prefix + stale.day.isoformat()
+        request = _request_for(context, side, stale, requested.get(key), now)
         if request is not None:
-            requested[stale.day.isoformat()] = request[0]
+            requested[key] = request[0]
             run_requests.append(request[1])
     if not run_requests:
         return dg.SensorResult(skip_reason="no day changed since its last reconciliation")
     # Forget days outside the look-back so the cursor stays small.
-    kept = {d: asdict(r) for d, r in requested.items() if d >= start.date().isoformat()}
+    kept = {
+        key: asdict(r)
+        for key, r in requested.items()
+        if key.rpartition("/")[2] >= start.date().isoformat()
+    }
     return dg.SensorResult(run_requests=run_requests, cursor=json.dumps(kept, sort_keys=True))
 
 
 def _request_for(
     context: dg.SensorEvaluationContext,
+    side: _Side,
     stale: StaleDay,
     previous: _Requested | None,
     now: datetime,
@@ -109,7 +148,7 @@ def _request_for(
     attempt = 1
     if previous is not None and previous.changed == changed:
         # Requested before and still stale: the run failed or has not finished.
-        if _has_active_run(context, day):
+        if _has_active_run(context, side.job_name, day):
             return None
         if now < datetime.fromisoformat(previous.at) + retry_delay(previous.attempt):
             return None
@@ -117,26 +156,29 @@ def _request_for(
     tags = {
         "trigger": "reconciliation_backfill_sensor",
         "reason": stale.reason,
-        MODE_TAG: "auto",
+        **side.tags,
         "reconciliation/attempt": str(attempt),
     }
     if attempt >= ALERT_AFTER_ATTEMPTS:
         tags[REPEATED_FAILURE_TAG] = str(attempt - 1)
         context.log.error(
-            f"reconciliation of {day} has not completed after {attempt - 1} attempt(s) "
+            f"{side.job_name} of {day} has not completed after {attempt - 1} attempt(s) "
             f"for the change at {changed}; requesting attempt {attempt}"
         )
     suffix = "" if attempt == 1 else f"-attempt-{attempt}"
     run_request = dg.RunRequest(
-        run_key=f"reconcile-{day}-changed-{changed}{suffix}", partition_key=day, tags=tags
+        run_key=f"{side.run_key_prefix}-{day}-changed-{changed}{suffix}",
+        partition_key=day,
+        tags=tags,
+        job_name=side.job_name,
     )
     return _Requested(changed, attempt, now.isoformat()), run_request
 
 
-def _has_active_run(context: dg.SensorEvaluationContext, day: str) -> bool:
+def _has_active_run(context: dg.SensorEvaluationContext, job_name: str, day: str) -> bool:
     records = context.instance.get_run_records(
         dg.RunsFilter(
-            job_name=reconciliation_job.name,
+            job_name=job_name,
             statuses=_ACTIVE,
             tags={"dagster/partition": day},
         ),
