@@ -29,8 +29,8 @@ import pandas as pd
 from reversal_pipeline.db.statuses import RefundOutcome
 from reversal_pipeline.reconciliation.categories import Category, explanation_of, severity_of
 from reversal_pipeline.reconciliation.compare import DEFAULT_GRACE_PERIOD, FINDING_COLUMNS
+from reversal_pipeline.reversals.whole_charge import SUCCEEDED
 
-SUCCEEDED = "succeeded"
 # Stripe statuses from which a refund may still succeed: its day is looked at again.
 MAY_STILL_SUCCEED = frozenset({"pending", "requires_action"})
 
@@ -66,24 +66,6 @@ class ChargeFacts:
 
     amount: int
     completing_refund_id: str | None = None  # see ``completing_refund_id``
-
-
-def completing_refund_id(charge_amount: int, refunds: Sequence[StripeRefund]) -> str | None:
-    """The succeeded refund whose running total, oldest first, reaches the charge's amount.
-
-    The intake's whole-charge rule (``reversals/stripe_refunds.py``, issue 18):
-    a refund that returns the whole charge, or *completes* a charge refunded in
-    parts, is recorded as a whole-order event. Keep the two in step. ``refunds``
-    in Stripe's listing order (newest first): ``created`` is whole seconds, so
-    two refunds of one second are told apart by that order only.
-    """
-    total = 0
-    oldest_first = sorted(reversed(refunds), key=lambda r: r.created)
-    for refund in (r for r in oldest_first if r.status == SUCCEEDED):
-        total += refund.amount
-        if total >= charge_amount:
-            return refund.id
-    return None
 
 
 @dataclass(frozen=True, slots=True)

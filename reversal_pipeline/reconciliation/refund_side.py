@@ -39,12 +39,10 @@ from reversal_pipeline.reconciliation.compare import DEFAULT_GRACE_PERIOD
 from reversal_pipeline.reconciliation.coverage import covered_until
 from reversal_pipeline.reconciliation.refund_compare import (
     MAY_STILL_SUCCEED,
-    SUCCEEDED,
     ChargeFacts,
     ReceivedRefund,
     StripeRefund,
     compare_refunds,
-    completing_refund_id,
 )
 from reversal_pipeline.reconciliation.run import day_bounds
 from reversal_pipeline.reconciliation.store import (
@@ -54,6 +52,7 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
+from reversal_pipeline.reversals.whole_charge import SUCCEEDED, completing_refund_id
 
 
 class RefundLister(Protocol):

@@ -75,6 +75,7 @@ from reversal_pipeline.reversals.unplaced_refunds import (
     resolve_received,
     resolve_unplaced,
 )
+from reversal_pipeline.reversals.whole_charge import SUCCEEDED, completing_refund_id
 
 if TYPE_CHECKING:
     from reversal_pipeline.stripe.models import ChargeSnapshot, RefundSnapshot, StripeEventRecord
@@ -92,7 +93,6 @@ FIRST_PASS_LOOK_BACK = timedelta(days=3)
 EXPIRED_CURSOR_MARGIN = timedelta(hours=1)
 #: Stripe keeps events this long; older ones are neither listed nor retrievable.
 EVENT_RETENTION = timedelta(days=30)
-SUCCEEDED = "succeeded"
 
 
 class RefundIntakeOutcome(StrEnum):
@@ -514,20 +514,3 @@ class _Pass:
                 f"{detail}; kept in unplaced_stripe_refunds, nothing reversed"
             )
         self._seen(refund, order_id, False, RefundIntakeOutcome.UNPLACED, f"{reason}: {detail}")
-
-
-def completing_refund_id(charge_amount: int, refunds: Sequence[RefundSnapshot]) -> str | None:
-    """The succeeded refund whose running total, oldest first, reaches the charge's amount.
-
-    ``refunds`` in Stripe's listing order (newest first). ``created`` is whole
-    seconds and ids are random, so two refunds of one second are told apart
-    only by the listing order, which is the order Stripe made them: reversed,
-    then a stable sort on ``created``.
-    """
-    total = 0
-    oldest_first = sorted(reversed(refunds), key=lambda r: r.created)
-    for refund in (r for r in oldest_first if r.status == SUCCEEDED):
-        total += refund.amount
-        if total >= charge_amount:
-            return refund.id
-    return None
