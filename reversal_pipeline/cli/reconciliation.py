@@ -121,12 +121,42 @@ def _table(findings: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: Which reconciliation ``reconcile`` runs: the job and how to summarise one day of it.
+_SIDES = {
+    "transfers": (
+        "reconciliation_job",
+        "reversal_reconciliation",
+        lambda m: (
+            f"{m.get('drift_findings', 0)} finding(s), "
+            f"{m.get('stripe_transfers', 0)} Stripe transfer(s), {m.get('db_rows', 0)} row(s)"
+        ),
+    ),
+    "refunds": (
+        "refund_reconciliation_job",
+        "refund_reconciliation",
+        lambda m: (
+            f"{m.get('drift_findings', 0)} finding(s), "
+            f"{m.get('stripe_refunds', 0)} Stripe refund(s), "
+            f"{m.get('received_refunds', 0)} received"
+        ),
+    ),
+}
+
+
 @click.command("reconcile")
 @click.option("--day", help="One UTC day (YYYY-MM-DD).")
 @click.option("--from", "from_day", help="First day of a range (YYYY-MM-DD).")
 @click.option("--to", "to_day", help="Last day of a range, included (YYYY-MM-DD).")
-def reconcile_command(day: str | None, from_day: str | None, to_day: str | None) -> None:
-    """Run reconciliation_job now for a day or a range of days (one run per day)."""
+@click.option(
+    "--side",
+    type=click.Choice(["transfers", "refunds", "both"]),
+    default="transfers",
+    show_default=True,
+    help="transfers: reversal_reconciliation (days by transferred_at); refunds: "
+    "refund_reconciliation (days by the refund's created day at Stripe); both.",
+)
+def reconcile_command(day: str | None, from_day: str | None, to_day: str | None, side: str) -> None:
+    """Run reconciliation now for a day or a range of days (one run per day and side)."""
     from reversal_pipeline.cli.common import resolve_database_url
     from reversal_pipeline.jobs_runner import run_job_once
 
@@ -134,19 +164,18 @@ def reconcile_command(day: str | None, from_day: str | None, to_day: str | None)
     require_stripe_key("reconcile")
     require_dagster_instance_env("reconcile")
     resolve_database_url()
+    sides = ["transfers", "refunds"] if side == "both" else [side]
     failed = 0
     for partition_day in days:
-        outcome = run_job_once("reconciliation_job", partition_key=partition_day.isoformat())
-        metadata = outcome.metadata.get("reversal_reconciliation", {})
-        if outcome.success:
-            click.echo(
-                f"{partition_day}: {metadata.get('drift_findings', 0)} finding(s), "
-                f"{metadata.get('stripe_transfers', 0)} Stripe transfer(s), "
-                f"{metadata.get('db_rows', 0)} row(s)"
-            )
-        else:
-            failed += 1
-            click.echo(f"{partition_day}: FAILED: {outcome.error}", err=True)
+        for name in sides:
+            job_name, asset, summary = _SIDES[name]
+            outcome = run_job_once(job_name, partition_key=partition_day.isoformat())
+            label = f"{partition_day}" if len(sides) == 1 else f"{partition_day} {name}"
+            if outcome.success:
+                click.echo(f"{label}: {summary(outcome.metadata.get(asset, {}))}")
+            else:
+                failed += 1
+                click.echo(f"{label}: FAILED: {outcome.error}", err=True)
     if failed:
         sys.exit(1)
 

@@ -1,8 +1,9 @@
 """Freshness checks on the two promises an operator relies on, with the sensor that runs them.
 
-- Yesterday's partition of ``reversal_reconciliation`` is complete by 06:00 UTC
-  (Dagster's time-partition freshness check: after each 06:00 tick it expects the
-  day that ended at midnight).
+- Yesterday's partitions of ``reversal_reconciliation`` and ``refund_reconciliation``
+  are complete by 06:00 UTC (Dagster's time-partition freshness check: after each
+  06:00 tick it expects the day that ended at midnight). A refund side that stopped
+  running would otherwise hide refunds nobody reversed behind a green board.
 - ``reversal_outcomes`` was materialized successfully within the last 15 minutes
   (the reversal job runs every 5: three missed runs is stale).
 
@@ -21,7 +22,7 @@ RECONCILIATION_DEADLINE_CRON = "0 6 * * *"
 OUTCOMES_MAX_AGE = timedelta(minutes=15)
 
 reconciliation_freshness_checks = dg.build_time_partition_freshness_checks(
-    assets=[dg.AssetKey("reversal_reconciliation")],
+    assets=[dg.AssetKey("reversal_reconciliation"), dg.AssetKey("refund_reconciliation")],
     deadline_cron=RECONCILIATION_DEADLINE_CRON,
     timezone="UTC",
     severity=dg.AssetCheckSeverity.ERROR,

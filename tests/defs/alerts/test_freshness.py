@@ -1,4 +1,4 @@
-"""Freshness: yesterday's reconciliation by 06:00 UTC, reversal_outcomes within 15 minutes."""
+"""Freshness: yesterday's reconciliation (both sides) by 06:00 UTC, outcomes within 15 min."""
 
 from __future__ import annotations
 
@@ -30,22 +30,23 @@ def evaluate_freshness(instance: dg.DagsterInstance, asset: str) -> dg.AssetChec
     return evaluation
 
 
+@pytest.mark.parametrize("asset", ["reversal_reconciliation", "refund_reconciliation"])
 def test_reconciliation_is_stale_after_six_without_yesterday(
-    dagster_instance: dg.DagsterInstance,
+    dagster_instance: dg.DagsterInstance, asset: str
 ) -> None:
     with freeze_time(datetime(2026, 11, 21, 5, 59, tzinfo=UTC)):
         dagster_instance.report_runless_asset_event(
-            dg.AssetMaterialization("reversal_reconciliation", partition="2026-11-19")
+            dg.AssetMaterialization(asset, partition="2026-11-19")
         )
-        before_six = evaluate_freshness(dagster_instance, "reversal_reconciliation")
+        before_six = evaluate_freshness(dagster_instance, asset)
     assert before_six.passed  # before 06:00 the day before yesterday is what is due
 
     with freeze_time(datetime(2026, 11, 21, 6, 1, tzinfo=UTC)):
-        after_six = evaluate_freshness(dagster_instance, "reversal_reconciliation")
+        after_six = evaluate_freshness(dagster_instance, asset)
         dagster_instance.report_runless_asset_event(
-            dg.AssetMaterialization("reversal_reconciliation", partition="2026-11-20")
+            dg.AssetMaterialization(asset, partition="2026-11-20")
         )
-        once_reconciled = evaluate_freshness(dagster_instance, "reversal_reconciliation")
+        once_reconciled = evaluate_freshness(dagster_instance, asset)
 
     assert not after_six.passed
     assert after_six.severity == dg.AssetCheckSeverity.ERROR
