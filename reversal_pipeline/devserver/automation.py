@@ -41,7 +41,9 @@ def automation_plan(api_key: str | None, *, live: bool) -> AutomationPlan:
         return AutomationPlan(
             True,
             "schedules and sensors: ON (test key: reversal_schedule, refund_events_sensor, "
-            "reconciliation_schedule, reconciliation_backfill_sensor)",
+            "reconciliation_schedule, refund_reconciliation_schedule, "
+            "reconciliation_backfill_sensor; stripe_refunds_sensor stays off until "
+            "switched on in the UI)",
         )
     if live:
         return AutomationPlan(
