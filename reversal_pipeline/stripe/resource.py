@@ -16,6 +16,7 @@ What it adds to ``stripe.StripeClient``:
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -33,6 +34,7 @@ import requests
 import stripe
 from pydantic import Field, PrivateAttr
 from requests.adapters import HTTPAdapter
+from stripe.params import TransferReversalListParams
 
 from reversal_pipeline.errors import (
     ConfigurationError,
@@ -610,9 +612,7 @@ class StripeResource(dg.ConfigurableResource):
             # StripeObjects for 100 transfers (then to_dict() back) took ~90% of
             # each page's time, 10,000 pages for a 1,000,000-transfer day.
             page = self._call(
-                "list transfers",
-                None,
-                lambda p=page_params: client.raw_request("get", "/v1/transfers", **p).data,
+                "list transfers", None, functools.partial(_raw_transfers_page, client, page_params)
             )
             items = page.get("data") or []
             for item in items:
@@ -626,18 +626,18 @@ class StripeResource(dg.ConfigurableResource):
     ) -> Iterator[ReversalRecord]:
         client = self._stripe()
         while True:
-            params: dict[str, Any] = {"limit": _PAGE_LIMIT}
+            params: TransferReversalListParams = {"limit": _PAGE_LIMIT}
             if starting_after is not None:
                 params["starting_after"] = starting_after
             page = self._call(
                 "list reversals",
                 transfer_id,
-                lambda p=params: client.v1.transfers.reversals.list(transfer_id, p).to_dict(),
+                functools.partial(_reversals_page, client, transfer_id, params),
             )
             items = page.get("data") or []
             for item in items:
                 yield self._convert(
-                    lambda i=item: ReversalRecord.from_stripe(i, transfer_id=transfer_id)
+                    functools.partial(ReversalRecord.from_stripe, item, transfer_id=transfer_id)
                 )
             if not page.get("has_more") or not items:
                 return
@@ -706,3 +706,16 @@ class StripeResource(dg.ConfigurableResource):
 def _mentions(err: BaseException, secret: str) -> bool:
     texts: list[object] = [str(err), repr(err), getattr(err, "http_body", None)]
     return any(isinstance(t, str) and secret in t for t in texts)
+
+
+# Page fetchers for ``_call``, bound with functools.partial inside the paging loops: a
+# lambda there must bind the loop's values through default arguments, which hides its
+# type from the type checker.
+def _raw_transfers_page(client: stripe.StripeClient, params: dict[str, Any]) -> Any:
+    return client.raw_request("get", "/v1/transfers", **params).data
+
+
+def _reversals_page(
+    client: stripe.StripeClient, transfer_id: str, params: TransferReversalListParams
+) -> dict[str, Any]:
+    return client.v1.transfers.reversals.list(transfer_id, params).to_dict()

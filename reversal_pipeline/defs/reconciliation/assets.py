@@ -10,8 +10,10 @@ turn a day with open critical drift green.
 """
 
 import os
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import sqlalchemy as sa
@@ -99,7 +101,7 @@ def reversal_reconciliation(
     config: ReconciliationConfig,
     database: DatabaseResource,
     stripe: StripeResource,
-):
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Drift between seller_transfers and Stripe's transfers for one UTC day of transferred_at."""
     day = date.fromisoformat(context.partition_key)
     engine = database.get_engine()
@@ -150,8 +152,8 @@ def _open_drift_counts(engine: sa.Engine, day: date) -> dict[str, int]:
     return count_metadata(findings.assign(in_grace=~drift_now.to_numpy()))
 
 
-def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, object]:
-    metadata: dict[str, object] = {
+def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
         "complete": True,
         "incremental": outcome.incremental,
         "db_rows": outcome.db_rows,

@@ -86,7 +86,7 @@ def reconciliation_backfill_sensor(
     start = max(today - timedelta(days=lookback), _first_partition_start())
     with database.get_engine().connect() as connection:
         candidates = stale_days(connection, since=start, until=today, now=now)
-    run_requests = []
+    run_requests: list[dg.RunRequest] = []
     for stale in candidates:
         if len(run_requests) >= MAX_RUNS_PER_TICK:
             break
