@@ -293,8 +293,8 @@ _CSV_TYPES: dict[str, pa.DataType] = {
 
 def _epoch_us(column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
     # Integers parse faster than timestamp text and do not depend on the session
-    # TimeZone. date_part is double precision (extract is numeric, 20% slower to
-    # COPY); epochs in microseconds stay below 2**53, so the cast is exact.
+    # TimeZone. date_part is double precision (extract is numeric, slower to COPY,
+    # benchmarks/RESULTS.md); epochs in microseconds stay below 2**53, so the cast is exact.
     return sa.cast(sa.func.date_part("epoch", column) * 1_000_000, sa.BigInteger)
 
 

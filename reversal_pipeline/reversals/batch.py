@@ -222,10 +222,11 @@ class ReversalBatch:
 
     def _process_pages(self) -> None:
         # Up to a page of rows queued ahead of the workers: reading and counting the
-        # next page takes this thread 100-200 ms while 16 workers hold the GIL, and
-        # with only 2 x concurrency rows queued the workers ran dry at every page
-        # boundary. A page of queued rows is still bounded memory, and a queued row
-        # checks the stop flag and its lease (reversals/lease.py) before it sends.
+        # next page takes this thread about as long as the workers need for 2 x
+        # concurrency rows while they hold the GIL, so a shorter queue runs dry at every
+        # page boundary (figures: benchmarks/RESULTS.md, change 11). A page of queued
+        # rows is still bounded memory, and a queued row checks the stop flag and its
+        # lease (reversals/lease.py) before it sends.
         window = _Window(max(self.settings.concurrency * 2, self.settings.page_size))
         pool = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
@@ -427,9 +428,9 @@ class ReversalBatch:
     def _look_before_giving_up(self, row: ClaimedRow, decision: RowDecision) -> RowDecision:
         """The last attempt may have committed at Stripe with its reply lost: look first.
 
-        Without this, a lost reply on the last allowed attempt left the row
-        ``permanently_failed`` while Stripe had reversed it (found by the
-        fault-injection suite, tests/reliability/). No look-up when no create was
+        Without this, a lost reply on the last allowed attempt would leave the row
+        ``permanently_failed`` while Stripe had reversed it (the fault-injection
+        suite, tests/reliability/, covers it). No look-up when no create was
         ever sent for the row: nothing can have committed. A look-up refused with
         401/403 stops the run; one with no answer means "unknown", so the row is
         looked at again later (``lookup_failed``), never given up blind.
@@ -474,9 +475,8 @@ class ReversalBatch:
         Since partial refunds the look-up counts a smaller reversal of ours and the
         rest would be sent; on the last attempt nothing more is sent, and the person
         who takes the row over must know what the seller already gave back, or a
-        manual reversal of the whole target takes it twice. (Before this, the row was
-        given up with the last error alone, and the look-up's audit row said the
-        difference was being sent.)
+        manual reversal of the whole target takes it twice. The look-up's audit row
+        is reworded to match: nothing more was sent.
         """
         [found] = lookup.calls
         lookup_call = dataclasses.replace(

@@ -26,8 +26,8 @@ from reversal_pipeline.errors import (
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.record import StripeCallRecord
 
-# Used with fullmatch(): with match() and a trailing "$", "tr_abc\n" passed ("$" also
-# matches before a final newline) and reached Stripe as a malformed id.
+# Used with fullmatch(): with match() and a trailing "$", "tr_abc\n" would pass ("$"
+# also matches before a final newline) and reach Stripe as a malformed id.
 TRANSFER_ID_PATTERN = re.compile(r"tr_[A-Za-z0-9]{1,250}")
 
 

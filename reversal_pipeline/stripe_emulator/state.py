@@ -263,7 +263,7 @@ class EmulatorState:
         built: list[Transfer] = []
         append = built.append
         # A million new objects would trigger hundreds of collections that find no
-        # garbage; pausing the collector for the loop halves the time.
+        # garbage, so the collector is paused for the loop (benchmarks/RESULTS.md).
         collecting = gc.isenabled()
         gc.disable()
         try:

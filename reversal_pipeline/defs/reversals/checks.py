@@ -68,9 +68,9 @@ def no_long_expired_claims(database: DatabaseResource) -> dg.AssetCheckResult:
 def no_new_permanent_failures(database: DatabaseResource) -> dg.AssetCheckResult:
     """Rows the job gave up on and no person has dealt with yet (requeue or resolve).
 
-    Read from the rows' state, not from this run's audit rows: it used to filter on
-    its own run id, so run alone from the UI it saw nothing and passed while rows
-    waited for a person. Now it answers the same wherever it is evaluated.
+    Read from the rows' state, not from this run's audit rows: a check filtered on
+    its own run id, run alone from the UI, would see nothing and pass while rows
+    wait for a person. This one answers the same wherever it is evaluated.
     """
     rows = _rows(
         database,
