@@ -300,8 +300,10 @@ def _refusal(row: sa.RowMapping | None, repair: PlannedRepair) -> str | None:
     if str(row["currency"]).lower() != repair.currency:
         return f"currency is {row['currency']}, not the {repair.currency} Stripe reversed in"
     if int(row["reversal_target"]) > repair.amount_reversed:
-        return "amount changed since the plan and exceeds what Stripe reversed (a refund "
-        "raised the reversal target)"
+        return (
+            "amount changed since the plan and exceeds what Stripe reversed (a refund "
+            "raised the reversal target)"
+        )
     if row["claim_live"]:
         return f"claimed by {row['claimed_by']} (a run is working on it); retry later"
     return None

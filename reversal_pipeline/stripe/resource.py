@@ -483,7 +483,12 @@ class StripeResource(dg.ConfigurableResource):
         stored) after slowing the shared limiter, for up to
         ``rate_limit_max_wait_seconds``, then ``StripeRateLimited``.
         """
-        if isinstance(amount, bool) or not isinstance(amount, numbers.Integral) or amount <= 0:
+        # Checked as an object: callers outside the type checker pass numpy integers (kept,
+        # they are Integral) or floats (refused). Checked as an int, mypy (which does not
+        # know int is registered as Integral) thought the raise always ran and skipped the
+        # rest of this method as unreachable.
+        given: object = amount
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given <= 0:
             raise ValueError(f"amount must be a positive integer (minor units), got {amount!r}")
         amount = int(amount)
         if not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY_LENGTH:
