@@ -7,6 +7,7 @@ summary an operator can read in a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,20 +58,27 @@ def run_job_once(
             raise_on_error=False,
         )
     metadata = {
-        event.asset_key.to_user_string(): {
-            key: value.value for key, value in event.materialization.metadata.items()
+        materialization.asset_key.to_user_string(): {
+            key: value.value for key, value in materialization.metadata.items()
         }
-        for event in result.get_asset_materialization_events()
+        for materialization in (
+            event.materialization for event in result.get_asset_materialization_events()
+        )
     }
-    error = None
-    if not result.success:
-        failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-        data = failures[0].event_specific_data if failures else None
-        error_info = getattr(data, "error", None)
-        error = (
-            getattr(data, "user_failure_data", None) and data.user_failure_data.description
-        ) or (error_info.message.strip().splitlines()[-1] if error_info else "see the run log")
+    error = None if result.success else _first_failure(result.all_events)
     return JobOutcome(result.run_id, result.success, error, metadata=metadata)
+
+
+def _first_failure(events: Sequence[dg.DagsterEvent]) -> str:
+    """The first failed step's own description, else its error's last line."""
+    failure = next((event.step_failure_data for event in events if event.is_step_failure), None)
+    if failure is None:
+        return "see the run log"
+    if failure.user_failure_data is not None and failure.user_failure_data.description:
+        return failure.user_failure_data.description
+    if failure.error is not None:
+        return failure.error.message.strip().splitlines()[-1]
+    return "see the run log"
 
 
 def run_reversal_job_once(overrides: dict[str, str] | None = None) -> JobOutcome:

@@ -7,6 +7,7 @@ password). The link leads to the page with the details.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -58,7 +59,7 @@ def run_failed(job_name: str, run_id: str) -> Problem:
     )
 
 
-def check_failed(asset_path: list[str], check_name: str, description: str | None) -> Problem:
+def check_failed(asset_path: Sequence[str], check_name: str, description: str | None) -> Problem:
     """A failed ERROR check; a freshness check's failure is reported as the asset being stale."""
     asset = "/".join(asset_path)
     stale = check_name.startswith("freshness_check")

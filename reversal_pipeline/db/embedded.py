@@ -55,8 +55,8 @@ def throwaway_embedded_server(prefix: str = "rp-pg-") -> Iterator[str]:
 
     Stopped here rather than at process exit: a caller that deletes the folder
     first (a ``TemporaryDirectory`` around ``start_embedded_server``) leaves the
-    exit hook unable to ``pg_ctl stop`` and the postmaster running, orphaned,
-    which is how the benchmarks used to leak one server per script.
+    exit hook unable to ``pg_ctl stop`` and the postmaster running, orphaned:
+    one leaked server per script that does so.
     """
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         os.chmod(tmp, 0o755)  # noqa: S103 - as root, the server runs as its own user

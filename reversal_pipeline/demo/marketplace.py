@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -79,7 +80,7 @@ def seed_marketplace(
     seller_currency = {f"seller_{i:03d}": rng.choices(names, weights)[0] for i in range(sellers)}
     seller_ids = list(seller_currency)
     specs: list[dict[str, object]] = []
-    rows: list[dict[str, object]] = []
+    rows: list[dict[str, Any]] = []
     order_number = 0
     while len(specs) < transfers:
         order_number += 1
@@ -142,10 +143,10 @@ def seed_marketplace(
             str(row["order_id"]),
             str(row["seller_id"]),
             str(row["stripe_transfer_id"]),
-            int(row["amount"]),  # type: ignore[call-overload]
+            int(row["amount"]),
             str(row["currency"]),
-            row["transferred_at"].date(),  # type: ignore[union-attr]
-            row["transferred_at"],  # type: ignore[arg-type]
+            row["transferred_at"].date(),
+            row["transferred_at"],
         )
         for row_id, row in zip(ids, rows, strict=True)
     ]

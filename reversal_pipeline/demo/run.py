@@ -330,7 +330,7 @@ def planted_lines(engine: sa.Engine, planted: PlantedCases) -> list[str]:
     """Where each planted case ended, so the reader can find it with ``show --id``."""
     ids = [i for row_ids in planted.cases.values() for i in row_ids]
     with engine.connect() as connection:
-        status = dict(
+        status: dict[int, str] = dict(
             connection.execute(
                 sa.text("SELECT id, status FROM seller_transfers WHERE id = ANY(:ids)"),
                 {"ids": ids},

@@ -34,7 +34,7 @@ class DemoSummary:
 
 def build_summary(engine: sa.Engine, *, reconciled: bool) -> DemoSummary:
     with engine.connect() as connection:
-        per_status = dict(
+        per_status: dict[str, int] = dict(
             connection.execute(
                 sa.select(st.c.status, sa.func.count()).group_by(st.c.status).order_by(st.c.status)
             ).all()

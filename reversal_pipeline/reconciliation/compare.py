@@ -21,6 +21,7 @@ by the day its row (or, for a Stripe-only transfer, the transfer) is on.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -475,7 +476,8 @@ def _with_repair_evidence(subset: pd.DataFrame) -> pd.DataFrame:
     own_positions = np.flatnonzero(pc.fill_null(is_own, False).to_numpy(zero_copy_only=False))
     own_rows, first = np.unique(parents[own_positions], return_index=True)  # newest own
     chosen = own_positions[first]
-    reversal_id = subset["latest_reversal_id"].to_numpy(dtype=object, na_value=None)
+    # pandas takes na_value=None (documented as Any); its stubs allow only Scalar.
+    reversal_id = subset["latest_reversal_id"].to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
     reversed_at = subset["latest_reversal_at"].reset_index(drop=True)
     reversal_id[own_rows] = pc.list_element(fields, 1).take(chosen).to_numpy(zero_copy_only=False)
     seconds = pc.list_element(fields, 2).take(chosen).cast(pa.int64()).to_numpy()
@@ -490,26 +492,31 @@ def json_records(values: pd.DataFrame) -> list[dict[str, object]]:
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
+#: None as a 0-d object array: what ``np.where(present, x, None)`` broadcasts, in the form
+#: numpy's type stubs accept (they refuse a bare None).
+_NULL = np.array(None, dtype=object)
+
+
 def _json_column(values: pd.Series) -> np.ndarray:
     present = values.notna().to_numpy()
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         naive = values.dt.tz_convert(None).to_numpy(dtype="datetime64[s]")
         text = np.char.add(np.datetime_as_string(naive, unit="s"), "Z").astype(object)
-        return np.where(present, text, None)
+        return np.where(present, text, _NULL)
     if pd.api.types.is_bool_dtype(values.dtype):
         return values.to_numpy(dtype=object)
     if pd.api.types.is_numeric_dtype(values.dtype):
         numbers = values.to_numpy(dtype="float64", na_value=np.nan)
         whole = np.where(present, numbers, 0).astype(np.int64).astype(object)
-        return np.where(present, whole, None)
-    return np.where(present, values.to_numpy(dtype=object), None)
+        return np.where(present, whole, _NULL)
+    return np.where(present, values.to_numpy(dtype=object), _NULL)
 
 
 CATEGORY_DTYPE = pd.CategoricalDtype([c.value for c in Category])
 SEVERITY_DTYPE = pd.CategoricalDtype([s.value for s in Severity])
 EXPLANATION_DTYPE = pd.CategoricalDtype([explanation_of(c) for c in Category])
 
-_FINDING_DTYPES: dict[str, object] = {
+_FINDING_DTYPES: dict[str, Any] = {
     "category": CATEGORY_DTYPE,
     "severity": SEVERITY_DTYPE,
     "finding_key": ID_DTYPE,

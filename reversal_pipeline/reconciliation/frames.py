@@ -18,7 +18,7 @@ import tempfile
 from array import array
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import IO, Any, Protocol
+from typing import IO, Any, Final, Protocol
 
 import numpy as np
 import pandas as pd
@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from reversal_pipeline.db.tables import seller_transfers
 
 ID_DTYPE = pd.StringDtype("pyarrow")
-UTC_DTYPE = "datetime64[ns, UTC]"
+UTC_DTYPE: Final = "datetime64[ns, UTC]"  # Final: its literal type is what astype accepts
 
 # Separators of the compact multi-value text columns. Stripe ids never contain
 # either, and only all-digit metadata values count as our seller transfer ids.
@@ -293,8 +293,8 @@ _CSV_TYPES: dict[str, pa.DataType] = {
 
 def _epoch_us(column: sa.ColumnElement[Any]) -> sa.ColumnElement[int]:
     # Integers parse faster than timestamp text and do not depend on the session
-    # TimeZone. date_part is double precision (extract is numeric, 20% slower to
-    # COPY); epochs in microseconds stay below 2**53, so the cast is exact.
+    # TimeZone. date_part is double precision (extract is numeric, slower to COPY,
+    # benchmarks/RESULTS.md); epochs in microseconds stay below 2**53, so the cast is exact.
     return sa.cast(sa.func.date_part("epoch", column) * 1_000_000, sa.BigInteger)
 
 

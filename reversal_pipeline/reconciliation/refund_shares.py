@@ -49,4 +49,6 @@ def with_refunds(engine: sa.Engine, drift_findings: pd.DataFrame) -> pd.DataFram
         d if pd.isna(row_id) else {**d, "refunds": shares.get(int(row_id), [])}
         for d, row_id in zip(drift_findings["details"], ids, strict=True)
     ]
-    return drift_findings.assign(details=details)
+    return drift_findings.assign(
+        details=pd.Series(details, index=drift_findings.index, dtype=object)
+    )

@@ -13,7 +13,7 @@ endpoint: it only reads the evidence the reconciliation gathered.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -125,7 +125,10 @@ def plan_repairs(
     skipped: list[SkippedRepair] = []
     for finding in candidates.to_dict("records"):
         outcome = _plan_one(day, finding, finding_ids, current_rows)
-        (repairs if isinstance(outcome, PlannedRepair) else skipped).append(outcome)
+        if isinstance(outcome, PlannedRepair):
+            repairs.append(outcome)
+        else:
+            skipped.append(outcome)
     return RepairPlan(day, tuple(repairs), tuple(skipped))
 
 
@@ -176,9 +179,7 @@ def _stored_finding_ids(
     return {(row.category, row.finding_key): row.id for row in connection.execute(query)}
 
 
-def _current_rows(
-    connection: sa.Connection, candidates: pd.DataFrame
-) -> dict[int, Mapping[str, Any]]:
+def _current_rows(connection: sa.Connection, candidates: pd.DataFrame) -> dict[int, sa.RowMapping]:
     ids = [int(i) for i in candidates["seller_transfer_id"].dropna()]
     t = seller_transfers.c
     query = sa.select(
@@ -189,9 +190,9 @@ def _current_rows(
 
 def _plan_one(
     day: date,
-    finding: Mapping[str, Any],
+    finding: Mapping[Hashable, Any],
     finding_ids: Mapping[tuple[str, str], int],
-    current_rows: Mapping[int, Mapping[str, Any]],
+    current_rows: Mapping[int, sa.RowMapping],
 ) -> PlannedRepair | SkippedRepair:
     category = Category(str(finding["category"]))
     seller_transfer_id = int(finding["seller_transfer_id"])
@@ -219,9 +220,9 @@ def _plan_one(
 
 def _skip_reason(
     category: Category,
-    finding: Mapping[str, Any],
+    finding: Mapping[Hashable, Any],
     details: Mapping[str, Any],
-    row: Mapping[str, Any] | None,
+    row: sa.RowMapping | None,
 ) -> str | None:
     if bool(finding["in_grace"]):
         return "row changed within the grace period; re-run reconciliation later"
@@ -288,7 +289,7 @@ def _apply_one(
 
 def _locked_row(
     connection: sa.Connection, repair: PlannedRepair, *, lock: bool
-) -> Mapping[str, Any] | None:
+) -> sa.RowMapping | None:
     t = seller_transfers.c
     query = sa.select(
         t.status,
@@ -304,7 +305,7 @@ def _locked_row(
     return connection.execute(query).mappings().one_or_none()
 
 
-def _refusal(row: Mapping[str, Any] | None, repair: PlannedRepair) -> str | None:
+def _refusal(row: sa.RowMapping | None, repair: PlannedRepair) -> str | None:
     if row is None:
         return "row no longer exists"
     if row["status"] != repair.status_before:
@@ -314,8 +315,10 @@ def _refusal(row: Mapping[str, Any] | None, repair: PlannedRepair) -> str | None
     if str(row["currency"]).lower() != repair.currency:
         return f"currency is {row['currency']}, not the {repair.currency} Stripe reversed in"
     if int(row["reversal_target"]) > repair.amount_reversed:
-        return "amount changed since the plan and exceeds what Stripe reversed (a refund "
-        "raised the reversal target)"
+        return (
+            "amount changed since the plan and exceeds what Stripe reversed (a refund "
+            "raised the reversal target)"
+        )
     if row["claim_live"]:
         return f"claimed by {row['claimed_by']} (a run is working on it); retry later"
     return None

@@ -355,7 +355,7 @@ def _plain_values(values: pd.Series) -> list[Any]:
     return plain.tolist()
 
 
-# One encoder for all rows: json.dumps(**options) builds a new one per call (2x slower).
+# One encoder for all rows: json.dumps(**options) builds a new one per call.
 # No sort_keys: JSONB stores keys in its own order anyway.
 _JSON = json.JSONEncoder(separators=(",", ":"), default=str)
 

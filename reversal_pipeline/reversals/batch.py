@@ -49,6 +49,7 @@ from reversal_pipeline.reversals.lease import LeaseKeeper
 from reversal_pipeline.reversals.outcome import change_for, describe
 from reversal_pipeline.reversals.record import RowChange
 from reversal_pipeline.reversals.reverse import (
+    DecisionKind,
     ReversalGateway,
     RowDecision,
     look_for_earlier_reversal,
@@ -60,7 +61,9 @@ from reversal_pipeline.reversals.writer import GroupCommitWriter, WriteResult
 
 FAILURE_LIST_LIMIT = 50
 #: Decisions that record money Stripe moved: written even after the batch stopped.
-MONEY_MOVED = frozenset({"reversed", "already_reversed", "found_existing"})
+MONEY_MOVED = frozenset(
+    {DecisionKind.REVERSED, DecisionKind.ALREADY_REVERSED, DecisionKind.FOUND_EXISTING}
+)
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +222,11 @@ class ReversalBatch:
 
     def _process_pages(self) -> None:
         # Up to a page of rows queued ahead of the workers: reading and counting the
-        # next page takes this thread 100-200 ms while 16 workers hold the GIL, and
-        # with only 2 x concurrency rows queued the workers ran dry at every page
-        # boundary. A page of queued rows is still bounded memory, and a queued row
-        # checks the stop flag and its lease (reversals/lease.py) before it sends.
+        # next page takes this thread about as long as the workers need for 2 x
+        # concurrency rows while they hold the GIL, so a shorter queue runs dry at every
+        # page boundary (figures: benchmarks/RESULTS.md, change 11). A page of queued
+        # rows is still bounded memory, and a queued row checks the stop flag and its
+        # lease (reversals/lease.py) before it sends.
         window = _Window(max(self.settings.concurrency * 2, self.settings.page_size))
         pool = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="reversal"
@@ -282,7 +286,7 @@ class ReversalBatch:
             return
         problem = row_problem(row)
         if problem is not None:
-            self._finish(row, RowDecision(kind="invalid", message=problem))
+            self._finish(row, RowDecision(kind=DecisionKind.INVALID, message=problem))
             return
         if self._exhausted(row):
             self._finish(row, self._last_look(row))
@@ -297,7 +301,7 @@ class ReversalBatch:
         # the difference, issue 17). A row never sent skips the call.
         if row.stripe_attempts > 0 or row.amount_reversed > 0:
             lookup = look_for_earlier_reversal(row, self.stripe)
-            if lookup is not None and lookup.kind != "continue":
+            if lookup is not None and lookup.kind != DecisionKind.CONTINUE:
                 self._finish(row, lookup)
                 return
             earlier_calls = lookup.calls if lookup else []
@@ -331,12 +335,12 @@ class ReversalBatch:
         """An exhausted row: look on Stripe once more; never send it again."""
         lookup = look_for_earlier_reversal(row, self.stripe)
         assert lookup is not None
-        if lookup.kind == "continue" and lookup.already_ours > 0:
+        if lookup.kind == DecisionKind.CONTINUE and lookup.already_ours > 0:
             # Part of the target is ours at Stripe: say so, never "no reversal" (the
             # person taking the row over must not reverse the whole target again).
             [found] = lookup.calls
             return RowDecision(
-                kind="exhausted",
+                kind=DecisionKind.EXHAUSTED,
                 calls=lookup.calls,
                 message=(
                     f"Stripe already shows {lookup.already_ours} {row.currency.upper()} of "
@@ -345,20 +349,20 @@ class ReversalBatch:
                     "sent; needs a person (resolve, or requeue to send the rest)"
                 ),
             )
-        if lookup.kind == "continue":
+        if lookup.kind == DecisionKind.CONTINUE:
             return RowDecision(
-                kind="exhausted",
+                kind=DecisionKind.EXHAUSTED,
                 calls=lookup.calls,
                 message="no reversal from an earlier attempt at Stripe",
             )
-        if lookup.kind == "transient":
-            lookup.kind = "lookup_failed"
+        if lookup.kind == DecisionKind.TRANSIENT:
+            return dataclasses.replace(lookup, kind=DecisionKind.LOOKUP_FAILED)
         return lookup
 
     # -- writing ---------------------------------------------------------------------------------
 
     def _finish(self, row: ClaimedRow, decision: RowDecision) -> None:
-        if decision.kind == "systemic":
+        if decision.kind == DecisionKind.SYSTEMIC:
             assert isinstance(decision.error, StripeSystemicError)
             with self._lock:
                 if self.report.systemic_error is None:
@@ -377,9 +381,12 @@ class ReversalBatch:
             )
             self._count("stopped")
             return
-        if decision.kind == "transient" and row.retry_count + 1 >= self.settings.max_attempts:
+        if (
+            decision.kind == DecisionKind.TRANSIENT
+            and row.retry_count + 1 >= self.settings.max_attempts
+        ):
             decision = self._look_before_giving_up(row, decision)
-            if decision.kind == "systemic":
+            if decision.kind == DecisionKind.SYSTEMIC:
                 self._finish(row, decision)
                 return
         change = change_for(row, decision, self.settings, self.rng)
@@ -400,7 +407,7 @@ class ReversalBatch:
             self._count("lease_lost")
             return
         with self._lock:
-            self.report.outcomes[decision.kind] += 1
+            self.report.outcomes[decision.kind.value] += 1
             self.report.statuses[change.status_after] += 1
             if change.status_after == "reversed":
                 confirmed = change.amount_reversed or row.target
@@ -413,7 +420,7 @@ class ReversalBatch:
                         "seller_transfer_id": row.id,
                         "stripe_transfer_id": row.stripe_transfer_id,
                         "status": change.status_after,
-                        "outcome": decision.kind,
+                        "outcome": decision.kind.value,
                         "message": change.message,
                     }
                 )
@@ -421,9 +428,9 @@ class ReversalBatch:
     def _look_before_giving_up(self, row: ClaimedRow, decision: RowDecision) -> RowDecision:
         """The last attempt may have committed at Stripe with its reply lost: look first.
 
-        Without this, a lost reply on the last allowed attempt left the row
-        ``permanently_failed`` while Stripe had reversed it (found by the
-        fault-injection suite, tests/reliability/). No look-up when no create was
+        Without this, a lost reply on the last allowed attempt would leave the row
+        ``permanently_failed`` while Stripe had reversed it (the fault-injection
+        suite, tests/reliability/, covers it). No look-up when no create was
         ever sent for the row: nothing can have committed. A look-up refused with
         401/403 stops the run; one with no answer means "unknown", so the row is
         looked at again later (``lookup_failed``), never given up blind.
@@ -433,9 +440,9 @@ class ReversalBatch:
         lookup = look_for_earlier_reversal(row, self.stripe)
         assert lookup is not None
         calls = [*decision.calls, *lookup.calls]
-        if lookup.kind == "found_existing":
+        if lookup.kind == DecisionKind.FOUND_EXISTING:
             return RowDecision(
-                kind="found_existing",
+                kind=DecisionKind.FOUND_EXISTING,
                 calls=calls,
                 reversal_id=lookup.reversal_id,
                 amount_reversed=lookup.amount_reversed,
@@ -443,20 +450,22 @@ class ReversalBatch:
                 idempotency_key=decision.idempotency_key,
                 attempt_number=decision.attempt_number,
             )
-        if lookup.kind in ("systemic", "not_confirmed", "not_found"):
-            lookup.calls = calls
-            return lookup
-        if lookup.kind == "transient":
+        if lookup.kind in (
+            DecisionKind.SYSTEMIC,
+            DecisionKind.NOT_CONFIRMED,
+            DecisionKind.NOT_FOUND,
+        ):
+            return dataclasses.replace(lookup, calls=calls)
+        if lookup.kind == DecisionKind.TRANSIENT:
             return RowDecision(
-                kind="lookup_failed",
+                kind=DecisionKind.LOOKUP_FAILED,
                 calls=calls,
                 error=lookup.error,
                 message=f"the last attempt's error: {describe(decision)}",
             )
         if lookup.already_ours > 0:
             return self._given_up_short_of_target(row, decision, lookup)
-        decision.calls = calls
-        return decision
+        return dataclasses.replace(decision, calls=calls)
 
     def _given_up_short_of_target(
         self, row: ClaimedRow, decision: RowDecision, lookup: RowDecision
@@ -466,9 +475,8 @@ class ReversalBatch:
         Since partial refunds the look-up counts a smaller reversal of ours and the
         rest would be sent; on the last attempt nothing more is sent, and the person
         who takes the row over must know what the seller already gave back, or a
-        manual reversal of the whole target takes it twice. (Before this, the row was
-        given up with the last error alone, and the look-up's audit row said the
-        difference was being sent.)
+        manual reversal of the whole target takes it twice. The look-up's audit row
+        is reworded to match: nothing more was sent.
         """
         [found] = lookup.calls
         lookup_call = dataclasses.replace(
@@ -487,7 +495,7 @@ class ReversalBatch:
             f"requeue to send the rest); last error: {describe(decision)}"
         )
         return RowDecision(
-            kind="not_confirmed",
+            kind=DecisionKind.NOT_CONFIRMED,
             calls=[*decision.calls, lookup_call],
             error=decision.error,
             message=message,

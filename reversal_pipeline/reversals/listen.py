@@ -1,10 +1,11 @@
 """Keep a reversal run listening while refund events flow, so a refund waits for no launch.
 
-Why: on the ``dev`` stack a ``reversal_job`` run took ~8 s, but ~50 s passed
-between its request and its start (the daemon's dequeue, then a fresh process
-that imports Dagster and loads the code location; benchmarks/RESULTS.md). A
-run that has done its due rows therefore stays up for an idle window and
-takes newly due rows as they come.
+Why: on the ``dev`` stack a ``reversal_job`` run waits several times longer
+between its request and its start than it takes to run (the daemon's dequeue,
+then a fresh process that imports Dagster and loads the code location; figures
+in benchmarks/RESULTS.md, "Timeliness on the dev stack"). A run that has done
+its due rows therefore stays up for an idle window and takes newly due rows as
+they come.
 
 Each pass is exactly what a fresh run does: intake (``process_refund_events``),
 claim (``claim_due_rows`` under the run's own token) and a new

@@ -9,9 +9,11 @@ confirmed on the transfer, 401/403 stops the run, the rest is retried.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from enum import StrEnum
+from typing import Any, Protocol, assert_never
 
 from reversal_pipeline.db.statuses import AttemptAction, TransferStatus
 from reversal_pipeline.errors import (
@@ -24,8 +26,8 @@ from reversal_pipeline.errors import (
 from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.reversals.record import StripeCallRecord
 
-# Used with fullmatch(): with match() and a trailing "$", "tr_abc\n" passed ("$" also
-# matches before a final newline) and reached Stripe as a malformed id.
+# Used with fullmatch(): with match() and a trailing "$", "tr_abc\n" would pass ("$"
+# also matches before a final newline) and reach Stripe as a malformed id.
 TRANSFER_ID_PATTERN = re.compile(r"tr_[A-Za-z0-9]{1,250}")
 
 
@@ -41,17 +43,47 @@ class ReversalGateway(Protocol):
     def reversals_on_transfer(self, transfer_id: str) -> list[Any]: ...
 
 
-@dataclass
+class DecisionKind(StrEnum):
+    """What happened to a row: the closed set of ``RowDecision.kind`` values.
+
+    The values reach the audit trail, the run's metadata and the operator's
+    report (``outcomes``), so they are kept as they were when this was a str.
+    """
+
+    #: The create call succeeded: money moved now.
+    REVERSED = "reversed"
+    #: Stripe said "already reversed" and the transfer shows the target covered.
+    ALREADY_REVERSED = "already_reversed"
+    #: The look-up found reversals of ours covering the target (a lost reply): not sent again.
+    FOUND_EXISTING = "found_existing"
+    #: Stripe has no such transfer: a data-integrity incident, failed at once.
+    NOT_FOUND = "not_found"
+    #: What Stripe shows cannot be believed or acted on alone: failed for a person.
+    NOT_CONFIRMED = "not_confirmed"
+    #: May succeed later (a 429 beyond the resource's patience included): back off and retry.
+    TRANSIENT = "transient"
+    #: Out of attempts, and the look-up before giving up had no answer: look again later.
+    LOOKUP_FAILED = "lookup_failed"
+    #: The row cannot be sent as it stands (``row_problem``): failed with the reason.
+    INVALID = "invalid"
+    #: 401/403: every further call fails the same way, so the run stops.
+    SYSTEMIC = "systemic"
+    #: The look-up found nothing (or less than the target) of ours: go on and send.
+    CONTINUE = "continue"
+    #: Out of attempts; the last look on Stripe had an answer, and nothing more is sent.
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True)
 class RowDecision:
     """What happened to a row, before it is written.
 
-    ``kind`` is one of: reversed, already_reversed, found_existing, not_found,
-    not_confirmed, transient (a 429 beyond the resource's patience included),
-    lookup_failed (the look-up before giving up had no answer: look again later),
-    invalid, systemic (stop the run), lease_lost, continue (look-up found nothing).
+    Frozen: a decision is made on a worker thread and written by the writer
+    thread, so a change is a new decision (``dataclasses.replace``), never an
+    edit of one another thread may hold.
     """
 
-    kind: str
+    kind: DecisionKind
     calls: list[StripeCallRecord] = field(default_factory=list)
     reversal_id: str | None = None
     error: StripeSentinel | None = None
@@ -62,6 +94,11 @@ class RowDecision:
     amount_reversed: int | None = None
     #: After a look-up that found less than the target: ours so far, to send only the rest.
     already_ours: int = 0
+
+    def __post_init__(self) -> None:
+        # A caller passing the plain string still gets the enum; an unknown one fails here,
+        # where it was made, not later in a mapping that has no case for it.
+        object.__setattr__(self, "kind", DecisionKind(self.kind))
 
 
 def idempotency_key_for(row_id: int, attempt: int, target: int) -> str:
@@ -138,7 +175,7 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
         return beyond
     if not ours:
         return RowDecision(
-            kind="continue",
+            kind=DecisionKind.CONTINUE,
             amount_reversed=0,
             calls=[
                 call_record(
@@ -155,7 +192,7 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
             f"it is in {other_currency[0].currency.upper()}, not the row's {row.currency.upper()}"
         )
         return RowDecision(
-            kind="not_confirmed",
+            kind=DecisionKind.NOT_CONFIRMED,
             reversal_id=None,
             calls=[
                 call_record(
@@ -175,7 +212,7 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
     newest = ours[-1]
     if total < row.target:
         return RowDecision(
-            kind="continue",
+            kind=DecisionKind.CONTINUE,
             amount_reversed=total,
             already_ours=total,
             calls=[
@@ -196,7 +233,7 @@ def look_for_earlier_reversal(row: ClaimedRow, stripe: ReversalGateway) -> RowDe
         else ""
     )
     return RowDecision(
-        kind="found_existing",
+        kind=DecisionKind.FOUND_EXISTING,
         reversal_id=newest.id,
         amount_reversed=total,
         message=f"over-reversed: ours at Stripe {listed}{over}" if over else None,
@@ -246,7 +283,7 @@ def _beyond_remaining(row: ClaimedRow, ours_total: int, others: list[Any]) -> Ro
         f"{remaining} left, the target {row.target} still lacks {lacking}"
     )
     return RowDecision(
-        kind="not_confirmed",
+        kind=DecisionKind.NOT_CONFIRMED,
         amount_reversed=ours_total,
         calls=[call_record(AttemptAction.LOOKUP_REVERSAL, "beyond_remaining", message=shown)],
         message=(
@@ -299,32 +336,37 @@ def send_reversal(
     calls = list(earlier_calls or [])
     metadata = reversal_metadata(row, attempt)
     amount = row.target - already_ours
-    base = {"attempt_number": attempt, "idempotency_key": key}
+    sent: dict[str, Any] = {"attempt_number": attempt, "idempotency_key": key}
     try:
         reversal = stripe.reverse_transfer(row.stripe_transfer_id, amount, key, metadata)
     except StripeSentinel as error:
         calls.append(
-            call_record(AttemptAction.CREATE_REVERSAL, _outcome_name(error), error=error, **base)
+            call_record(AttemptAction.CREATE_REVERSAL, _outcome_name(error), error=error, **sent)
         )
         if _is_amount_refusal(error):
             # A row never sent skips the look-up, so an out-of-band reversal is seen
             # only here: look once, and fail the row for a person instead of retrying
             # a request Stripe will refuse every time.
             lookup = look_for_earlier_reversal(row, stripe)
-            if lookup is not None and lookup.kind not in ("continue", "transient"):
-                lookup.calls = calls + lookup.calls
-                lookup.idempotency_key, lookup.attempt_number = key, attempt
-                return lookup
+            if lookup is not None and lookup.kind not in (
+                DecisionKind.CONTINUE,
+                DecisionKind.TRANSIENT,
+            ):
+                return dataclasses.replace(
+                    lookup,
+                    calls=calls + lookup.calls,
+                    idempotency_key=key,
+                    attempt_number=attempt,
+                )
         decision = _route_error(row, error, calls, stripe=stripe)
-        decision.idempotency_key, decision.attempt_number = key, attempt
-        return decision
+        return dataclasses.replace(decision, idempotency_key=key, attempt_number=attempt)
     calls.append(
         call_record(
-            AttemptAction.CREATE_REVERSAL, "reversed", stripe_reversal_id=reversal.id, **base
+            AttemptAction.CREATE_REVERSAL, "reversed", stripe_reversal_id=reversal.id, **sent
         )
     )
     return RowDecision(
-        kind="reversed",
+        kind=DecisionKind.REVERSED,
         reversal_id=reversal.id,
         calls=calls,
         idempotency_key=key,
@@ -358,12 +400,19 @@ def _currency_warning(row: ClaimedRow, stripe_currency: str | None, amount: int)
 
 
 def _outcome_name(error: StripeSentinel) -> str:
-    return {
-        TransferNotFound: "not_found",
-        TransferAlreadyReversed: "already_reversed",
-        StripeSystemicError: "systemic",
-        StripeRateLimited: "rate_limited",
-    }.get(type(error), "transient")
+    """The audit row's ``outcome`` for a create call Stripe refused."""
+    match error:
+        case TransferNotFound():
+            return "not_found"
+        case TransferAlreadyReversed():
+            return "already_reversed"
+        case StripeSystemicError():
+            return "systemic"
+        case StripeRateLimited():
+            return "rate_limited"
+        case _:
+            # TransientStripeError, or a bare StripeSentinel: retried like any transient error.
+            return "transient"
 
 
 def _route_error(
@@ -374,7 +423,7 @@ def _route_error(
 ) -> RowDecision:
     if isinstance(error, TransferNotFound):
         return RowDecision(
-            kind="not_found",
+            kind=DecisionKind.NOT_FOUND,
             calls=calls,
             error=error,
             message=(
@@ -386,12 +435,12 @@ def _route_error(
     if isinstance(error, TransferAlreadyReversed) and stripe is not None:
         return confirm_already_reversed(row, stripe, error, calls)
     if isinstance(error, StripeSystemicError):
-        return RowDecision(kind="systemic", calls=calls, error=error)
+        return RowDecision(kind=DecisionKind.SYSTEMIC, calls=calls, error=error)
     # Everything else, a 429 beyond the resource's patience included, is transient:
     # the call is audited once, the attempt counts and the row backs off. Re-sending a
     # 429'd create later in the same run reused its key and so its audit row's key
     # (uq_reversal_attempts_idempotency_key), and the outcome could never be written.
-    return RowDecision(kind="transient", calls=calls, error=error)
+    return RowDecision(kind=DecisionKind.TRANSIENT, calls=calls, error=error)
 
 
 def confirm_already_reversed(
@@ -407,7 +456,7 @@ def confirm_already_reversed(
     except StripeSentinel as confirm_error:
         calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "error", error=confirm_error))
         decision = _route_error(row, confirm_error, calls)
-        if decision.kind == "not_found":
+        if decision.kind == DecisionKind.NOT_FOUND:
             return decision
         return RowDecision(kind=decision.kind, calls=calls, error=confirm_error)
     ours = [r for r in transfer.reversals if r.metadata.get("seller_transfer_id") == str(row.id)]
@@ -423,7 +472,7 @@ def confirm_already_reversed(
     if transfer.currency.lower() != row.currency.lower():
         calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "not_confirmed", message=shown))
         return RowDecision(
-            kind="not_confirmed",
+            kind=DecisionKind.NOT_CONFIRMED,
             calls=calls,
             error=error,
             message=(
@@ -444,7 +493,7 @@ def confirm_already_reversed(
             )
         )
         return RowDecision(
-            kind="already_reversed",
+            kind=DecisionKind.ALREADY_REVERSED,
             calls=calls,
             reversal_id=chosen.id,
             amount_reversed=row.target,
@@ -453,7 +502,7 @@ def confirm_already_reversed(
         )
     calls.append(call_record(AttemptAction.CONFIRM_REVERSED, "not_confirmed", message=shown))
     return RowDecision(
-        kind="not_confirmed",
+        kind=DecisionKind.NOT_CONFIRMED,
         calls=calls,
         error=error,
         message=(
@@ -463,13 +512,23 @@ def confirm_already_reversed(
     )
 
 
-def final_status_for(kind: str) -> str | None:
-    """The status a decision leads to (None: decided by retry policy or not a write)."""
-    return {
-        "reversed": TransferStatus.REVERSED.value,
-        "already_reversed": TransferStatus.REVERSED.value,
-        "found_existing": TransferStatus.REVERSED.value,
-        "not_found": TransferStatus.PERMANENTLY_FAILED.value,
-        "not_confirmed": TransferStatus.PERMANENTLY_FAILED.value,
-        "invalid": TransferStatus.PERMANENTLY_FAILED.value,
-    }.get(kind)
+def final_status_for(kind: DecisionKind) -> TransferStatus | None:
+    """The status a decision leads to (None: decided by retry policy or not a write).
+
+    Exhaustive: a new kind does not type-check until it is given a status here.
+    """
+    match kind:
+        case DecisionKind.REVERSED | DecisionKind.ALREADY_REVERSED | DecisionKind.FOUND_EXISTING:
+            return TransferStatus.REVERSED
+        case DecisionKind.NOT_FOUND | DecisionKind.NOT_CONFIRMED | DecisionKind.INVALID:
+            return TransferStatus.PERMANENTLY_FAILED
+        case (
+            DecisionKind.TRANSIENT
+            | DecisionKind.LOOKUP_FAILED
+            | DecisionKind.SYSTEMIC
+            | DecisionKind.CONTINUE
+            | DecisionKind.EXHAUSTED
+        ):
+            return None
+        case _:
+            assert_never(kind)

@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("refund.created", "refund.updated", "charge.refunded")
-DEFAULT_SELLER_TRANSFER_METADATA_KEY = VARIABLES[SELLER_TRANSFER_METADATA_KEY_ENV].default
+DEFAULT_SELLER_TRANSFER_METADATA_KEY = str(VARIABLES[SELLER_TRANSFER_METADATA_KEY_ENV].default)
 #: With no cursor and no REVERSAL_STRIPE_REFUNDS_SINCE, the first pass looks back this far.
 #: Older refunds are refund_reconciliation's (it lists refunds, which Stripe keeps forever)
 #: or an operator's ``pull-refunds --since``.

@@ -1,8 +1,8 @@
 """Group commit: many rows' outcomes written in one transaction by one thread.
 
-Per row the job used to spend more CPU and round trips on its outcome write
-(BEGIN, UPDATE, INSERT, COMMIT) than on the Stripe call itself
-(``benchmarks/pipeline_cost.py``). Workers now hand their decided row to this
+A write per row (BEGIN, UPDATE, INSERT, COMMIT) costs more CPU and round trips
+than the Stripe call itself (``benchmarks/pipeline_cost.py``, figures in
+``benchmarks/RESULTS.md``). So workers hand their decided row to this
 writer and go on with the next one; the writer takes whatever is waiting (up
 to ``max_rows``) and writes it as one guarded ``UPDATE ... FROM unnest(...)``
 and one multi-row audit ``INSERT``, in one transaction.
@@ -83,9 +83,9 @@ GROUP_UPDATE = sa.text(
 
 # The audit rows of a group in one statement, as columns: the same single round
 # trip as the state change above. SQLAlchemy's ``insert(table)`` with a list of
-# dicts compiles and binds every row in Python: 8.4 ms of CPU per 200-row group
-# against 4.2 ms for this, measured on the writer thread, which shares the GIL
-# with the workers calling Stripe. The columns are the table's own, less those
+# dicts compiles and binds every row in Python, about twice the CPU of this on the
+# writer thread (benchmarks/RESULTS.md, change 10), which shares the GIL with the
+# workers calling Stripe. The columns are the table's own, less those
 # the database fills in (the identity and the defaults).
 AUDIT_COLUMNS: tuple[tuple[str, str], ...] = tuple(
     (column.name, column.type.compile(dialect=postgresql.dialect()))

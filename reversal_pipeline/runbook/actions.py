@@ -301,7 +301,7 @@ def _reopen_refusal(row: sa.Row, transfer: Any) -> str | None:
             f"target {row.reversal_target}; nothing to reverse again"
         )
     # Issue 17: ours short of the target is what the job completes (it sends only the
-    # difference), so a reopening is no longer refused for a partial reversal of ours.
+    # difference), so a partial reversal of ours does not refuse a reopening.
     return None
 
 

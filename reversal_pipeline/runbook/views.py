@@ -73,7 +73,7 @@ class StatusReport:
 def status_report(engine: sa.Engine, *, recent_runs: int = RECENT_RUNS) -> StatusReport:
     """Counts per status, the oldest due row, expired claims, and the last runs' outcomes."""
     with engine.connect() as connection:
-        found = dict(
+        found: dict[str, int] = dict(
             connection.execute(sa.select(st.c.status, sa.func.count()).group_by(st.c.status)).all()
         )
         counts = {status: int(found.pop(status, 0)) for status in STATUS_VALUES}

@@ -22,7 +22,7 @@ from reversal_pipeline.errors import (
 )
 
 
-def is_already_reversed_message(message: str) -> bool:
+def is_already_reversed_message(message: object) -> bool:
     """Whether a 400's message means "this transfer is already (fully) reversed".
 
     FRAGILE BY NATURE, and the only place that knows it: Stripe sends this

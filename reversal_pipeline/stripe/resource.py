@@ -21,6 +21,7 @@ module maps calls to records and failures to sentinels.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import numbers
@@ -29,12 +30,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import dagster as dg
 import requests
 import stripe
 from pydantic import Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from stripe.params import TransferReversalListParams
 
 from reversal_pipeline.environment import (
     DATABASE_URL_ENV,
@@ -81,17 +85,14 @@ DEFAULT_RPS_LIVE = 80.0
 # exactly the budget means any arrival jitter (GIL hand-offs, the network, the
 # server's own timers) puts budget + 1 requests in some second and draws a 429.
 # At 97% a request must arrive ~30 ms later than the one `budget` places behind
-# it before the window overflows. Measured (benchmarks/throughput.py, 100 rps
-# budget and limit): exact pacing drew a 429 every few seconds and, with the
-# old 1 s pause and halving, delivered 65% of the budget.
+# it before the window overflows (figures: benchmarks/RESULTS.md, "Figures once
+# kept in code comments").
 _PACING_HEADROOM = 0.97
 # After a 429: pause everyone for a moment, slow down by a tenth, regain the full
 # rate within about a second (additive increase, multiplicative decrease).
 # Repeated 429s still compound down to the floor (10% of the budget), so a budget
-# shared with other traffic backs off; a lone 429 from arrival jitter costs ~10
-# requests instead of the ~34 a 0.25 s pause and a fifth off cost. Measured with
-# benchmarks/throughput.py (3,000 rows at 100 rps): 94.4/s before, 94.8/s after;
-# pause 0.02 s with a twentieth off gave the same, so this is not where the rest goes.
+# shared with other traffic backs off, while a lone 429 from arrival jitter costs
+# only a few requests (the measured alternatives are in benchmarks/RESULTS.md).
 _PENALTY_PAUSE_SECONDS = 0.05
 _PENALTY_DECREASE_FACTOR = 0.9
 _PENALTY_RECOVERY_PER_SECOND = 0.1
@@ -287,7 +288,12 @@ class StripeResource(dg.ConfigurableResource):
         stored) after slowing the shared limiter, for up to
         ``rate_limit_max_wait_seconds``, then ``StripeRateLimited``.
         """
-        if isinstance(amount, bool) or not isinstance(amount, numbers.Integral) or amount <= 0:
+        # Checked as an object: callers outside the type checker pass numpy integers (kept,
+        # they are Integral) or floats (refused). Checked as an int, mypy (which does not
+        # know int is registered as Integral) thought the raise always ran and skipped the
+        # rest of this method as unreachable.
+        given: object = amount
+        if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given <= 0:
             raise ValueError(f"amount must be a positive integer (minor units), got {amount!r}")
         amount = int(amount)
         if not 0 < len(idempotency_key) <= _MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -459,9 +465,9 @@ class StripeResource(dg.ConfigurableResource):
     def _transfers_page(self, params: dict[str, Any]) -> dict[str, Any]:
         client = self._stripe()
         # raw_request: same requestor, pacing, retries and errors as
-        # transfers.list(), but the page stays the parsed JSON. Building
-        # StripeObjects for 100 transfers (then to_dict() back) took ~90% of
-        # each page's time, 10,000 pages for a 1,000,000-transfer day.
+        # transfers.list(), but the page stays the parsed JSON: building
+        # StripeObjects for a page (then to_dict() back) was most of each page's
+        # time on a large day (benchmarks/RESULTS.md).
         return self._call(
             "list transfers",
             None,
@@ -481,13 +487,15 @@ class StripeResource(dg.ConfigurableResource):
             return self._call(
                 "list reversals",
                 transfer_id,
-                lambda: client.v1.transfers.reversals.list(transfer_id, params).to_dict(),
+                lambda: client.v1.transfers.reversals.list(
+                    transfer_id, cast("TransferReversalListParams", params)
+                ).to_dict(),
             )
 
         pages = forward_items(fetch, {"limit": PAGE_LIMIT}, starting_after=starting_after)
         for item in pages:
             yield self._convert(
-                lambda i=item: ReversalRecord.from_stripe(i, transfer_id=transfer_id)
+                functools.partial(ReversalRecord.from_stripe, item, transfer_id=transfer_id)
             )
 
     def _iter_refund_pages(
@@ -503,7 +511,7 @@ class StripeResource(dg.ConfigurableResource):
             )
 
         for item in forward_items(fetch, params):
-            yield self._convert(lambda i=item: RefundSnapshot.from_dict(i))
+            yield self._convert(functools.partial(RefundSnapshot.from_dict, item))
 
     def _events_page(self, params: dict[str, Any]) -> dict[str, Any]:
         client = self._stripe()
@@ -528,7 +536,7 @@ class StripeResource(dg.ConfigurableResource):
 
     def _event_records(self, items: Iterator[dict[str, Any]]) -> Iterator[StripeEventRecord]:
         for item in items:
-            yield self._convert(lambda i=item: StripeEventRecord.from_dict(i))
+            yield self._convert(functools.partial(StripeEventRecord.from_dict, item))
 
     def _snapshot(self, data: Mapping[str, Any]) -> TransferSnapshot:
         embedded, has_more = embedded_reversals(data)

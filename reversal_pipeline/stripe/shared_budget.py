@@ -278,9 +278,8 @@ class SharedBudget:
         self._row_ready = False
         # The in-process pacer behind the booked slots, at the same rate and
         # burst 1 (like a process alone): threads that wake late do not send
-        # together. Measured on the busy 2-core machine (benchmarks/shared_budget.py,
-        # one run alone): burst 2 gave 0.70 of the budget and 1.08x in the worst
-        # second, burst 1 0.78 and 1.05x.
+        # together. Burst 1 measured better than 2 on both throughput and the worst
+        # second (benchmarks/RESULTS.md, figures once in code comments).
         self._spacer = TokenBucket(rate, burst=1)
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)

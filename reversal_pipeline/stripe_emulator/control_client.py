@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 
 import requests
 
@@ -95,12 +95,36 @@ class EmulatorClient:
 
     # ----------------------------------------------------------------- transfers
 
+    @overload
     def create_transfers(
         self,
         transfers: Sequence[Mapping[str, Any]],
         *,
         livemode: bool = False,
-        returning: str = "objects",
+        returning: Literal["objects"] = "objects",
+    ) -> list[dict[str, Any]]: ...
+    @overload
+    def create_transfers(
+        self,
+        transfers: Sequence[Mapping[str, Any]],
+        *,
+        livemode: bool = False,
+        returning: Literal["ids"],
+    ) -> list[str]: ...
+    @overload
+    def create_transfers(
+        self,
+        transfers: Sequence[Mapping[str, Any]],
+        *,
+        livemode: bool = False,
+        returning: Literal["none"],
+    ) -> int: ...
+    def create_transfers(
+        self,
+        transfers: Sequence[Mapping[str, Any]],
+        *,
+        livemode: bool = False,
+        returning: Literal["objects", "ids", "none"] = "objects",
     ) -> list[dict[str, Any]] | list[str] | int:
         """Bulk-create; ``returning``: ``objects`` (list of dicts), ``ids`` or ``none`` (count)."""
         body = {"transfers": list(transfers), "livemode": livemode, "return": returning}
@@ -114,7 +138,7 @@ class EmulatorClient:
     def create_transfer(self, **fields: Any) -> dict[str, Any]:
         livemode = bool(fields.pop("livemode", False))
         created = self.create_transfers([fields], livemode=livemode)
-        return created[0]  # type: ignore[index,return-value]
+        return created[0]
 
     def get_transfer(self, transfer_id: str) -> dict[str, Any]:
         """``{"transfer": {...}, "reversals": [all, newest first]}``."""

@@ -272,6 +272,12 @@ def test_repair_refuses_when_the_row_amount_grew_beyond_the_reversal(
     result = apply_repairs(engine, repair_plan, run_id="r", dry_run=False)
 
     assert [r.seller_transfer_id for r in result.refused] == [2]
+    # The whole sentence: its second half once sat on a line of its own after the
+    # return, unreached, and the operator read a reason cut off mid-parenthesis.
+    assert [r.reason for r in result.refused] == [
+        "amount changed since the plan and exceeds what Stripe reversed (a refund "
+        "raised the reversal target)"
+    ]
     assert row_state(engine, 2)["status"] == "permanently_failed"
 
 

@@ -47,7 +47,7 @@ def _change(
 ) -> RowChange:
     """The change for ``decision``; checks on the way that it carries the decision's calls."""
     if not decision.calls:
-        decision.calls = list(CALLS)
+        decision = dataclasses.replace(decision, calls=list(CALLS))
     change = change_for(_row(retry_count), decision, settings, random.Random(1))
     assert change.calls == decision.calls
     assert change.calls

@@ -263,7 +263,7 @@ def test_already_reversed_wording_on_a_404_is_not_already_reversed() -> None:
 
 
 def test_matcher_tolerates_non_strings() -> None:
-    assert is_already_reversed_message(None) is False  # type: ignore[arg-type]
+    assert is_already_reversed_message(None) is False
 
 
 # -- never raises ---------------------------------------------------------------------

@@ -102,6 +102,8 @@ def _failing_error_checks(context: dg.SensorEvaluationContext) -> Iterator[Probl
     problem and alert it again when the evaluation fails once more.
     """
     storage = context.instance.event_log_storage
+    # A sensor evaluated by the daemon or a test harness always has its repository.
+    assert context.repository_def is not None, "the alert sensor needs its code location"
     for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
         records = storage.get_asset_check_execution_history(
             key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES

@@ -9,8 +9,10 @@ per partition, from every finding the day has open once the run is stored
 turn a day with open critical drift green.
 """
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -96,7 +98,7 @@ def reversal_reconciliation(
     config: ReconciliationConfig,
     database: DatabaseResource,
     stripe: StripeResource,
-):
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Drift between seller_transfers and Stripe's transfers for one UTC day of transferred_at."""
     day = date.fromisoformat(context.partition_key)
     engine = database.get_engine()
@@ -140,8 +142,8 @@ def reversal_reconciliation(
     yield dg.MaterializeResult(metadata=metadata, check_results=_check_results(day_counts))
 
 
-def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, object]:
-    metadata: dict[str, object] = {
+def _metadata(outcome: DayReconciliation, counts: dict[str, int]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
         "complete": True,
         "incremental": outcome.incremental,
         "db_rows": outcome.db_rows,

@@ -15,6 +15,8 @@ repair job and the CLI ``resolve``, which resolve findings through
 ``resolve_fixed_findings``), while the watermark moves for every one of them.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from reversal_pipeline.db.resource import DatabaseResource
@@ -67,7 +69,7 @@ def open_drift(database: DatabaseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=_metadata(drift), check_results=_checks(drift))
 
 
-def _metadata(drift: OpenDrift) -> dict[str, object]:
+def _metadata(drift: OpenDrift) -> dict[str, Any]:
     rows = table_rows(drift.drift_findings, TABLE_LIMIT)
     return {
         "findings": dg.MetadataValue.table(

@@ -9,7 +9,9 @@ transfer side's, are emitted per partition from every refund-side finding
 the day has open once the run is stored; ``open_drift`` reads both sides.
 """
 
+from collections.abc import Iterator
 from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -68,7 +70,7 @@ def refund_reconciliation(
     config: RefundReconciliationConfig,
     database: DatabaseResource,
     stripe: StripeResource,
-):
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Stripe's refunds created on one UTC day, against refund_events and their reversals."""
     day = date.fromisoformat(context.partition_key)
     engine = database.get_engine()
@@ -99,7 +101,7 @@ def refund_reconciliation(
     yield dg.MaterializeResult(metadata=metadata, check_results=_check_results(counts))
 
 
-def _metadata(outcome: RefundDayReconciliation) -> dict[str, object]:
+def _metadata(outcome: RefundDayReconciliation) -> dict[str, Any]:
     counts = count_metadata(outcome.drift_findings)
     return {
         "complete": True,

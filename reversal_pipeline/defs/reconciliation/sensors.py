@@ -117,7 +117,7 @@ def reconciliation_backfill_sensor(
             for side in _SIDES
             for stale in side.stale(connection, since=start, until=today, now=now)
         ]
-    run_requests = []
+    run_requests: list[dg.RunRequest] = []
     for side, stale in candidates:
         if len(run_requests) >= MAX_RUNS_PER_TICK:
             break

@@ -54,7 +54,9 @@ def no_long_expired_claims(database: DatabaseResource) -> dg.AssetCheckResult:
 def no_new_permanent_failures(database: DatabaseResource) -> dg.AssetCheckResult:
     """Rows the job gave up on and no person has dealt with yet (requeue or resolve).
 
-    Counted from the rows' state, so it answers the same wherever it is evaluated.
+    Read from the rows' state, not from this run's audit rows: a check filtered on
+    its own run id, run alone from the UI, would see nothing and pass while rows
+    wait for a person. This one answers the same wherever it is evaluated.
     """
     with database.get_engine().connect() as connection:
         failures = permanent_failures(connection)

@@ -83,9 +83,12 @@ PASS_LIST_LIMIT = 200
 
 
 def rows_table(
-    rows: Sequence[Mapping[str, Any]], columns: Sequence[dg.TableColumn]
+    rows: Sequence[Mapping[Any, Any]], columns: Sequence[dg.TableColumn]
 ) -> dg.MetadataValue:
-    """Rows as a typed table; each cell is converted to its column's type."""
+    """Rows as a typed table; each cell is converted to its column's type.
+
+    ``rows`` are dicts or a query's ``RowMapping``s (typed as keyed by str or Column).
+    """
     records = [
         dg.TableRecord({c.name: cell_of_kind(row.get(c.name), c.type) for c in columns})
         for row in rows
