@@ -9,12 +9,18 @@ and the report the run's metadata is built from.
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from reversal_pipeline.reversals import claim
+from reversal_pipeline.reversals.backoff import retry_delay
 from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, ReversalBatch
+from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
 from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows
@@ -488,3 +494,93 @@ def test_the_failure_list_is_capped(engine: sa.Engine, impatient_stripe: StripeR
 
     assert report.statuses == {"permanently_failed": count}
     assert len(report.failures) == FAILURE_LIST_LIMIT == 50
+
+
+def test_a_claim_lost_between_reading_a_page_and_counting_it_is_lease_lost(
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    impatient_stripe: StripeResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another run takes a row after its page was read, before its attempt is counted.
+
+    The race is a window of one statement; to hit it every time, the real page
+    reader is wrapped so the (real) competing UPDATE runs at exactly that point.
+    The row must not be sent, written or released, and must be counted
+    ``lease_lost`` (it used to be counted nowhere by any test, issue 12).
+    """
+    control = stripe_emulator.control()
+    [taken, kept] = seed_rows(engine, control, 2)
+    read_pages = claim.iter_claimed_pages
+
+    def pages_then_taken(db: sa.Engine, **kwargs: Any) -> Iterator[list[ClaimedRow]]:
+        for page in read_pages(db, **kwargs):
+            with engine.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        "UPDATE seller_transfers SET claimed_by = 'run-other',"
+                        " claimed_by_batch = 'batch-other' WHERE id = :id"
+                    ),
+                    {"id": taken.id},
+                )
+            yield page
+
+    monkeypatch.setattr(claim, "iter_claimed_pages", pages_then_taken)
+
+    report = run_batch(engine, impatient_stripe, "run-g")
+
+    assert report.outcomes == {"lease_lost": 1, "reversed": 1}
+    assert (report.statuses, report.rows_released) == ({"reversed": 1}, 0)
+    assert (report.outcomes_not_written, report.failures) == ([], [])
+    assert _requests(control, taken.stripe_transfer_id) == 0
+    assert _state(engine, taken) == ("reversal_pending", 0, 0, "run-other")
+    assert row_state(engine, taken.id)["claimed_by_batch"] == "batch-other"
+    assert attempts_of(engine, taken.id) == []
+    assert _state(engine, kept) == ("reversed", 0, 1, None)
+
+
+def test_the_batch_jitters_backoff_with_its_own_seeded_generator(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A transient row's delay is drawn from the generator the batch was given.
+
+    Every other batch test runs with ``backoff_jitter=0``, where any generator
+    gives the same delay; a seeded run must be reproducible (the simulation
+    relies on it).
+    """
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    control.add_script(respond=500, method="POST", transfer_id=row.stripe_transfer_id)
+    settings = claimed_batch(
+        engine,
+        impatient_stripe,
+        "run-j",
+        backoff_jitter=0.9,
+        backoff_base_seconds=100_000.0,
+        backoff_cap_seconds=100_000.0,
+        max_attempts=3,
+    ).settings
+    expected = retry_delay(1, 100_000.0, 100_000.0, 0.9, random.Random(1234))
+    assert int(expected.total_seconds()) != 100_000  # the draw takes something off
+
+    report = ReversalBatch(
+        engine,
+        impatient_stripe,
+        token="run-j",
+        run_id="run-j",
+        settings=settings,
+        rng=random.Random(1234),
+    ).run()
+
+    assert report.outcomes == {"transient": 1}
+    assert _state(engine, row) == ("reversal_pending", 1, 1, None)
+    state = row_state(engine, row.id)
+    assert state["error_message"].startswith(
+        f"attempt 1 failed, retrying in {int(expected.total_seconds())}s: "
+    )
+    with engine.connect() as connection:
+        delay = connection.execute(
+            sa.text("SELECT next_retry_at - now() FROM seller_transfers WHERE id = :id"),
+            {"id": row.id},
+        ).scalar_one()
+    assert abs(delay - expected).total_seconds() < 60
