@@ -584,3 +584,36 @@ def test_the_batch_jitters_backoff_with_its_own_seeded_generator(
             {"id": row.id},
         ).scalar_one()
     assert abs(delay - expected).total_seconds() < 60
+
+
+def test_a_stop_between_the_look_up_and_the_send_sends_nothing(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A 401 elsewhere lands while a row's look-up is on the wire: the look-up is audited,
+    the row is not sent, not counted ``lease_at_risk`` (its lease is fine) and released."""
+    control = stripe_emulator.control()
+    [looking] = seed_rows(engine, control, 1, stripe_attempts=1, retry_count=1, order_prefix="l")
+    [refused] = seed_rows(engine, control, 1, order_prefix="r")
+    control.add_script(respond="hold", method="GET", transfer_id=looking.stripe_transfer_id)
+    control.add_script(respond=401, method="POST", transfer_id=refused.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-b", concurrency=2, max_attempts=5)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)  # the look-up is out
+        assert batch.stopping.wait(30)  # and the 401 has stopped the batch
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = batch.report
+    assert report.systemic_error is not None
+    assert report.systemic_error.http_status == 401
+    assert (report.outcomes, report.statuses, report.rows_released) == ({"systemic": 1}, {}, 2)
+    assert _posts(control, looking.stripe_transfer_id) == 0
+    assert _audit(engine, looking) == [("lookup_reversal", "not_found", None, "run-b")]
+    # Its attempt was counted with its page, before the 401: the next run looks first.
+    assert _state(engine, looking) == ("reversal_pending", 1, 2, None)
+    assert _state(engine, refused) == ("reversal_pending", 0, 1, None)
+    assert _audit(engine, refused) == [("create_reversal", "systemic", None, "run-b")]
