@@ -617,3 +617,49 @@ def test_a_stop_between_the_look_up_and_the_send_sends_nothing(
     assert _state(engine, looking) == ("reversal_pending", 1, 2, None)
     assert _state(engine, refused) == ("reversal_pending", 0, 1, None)
     assert _audit(engine, refused) == [("create_reversal", "systemic", None, "run-b")]
+
+
+def test_each_row_is_sent_exactly_what_its_target_still_lacks(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """Never sent: the whole target. Part of it ours at Stripe: only the difference,
+    down to a row whose confirmed part is one minor unit (it must be looked up first)."""
+    control = stripe_emulator.control()
+    [fresh] = seed_rows(engine, control, 1, order_prefix="fresh")
+    [raised] = seed_rows(
+        engine,
+        control,
+        1,
+        order_prefix="raised",
+        stripe_attempts=1,
+        reversal_target=1_000,
+        amount_reversed=300,
+    )
+    [one_unit] = seed_rows(
+        engine, control, 1, order_prefix="unit", reversal_target=1_000, amount_reversed=1
+    )
+    first_part = _ours(control, raised, 300)
+    unit_part = _ours(control, one_unit, 1)
+
+    report = run_batch(engine, impatient_stripe, "run-d")
+
+    assert report.outcomes == {"reversed": 3}
+    assert report.reversed_amount_by_currency == {"usd": 1_000 + 700 + 999}
+    for row, earlier, sent in (
+        (fresh, [], 1_000),
+        (raised, [first_part], 700),
+        (one_unit, [unit_part], 999),
+    ):
+        reversals = control.get_transfer(row.stripe_transfer_id)["reversals"]
+        [created] = [r for r in reversals if r["id"] not in earlier]
+        assert created["amount"] == sent
+        assert sum(r["amount"] for r in reversals) == 1_000
+        state = row_state(engine, row.id)
+        assert (state["status"], state["amount_reversed"]) == ("reversed", 1_000)
+        assert state["stripe_reversal_id"] == created["id"]
+        assert _posts(control, row.stripe_transfer_id) == 1
+    assert [a["action"] for a in attempts_of(engine, one_unit.id)] == [
+        "lookup_reversal",
+        "create_reversal",
+    ]
+    assert attempts_of(engine, fresh.id)[0]["action"] == "create_reversal"
