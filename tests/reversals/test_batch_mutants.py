@@ -148,18 +148,25 @@ def test_an_exhausted_row_is_only_looked_at(
     [nothing, mine, unanswered] = seed_rows(engine, control, 3, **exhausted)
     [never_sent] = seed_rows(engine, control, 1, retry_count=1, order_prefix="never")
     [short] = seed_rows(engine, control, 1, order_prefix="short", **exhausted)
+    [unit] = seed_rows(engine, control, 1, order_prefix="unit", **exhausted)
     reversal = _ours(control, mine, 1_000)
     part = _ours(control, short, 300)  # ours, short of the target: counted, never topped up
+    one = _ours(control, unit, 1)  # the smallest part of ours: still named
     control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
 
     report = run_batch(engine, impatient_stripe, "run-x", max_attempts=1)
 
     assert report.outcomes == {
-        "exhausted": 2,
+        "exhausted": 3,
         "found_existing": 1,
         "lookup_failed": 1,
         "reversed": 1,
     }
+    assert row_state(engine, unit.id)["error_message"] == (
+        "gave up after 1 attempt(s) (max_attempts=1); looked once more: Stripe already shows "
+        f"1 USD of ours (newest {one}), short of the target 1000: the rest (999) was not "
+        "sent; needs a person (resolve, or requeue to send the rest)"
+    )
     for row in (nothing, mine, unanswered, short):
         assert _posts(control, row.stripe_transfer_id) == 0
     assert _state(engine, short) == ("permanently_failed", 1, 1, None)
@@ -209,6 +216,7 @@ def test_the_last_attempt_looks_before_giving_up(
     ]
     assert _state(engine, lost_reply) == ("reversed", 0, 1, None)
     assert row_state(engine, lost_reply.id)["stripe_reversal_id"] == found
+    assert row_state(engine, lost_reply.id)["amount_reversed"] == 600  # as Stripe shows it
     audit = attempts_of(engine, lost_reply.id)
     assert [(a["action"], a["outcome"]) for a in audit] == [
         ("create_reversal", "transient"),
@@ -242,6 +250,10 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
     [smaller] = seed_rows(engine, control, 1, amount=600, order_prefix="s")
     partial = _ours(control, smaller, 200)
     control.add_script(respond=500, method="POST", transfer_id=smaller.stripe_transfer_id)
+    # The same with the smallest part of ours there is: one minor unit.
+    [unit] = seed_rows(engine, control, 1, amount=600, order_prefix="unit")
+    one = _ours(control, unit, 1)
+    control.add_script(respond=500, method="POST", transfer_id=unit.stripe_transfer_id)
     # Last attempt fails; the look-up finds no such transfer any more.
     [gone] = seed_rows(engine, control, 1, order_prefix="g")
     control.add_script(respond=500, method="POST", transfer_id=gone.stripe_transfer_id)
@@ -249,7 +261,12 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
 
     report = run_batch(engine, impatient_stripe, "run-k", max_attempts=1)
 
-    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 1, "not_found": 1}
+    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 2, "not_found": 1}
+    assert row_state(engine, unit.id)["error_message"].startswith(
+        "gave up after 1 attempt(s) (max_attempts=1): Stripe already shows 1 USD of ours "
+        f"for seller transfer {unit.id} (newest {one}), short of its target 600: the "
+        "rest (599) was not sent"
+    )
     # Counted before the page was sent (start_attempts), never sent: 2, no POST.
     assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
     assert _posts(control, unanswered.stripe_transfer_id) == 0
