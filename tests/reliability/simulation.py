@@ -24,6 +24,12 @@ reversal is audited with that reversal's idempotency key;
 its ``reversal_target``. Rows are seeded with partial targets too, and between runs
 a partial refund may raise a row's target through the real intake
 (``raise_a_target``), so a row is reversed in several parts.
+
+One path is a listening run (``reversals/listen.py``): its passes are the real
+loop's, woken by the real ``NOTIFY`` of refunds the "webhook" records between
+passes, some of them with a fault on the new row's create; the invariants are
+checked over all its passes, (d) on each row as it was just before the pass
+that claimed it.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import random
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -42,6 +48,16 @@ from reversal_pipeline.db.tables import reversal_attempts, seller_transfers
 from reversal_pipeline.reversals.batch import BatchReport, ReversalBatch
 from reversal_pipeline.reversals.claim import claim_due_rows
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
+from reversal_pipeline.reversals.listen import (
+    ListenEnd,
+    ListenWindow,
+    PassReport,
+    RefundEventWakeups,
+    Wake,
+    combined_report,
+    listen,
+    take_newly_due,
+)
 from reversal_pipeline.reversals.refund_policy import PartialRefundPolicy
 from reversal_pipeline.reversals.reverse import idempotency_key_for
 from reversal_pipeline.reversals.settings import ReversalSettings
@@ -72,6 +88,11 @@ STRIPE_CALL_ACTIONS = frozenset(
     {"create_reversal", "lookup_reversal", "confirm_reversed", "reopen", "resolve"}
 )
 ALREADY_REVERSED = "The transfer {tid} is already fully reversed."
+#: A listening run: refunds that arrive while it is up (one after each of its first
+#: passes), and its window, short so the step takes seconds (bounded by max_seconds).
+LISTEN_REFUNDS = 3
+LISTEN_WINDOW = ListenWindow(idle_seconds=1.0, max_seconds=30.0, poll_seconds=0.25)
+LISTEN_FAULTS = ("none", "500", "429", "lost")
 
 
 class Path(StrEnum):
@@ -91,6 +112,7 @@ class Path(StrEnum):
     SAME_TOKEN_WHILE_SENDING = "second_batch_same_token_while_original_sends"
     TERMINATION = "termination"
     LEASE_EXPIRY_MID_CALL = "lease_expiry_mid_call"
+    LISTENING = "listening_takes_new_refunds_mid_run"
 
 
 #: A write fault: a trigger that fails the outcome write (a status or retry change) of
@@ -186,6 +208,32 @@ class Simulation:
                     sa.insert(seller_transfers).returning(seller_transfers.c.id), values
                 ).scalars()
             )
+
+    def seed_paid(self, count: int) -> list[dict[str, Any]]:
+        """``count`` paid-out (``completed``) rows: a refund for one makes it due."""
+        created = int(datetime(2026, 11, 20, 12, tzinfo=UTC).timestamp())
+        values = []
+        for _ in range(count):
+            tid = self.server.state.create_transfer(
+                amount=1_000, currency="usd", destination="acct_sim", created=created
+            ).id
+            values.append(
+                {
+                    "order_id": f"sim_{tid}",
+                    "seller_id": "seller_sim",
+                    "stripe_account_id": "acct_sim",
+                    "stripe_transfer_id": tid,
+                    "amount": 1_000,
+                    "currency": "usd",
+                    "status": "completed",
+                    "transferred_at": datetime.now(UTC),
+                }
+            )
+        with self.engine.begin() as connection:
+            ids = connection.execute(
+                sa.insert(seller_transfers).returning(seller_transfers.c.id), values
+            ).scalars()
+            return [{**value, "id": row_id} for row_id, value in zip(ids, values, strict=True)]
 
     def raise_a_target(self) -> None:
         """A partial refund of a random row not yet at its full amount, through real intake."""
@@ -465,6 +513,89 @@ class Simulation:
                     )
                 )
         return self.run()
+
+    def _drive_listening_takes_new_refunds_mid_run(self) -> RunResult:
+        """A listening run takes the refunds that arrive while it is up, faults and all.
+
+        As ``reversal_job`` does it (defs/reversals/listening.py): the wake-ups are
+        entered first, a first pass takes what is due, then ``listen`` runs passes
+        until idle. After each of the first passes the webhook records a refund for
+        a paid row (its ``NOTIFY`` wakes the next pass) with, at random, nothing, a
+        5xx, a 429 beyond patience or a lost reply scripted on that row's create.
+        Each pass does its intake first and the rows it is about to claim are read
+        then, so (d) sees each claimed row as it was just before its claim.
+        """
+        self.counts[Path.LISTENING] += 1
+        arriving = iter(self.seed_paid(LISTEN_REFUNDS))
+        token = self.new_token()
+        first_seq = self.seq()
+        claimed: dict[int, dict[str, Any]] = {}
+        batches: list[BatchReport] = []
+        lost_reply = False
+        refunded: list[int] = []
+        stripe = self.resource()
+
+        def run_pass(wake: Wake) -> PassReport:
+            process_refund_events(self.engine, run_id=token, open_window=timedelta(days=30))
+            now = datetime.now(UTC)
+            for row in self.rows(status="reversal_pending"):
+                due = row["next_retry_at"] is not None and row["next_retry_at"] <= now
+                if due and row["claimed_by"] is None:
+                    claimed[row["id"]] = row  # the latest claim is the one (d) judges
+            report = take_newly_due(
+                self.engine,
+                stripe,
+                token=token,
+                run_id=token,
+                settings=SETTINGS,
+                open_window=timedelta(days=30),
+                wake=wake,
+            )
+            batches.append(report.batch)
+            self.counts[f"{Path.LISTENING.value}:pass_{wake.value}"] += 1
+            return report
+
+        def webhook(report: PassReport) -> None:
+            nonlocal lost_reply
+            row = next(arriving, None)
+            if row is None:
+                return
+            fault = self.rng.choice(LISTEN_FAULTS)
+            self.counts[f"{Path.LISTENING.value}:refund_{fault}"] += 1
+            tid = row["stripe_transfer_id"]
+            if fault == "lost":
+                lost_reply = True
+                self.script(respond="lost", method="POST", transfer_id=tid)
+            elif fault != "none":
+                self.script(respond=int(fault), method="POST", transfer_id=tid, times=100)
+            with self.engine.begin() as connection:
+                request_reversal(
+                    connection, refund_id=f"re_listen_{row['id']}", order_id=row["order_id"]
+                )
+            refunded.append(row["id"])
+
+        try:
+            with RefundEventWakeups(self.engine) as wakeups:
+                first = run_pass(Wake.FIRST)
+                webhook(first)
+                ended = (
+                    ListenEnd.RUN_FAILING
+                    if first.must_fail_run
+                    else listen(wakeups, run_pass, LISTEN_WINDOW, on_pass=webhook)
+                )
+        finally:
+            stripe.close()
+        self.counts[f"{Path.LISTENING.value}:ended_{ended.value}"] += 1
+        # A refund recorded while the run listened is taken by that run (unless it fails).
+        missed = [row_id for row_id in refunded if row_id not in claimed]
+        if missed and ended is not ListenEnd.RUN_FAILING:
+            self.violations.append(
+                f"listening run {token} ended {ended.value} without taking the refunded "
+                f"row(s) {missed}"
+            )
+        return RunResult(
+            claimed, combined_report(batches), lost_reply=lost_reply, first_seq=first_seq
+        )
 
     def _in_flight(self, token: str, row: dict[str, Any]) -> tuple[threading.Thread, dict]:
         """Start a run whose create for ``row`` is held in flight at the emulator."""

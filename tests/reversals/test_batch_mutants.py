@@ -9,12 +9,18 @@ and the report the run's metadata is built from.
 
 from __future__ import annotations
 
+import random
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
+from reversal_pipeline.reversals import claim
+from reversal_pipeline.reversals.backoff import retry_delay
 from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, ReversalBatch
+from reversal_pipeline.reversals.claim import ClaimedRow
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
 from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_rows
@@ -142,18 +148,25 @@ def test_an_exhausted_row_is_only_looked_at(
     [nothing, mine, unanswered] = seed_rows(engine, control, 3, **exhausted)
     [never_sent] = seed_rows(engine, control, 1, retry_count=1, order_prefix="never")
     [short] = seed_rows(engine, control, 1, order_prefix="short", **exhausted)
+    [unit] = seed_rows(engine, control, 1, order_prefix="unit", **exhausted)
     reversal = _ours(control, mine, 1_000)
     part = _ours(control, short, 300)  # ours, short of the target: counted, never topped up
+    one = _ours(control, unit, 1)  # the smallest part of ours: still named
     control.add_script(respond=429, method="GET", transfer_id=unanswered.stripe_transfer_id)
 
     report = run_batch(engine, impatient_stripe, "run-x", max_attempts=1)
 
     assert report.outcomes == {
-        "exhausted": 2,
+        "exhausted": 3,
         "found_existing": 1,
         "lookup_failed": 1,
         "reversed": 1,
     }
+    assert row_state(engine, unit.id)["error_message"] == (
+        "gave up after 1 attempt(s) (max_attempts=1); looked once more: Stripe already shows "
+        f"1 USD of ours (newest {one}), short of the target 1000: the rest (999) was not "
+        "sent; needs a person (resolve, or requeue to send the rest)"
+    )
     for row in (nothing, mine, unanswered, short):
         assert _posts(control, row.stripe_transfer_id) == 0
     assert _state(engine, short) == ("permanently_failed", 1, 1, None)
@@ -203,6 +216,7 @@ def test_the_last_attempt_looks_before_giving_up(
     ]
     assert _state(engine, lost_reply) == ("reversed", 0, 1, None)
     assert row_state(engine, lost_reply.id)["stripe_reversal_id"] == found
+    assert row_state(engine, lost_reply.id)["amount_reversed"] == 600  # as Stripe shows it
     audit = attempts_of(engine, lost_reply.id)
     assert [(a["action"], a["outcome"]) for a in audit] == [
         ("create_reversal", "transient"),
@@ -236,6 +250,10 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
     [smaller] = seed_rows(engine, control, 1, amount=600, order_prefix="s")
     partial = _ours(control, smaller, 200)
     control.add_script(respond=500, method="POST", transfer_id=smaller.stripe_transfer_id)
+    # The same with the smallest part of ours there is: one minor unit.
+    [unit] = seed_rows(engine, control, 1, amount=600, order_prefix="unit")
+    one = _ours(control, unit, 1)
+    control.add_script(respond=500, method="POST", transfer_id=unit.stripe_transfer_id)
     # Last attempt fails; the look-up finds no such transfer any more.
     [gone] = seed_rows(engine, control, 1, order_prefix="g")
     control.add_script(respond=500, method="POST", transfer_id=gone.stripe_transfer_id)
@@ -243,7 +261,12 @@ def test_the_last_look_never_gives_up_blind_and_names_what_it_found(
 
     report = run_batch(engine, impatient_stripe, "run-k", max_attempts=1)
 
-    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 1, "not_found": 1}
+    assert report.outcomes == {"lookup_failed": 1, "not_confirmed": 2, "not_found": 1}
+    assert row_state(engine, unit.id)["error_message"].startswith(
+        "gave up after 1 attempt(s) (max_attempts=1): Stripe already shows 1 USD of ours "
+        f"for seller transfer {unit.id} (newest {one}), short of its target 600: the "
+        "rest (599) was not sent"
+    )
     # Counted before the page was sent (start_attempts), never sent: 2, no POST.
     assert _state(engine, unanswered) == ("reversal_pending", 1, 2, None)
     assert _posts(control, unanswered.stripe_transfer_id) == 0
@@ -488,3 +511,172 @@ def test_the_failure_list_is_capped(engine: sa.Engine, impatient_stripe: StripeR
 
     assert report.statuses == {"permanently_failed": count}
     assert len(report.failures) == FAILURE_LIST_LIMIT == 50
+
+
+def test_a_claim_lost_between_reading_a_page_and_counting_it_is_lease_lost(
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    impatient_stripe: StripeResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another run takes a row after its page was read, before its attempt is counted.
+
+    The race is a window of one statement; to hit it every time, the real page
+    reader is wrapped so the (real) competing UPDATE runs at exactly that point.
+    The row must not be sent, written or released, and must be counted
+    ``lease_lost`` (it used to be counted nowhere by any test, issue 12).
+    """
+    control = stripe_emulator.control()
+    [taken, kept] = seed_rows(engine, control, 2)
+    read_pages = claim.iter_claimed_pages
+
+    def pages_then_taken(db: sa.Engine, **kwargs: Any) -> Iterator[list[ClaimedRow]]:
+        for page in read_pages(db, **kwargs):
+            with engine.begin() as connection:
+                connection.execute(
+                    sa.text(
+                        "UPDATE seller_transfers SET claimed_by = 'run-other',"
+                        " claimed_by_batch = 'batch-other' WHERE id = :id"
+                    ),
+                    {"id": taken.id},
+                )
+            yield page
+
+    monkeypatch.setattr(claim, "iter_claimed_pages", pages_then_taken)
+
+    report = run_batch(engine, impatient_stripe, "run-g")
+
+    assert report.outcomes == {"lease_lost": 1, "reversed": 1}
+    assert (report.statuses, report.rows_released) == ({"reversed": 1}, 0)
+    assert (report.outcomes_not_written, report.failures) == ([], [])
+    assert _requests(control, taken.stripe_transfer_id) == 0
+    assert _state(engine, taken) == ("reversal_pending", 0, 0, "run-other")
+    assert row_state(engine, taken.id)["claimed_by_batch"] == "batch-other"
+    assert attempts_of(engine, taken.id) == []
+    assert _state(engine, kept) == ("reversed", 0, 1, None)
+
+
+def test_the_batch_jitters_backoff_with_its_own_seeded_generator(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A transient row's delay is drawn from the generator the batch was given.
+
+    Every other batch test runs with ``backoff_jitter=0``, where any generator
+    gives the same delay; a seeded run must be reproducible (the simulation
+    relies on it).
+    """
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1)
+    control.add_script(respond=500, method="POST", transfer_id=row.stripe_transfer_id)
+    settings = claimed_batch(
+        engine,
+        impatient_stripe,
+        "run-j",
+        backoff_jitter=0.9,
+        backoff_base_seconds=100_000.0,
+        backoff_cap_seconds=100_000.0,
+        max_attempts=3,
+    ).settings
+    expected = retry_delay(1, 100_000.0, 100_000.0, 0.9, random.Random(1234))
+    assert int(expected.total_seconds()) != 100_000  # the draw takes something off
+
+    report = ReversalBatch(
+        engine,
+        impatient_stripe,
+        token="run-j",
+        run_id="run-j",
+        settings=settings,
+        rng=random.Random(1234),
+    ).run()
+
+    assert report.outcomes == {"transient": 1}
+    assert _state(engine, row) == ("reversal_pending", 1, 1, None)
+    state = row_state(engine, row.id)
+    assert state["error_message"].startswith(
+        f"attempt 1 failed, retrying in {int(expected.total_seconds())}s: "
+    )
+    with engine.connect() as connection:
+        delay = connection.execute(
+            sa.text("SELECT next_retry_at - now() FROM seller_transfers WHERE id = :id"),
+            {"id": row.id},
+        ).scalar_one()
+    assert abs(delay - expected).total_seconds() < 60
+
+
+def test_a_stop_between_the_look_up_and_the_send_sends_nothing(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A 401 elsewhere lands while a row's look-up is on the wire: the look-up is audited,
+    the row is not sent, not counted ``lease_at_risk`` (its lease is fine) and released."""
+    control = stripe_emulator.control()
+    [looking] = seed_rows(engine, control, 1, stripe_attempts=1, retry_count=1, order_prefix="l")
+    [refused] = seed_rows(engine, control, 1, order_prefix="r")
+    control.add_script(respond="hold", method="GET", transfer_id=looking.stripe_transfer_id)
+    control.add_script(respond=401, method="POST", transfer_id=refused.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-b", concurrency=2, max_attempts=5)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)  # the look-up is out
+        assert batch.stopping.wait(30)  # and the 401 has stopped the batch
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = batch.report
+    assert report.systemic_error is not None
+    assert report.systemic_error.http_status == 401
+    assert (report.outcomes, report.statuses, report.rows_released) == ({"systemic": 1}, {}, 2)
+    assert _posts(control, looking.stripe_transfer_id) == 0
+    assert _audit(engine, looking) == [("lookup_reversal", "not_found", None, "run-b")]
+    # Its attempt was counted with its page, before the 401: the next run looks first.
+    assert _state(engine, looking) == ("reversal_pending", 1, 2, None)
+    assert _state(engine, refused) == ("reversal_pending", 0, 1, None)
+    assert _audit(engine, refused) == [("create_reversal", "systemic", None, "run-b")]
+
+
+def test_each_row_is_sent_exactly_what_its_target_still_lacks(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """Never sent: the whole target. Part of it ours at Stripe: only the difference,
+    down to a row whose confirmed part is one minor unit (it must be looked up first)."""
+    control = stripe_emulator.control()
+    [fresh] = seed_rows(engine, control, 1, order_prefix="fresh")
+    [raised] = seed_rows(
+        engine,
+        control,
+        1,
+        order_prefix="raised",
+        stripe_attempts=1,
+        reversal_target=1_000,
+        amount_reversed=300,
+    )
+    [one_unit] = seed_rows(
+        engine, control, 1, order_prefix="unit", reversal_target=1_000, amount_reversed=1
+    )
+    first_part = _ours(control, raised, 300)
+    unit_part = _ours(control, one_unit, 1)
+
+    report = run_batch(engine, impatient_stripe, "run-d")
+
+    assert report.outcomes == {"reversed": 3}
+    assert report.reversed_amount_by_currency == {"usd": 1_000 + 700 + 999}
+    for row, earlier, sent in (
+        (fresh, [], 1_000),
+        (raised, [first_part], 700),
+        (one_unit, [unit_part], 999),
+    ):
+        reversals = control.get_transfer(row.stripe_transfer_id)["reversals"]
+        [created] = [r for r in reversals if r["id"] not in earlier]
+        assert created["amount"] == sent
+        assert sum(r["amount"] for r in reversals) == 1_000
+        state = row_state(engine, row.id)
+        assert (state["status"], state["amount_reversed"]) == ("reversed", 1_000)
+        assert state["stripe_reversal_id"] == created["id"]
+        assert _posts(control, row.stripe_transfer_id) == 1
+    assert [a["action"] for a in attempts_of(engine, one_unit.id)] == [
+        "lookup_reversal",
+        "create_reversal",
+    ]
+    assert attempts_of(engine, fresh.id)[0]["action"] == "create_reversal"

@@ -522,3 +522,67 @@ def test_requeue_keeps_the_target_and_sends_only_what_it_still_lacks(
     amounts = [r["amount"] for r in _reversals(stripe_emulator, row.stripe_transfer_id)]
     assert amounts == [1_500, 1_000]
     assert (state["status"], state["amount_reversed"]) == ("reversed", 2_500)
+
+
+def test_request_reversal_refuses_a_currency_alone_and_a_transfer_that_does_not_exist(
+    engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    """Refused at the door, by name, with nothing recorded (intake.py 153 and 175)."""
+    [row] = _order(engine, stripe_emulator, [1_000], "ord_door")
+    with pytest.raises(InvalidRowError) as alone:
+        _refund(engine, "re_y1", "ord_door", currency="usd")
+    assert str(alone.value) == "refund re_y1: a currency without an amount"
+    missing = row.id + 1_000
+    with pytest.raises(InvalidRowError) as unknown:
+        _refund(engine, "re_y2", "ord_door", amount=1, currency="usd", seller_transfer_id=missing)
+    assert str(unknown.value) == f"refund re_y2: seller transfer {missing} does not exist"
+    with engine.connect() as connection:
+        assert connection.execute(sa.text("SELECT count(*) FROM refund_events")).scalar() == 0
+    assert row_state(engine, row.id)["status"] == "completed"
+
+
+def test_a_partial_refund_before_its_order_has_a_transfer_waits_then_reverses_its_amount(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """The webhook can beat the marketplace's own write of the transfer row (issue 12, 9)."""
+    _refund(engine, "re_first", "ord_late", amount=300, currency="usd")
+    _intake(engine)
+    event = _event(engine, "re_first")
+    assert event["outcome"] == "waiting_for_transfer"
+    assert (
+        event["outcome_detail"] == "no seller transfer has order_id 'ord_late' yet; waiting for it"
+    )
+
+    [row] = _order(engine, stripe_emulator, [1_000], "ord_late")
+    _intake(engine)
+    run_batch(engine, impatient_stripe, "run-late")
+
+    assert [r["amount"] for r in _reversals(stripe_emulator, row.stripe_transfer_id)] == [300]
+    state = row_state(engine, row.id)
+    assert (state["status"], state["reversal_target"], state["amount_reversed"]) == (
+        "reversed",
+        300,
+        300,
+    )
+
+
+def test_a_partial_refund_of_a_failed_payout_reverses_nothing_and_says_so(
+    engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    [row] = _order(engine, stripe_emulator, [1_000], "ord_failed")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET status = 'failed' WHERE id = :i"), {"i": row.id}
+        )
+    before = _snapshot(engine, [row])
+    _refund(engine, "re_failed", "ord_failed", amount=300, currency="usd")
+    _intake(engine)
+
+    event = _event(engine, "re_failed")
+    assert event["outcome"] == "payout_failed"
+    assert event["outcome_detail"] == (
+        f"refund of 300 USD: seller transfer(s) {row.id} failed; "
+        "nothing was paid out, nothing to reverse"
+    )
+    assert _snapshot(engine, [row]) == before
+    assert _reversals(stripe_emulator, row.stripe_transfer_id) == []

@@ -142,12 +142,32 @@ def test_reversals_go_first_and_listing_keeps_its_floor(
 
 
 def test_listing_alone_uses_the_whole_budget(
-    database_url: str, budgets: list[SharedBudget]
+    database_url: str, budgets: list[SharedBudget], engine: sa.Engine
 ) -> None:
-    listing = _budget(database_url, budgets, "listing")
-    sent: list[float] = []
-    _draw(listing, Priority.LISTING, 1.5, 4, sent)
-    assert len(sent) >= RATE * 1.5 * 0.85
+    """With no reversal drawing, listing books from the shared schedule at the full rate.
+
+    Asserted on the schedule the database hands out, not on how many requests
+    threads managed in 1.5 s: that count (>= 85 % of the budget) failed on a
+    loaded machine, where the threads, not the budget, were the bottleneck.
+    """
+    floor = 0.1
+    listing = _budget(database_url, budgets, "listing", listing_floor=floor)
+    for _ in range(3):
+        listing.acquire(Priority.LISTING)
+
+    with engine.connect() as connection:
+        schedule = connection.execute(
+            sa.text("SELECT next_slot_at, listing_next_at FROM stripe_budget")
+        ).one()
+        [holder] = active_holders(connection)
+    # The last booking, from one start: the shared schedule (what reversals and the
+    # next listing request book from) moved on by one slot at the full rate, 1/RATE;
+    # the floor's own schedule, used only while reversals draw, by 1/(RATE * floor).
+    spacing = (schedule.listing_next_at - schedule.next_slot_at).total_seconds()
+    assert spacing == pytest.approx(1 / (RATE * floor) - 1 / RATE, abs=1e-5)
+    assert (holder.granted_total, holder.granted_listing) == (3, 3)
+    usage = listing.usage()
+    assert (usage.granted, usage.granted_listing, usage.bookings) == (3, 3, 3)
 
 
 def test_a_429_seen_by_one_process_pauses_the_others(
