@@ -680,3 +680,32 @@ def test_each_row_is_sent_exactly_what_its_target_still_lacks(
         "create_reversal",
     ]
     assert attempts_of(engine, fresh.id)[0]["action"] == "create_reversal"
+
+
+def test_the_last_look_finding_ours_in_another_currency_names_it_and_sends_nothing_more(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A reversal of ours in another unit is never counted: the row goes to a person with
+    the currency named, not the last attempt's error (the amount was taken in the wrong unit)."""
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1, amount=600, order_prefix="unit-mismatch")
+    found = _ours(control, row, 600)  # made in the transfer's USD
+    with engine.begin() as connection:  # the row says EUR: the unit is now wrong
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET currency = 'eur' WHERE id = :id"), {"id": row.id}
+        )
+    control.add_script(respond=500, method="POST", transfer_id=row.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-cur", max_attempts=1)
+
+    assert report.outcomes == {"not_confirmed": 1}
+    assert _state(engine, row) == ("permanently_failed", 0, 1, None)
+    assert _posts(control, row.stripe_transfer_id) == 1  # the failed create; nothing more
+    message = row_state(engine, row.id)["error_message"]
+    assert f"an earlier attempt made reversal(s) {found} of 600 USD" in message
+    assert "it is in USD, not the row's EUR" in message
+    assert "TransientStripeError" not in message
+    assert _audit(engine, row) == [
+        ("create_reversal", "transient", None, "run-cur"),
+        ("lookup_reversal", "not_confirmed", "permanently_failed", "run-cur"),
+    ]
