@@ -20,12 +20,11 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from reversal_pipeline.environment import LISTEN_SECONDS_ENV
 from reversal_pipeline.errors import ConfigurationError, StripeSystemicError
 from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, BatchReport
 from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.reversals.listen import (
-    DEFAULT_LISTEN_SECONDS,
-    LISTEN_SECONDS_ENV,
     ListenEnd,
     ListenWindow,
     PassReport,
@@ -46,6 +45,9 @@ from tests.plugins.marketplace import SeededRow, attempts_of, row_state, seed_ro
 #: since on a loaded shared machine the in-process job took over 60 s to reach its
 #: first pass.
 STATE_TIMEOUT = 240.0
+
+#: The README's default for REVERSAL_LISTEN_SECONDS.
+DEFAULT_LISTEN_SECONDS = 120.0
 
 
 def _run_listening(
