@@ -50,6 +50,8 @@ run_coordinator:
   config:
     max_concurrent_runs: 4
     dequeue_interval_seconds: 1
+    max_user_code_failure_retries: 3
+    user_code_failure_retry_delay: 10
 """
 
 LAUNCH_BACKFILL = """
@@ -188,7 +190,7 @@ def test_backfill_over_three_days_reconciles_each_day_once(
             ).order_by(reconciliation_runs.c.partition_day)
         ).all()
 
-    assert status in DONE, f"backfill ended {status}: {dagster_dev.log.read_text()[-3000:]}"
+    assert status in DONE, f"backfill ended {status}:\n{_failures(dagster_dev.log)}"
     assert sorted(_tag(run, "dagster/partition") for run in runs) == partitions
     assert {run["status"] for run in runs} == {"SUCCESS"}
     # One complete reconciliation per backfilled day, by the backfill's runs, and no other day.
@@ -211,6 +213,17 @@ def wait_for_backfill(dagster_dev: DagsterDev, backfill_id: str) -> str:
             return status
         time.sleep(1.0)  # polling the daemon's progress, with a deadline
     pytest.fail(f"backfill still {status} after {BACKFILL_TIMEOUT}s")
+
+
+def _failures(log: Path) -> str:
+    """The log's failure lines with what follows each, so a failed run says why in CI's output
+    (the log's tail is mostly the daemon's later ticks)."""
+    lines = log.read_text(errors="replace").splitlines()
+    picked: list[str] = []
+    for index, line in enumerate(lines):
+        if any(mark in line for mark in ("STEP_FAILURE", "RUN_FAILURE", "Traceback", "Error")):
+            picked.extend(lines[index : index + 25])
+    return "\n".join(picked[-400:]) or "\n".join(lines[-60:])
 
 
 def _tag(run: dict[str, Any], key: str) -> str | None:
