@@ -38,7 +38,7 @@ from tests.ui.conftest import REPO, START_TIMEOUT, free_port
 #: The daemon's backfill loop shares its ticks with every running sensor (alerts,
 #: open_drift refresh, freshness, refund events every 5 s): on 2 busy cores it has
 #: taken more than 150 s to pick a backfill up, so the deadline leaves room.
-BACKFILL_TIMEOUT = 360.0
+BACKFILL_TIMEOUT = 540.0
 ASSET = "reversal_reconciliation"
 #: Default SQLite storage in the temp DAGSTER_HOME; the queue, so the daemon launches the runs.
 DAGSTER_YAML = """\
@@ -138,6 +138,11 @@ def dagster_dev(
         "RECONCILIATION_BACKFILL_LOOKBACK_DAYS": "1",
         # reversal_schedule would tick every 5 minutes; its runs only take CPU from this test.
         "REVERSAL_SCHEDULE_CRON": "0 0 1 1 *",
+        # Launching a run waits (over gRPC) for a spawned worker to import Dagster and the
+        # definitions: ~5 s of CPU each, and the backfill launches three at once. On 2 busy
+        # cores that passed Dagster's 60 s default, and each re-queued attempt spawned
+        # another worker on the same cores; with time to finish, the first attempt starts.
+        "DAGSTER_GRPC_TIMEOUT_SECONDS": "180",
     }
     env.pop("DAGSTER_PG_URL", None)
     port = free_port()
