@@ -9,7 +9,12 @@ import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reversal_attempts
 from reversal_pipeline.reversals.claim import claim_due_rows, take_for_batch
-from reversal_pipeline.reversals.record import RowChange, StripeCallRecord, audit_rows_for
+from reversal_pipeline.reversals.record import (
+    RowChange,
+    StripeCallRecord,
+    audit_rows_for,
+    write_change,
+)
 from reversal_pipeline.reversals.writer import AUDIT_COLUMNS, GroupCommitWriter, WriteResult
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
 
@@ -176,3 +181,31 @@ def test_an_open_group_is_written_when_its_wait_runs_out(engine: sa.Engine) -> N
         w.submit(row.id, _reversed("trr_e", "k-e"), lambda _w: written.set())
         assert written.wait(timeout=30), "the group was not written while the writer was open"
         assert row_state(engine, row.id)["status"] == "reversed"
+
+
+def test_a_malformed_row_whose_claim_was_lost_is_left_to_its_new_holder(
+    engine: sa.Engine,
+) -> None:
+    """No Stripe call and no write: nothing happened to the row, so nothing is audited.
+
+    The new holder validates the row again and records the outcome with its own audit
+    row; an audit row here would claim a state change that never took place.
+    """
+    [row] = seed_rows(engine, None, 1, stripe_transfer_id=None)
+    _hold(engine, "run-old", max_rows=1)
+    with engine.begin() as connection:  # another run takes the row over
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET claimed_by = 'run-new' WHERE id = :id"),
+            {"id": row.id},
+        )
+    change = RowChange(status_after="permanently_failed", error_message="bad transfer id")
+    assert audit_rows_for(row.id, "run-old", change, written=False) == []
+    assert audit_rows_for(row.id, "run-old", change, written=True) != []
+
+    written = write_change(
+        engine, row_id=row.id, token="run-old", batch_id=BATCH, run_id="run-old", change=change
+    )
+
+    assert written is False
+    assert attempts_of(engine, row.id) == []
+    assert row_state(engine, row.id)["status"] == "reversal_pending"
