@@ -91,12 +91,13 @@ def _root_cause(error: SerializableErrorInfo) -> str:
     while error.cause is not None:
         error = error.cause
     # The message is traceback's "module.Class: text"; the class's own name is enough.
+    name = error.cls_name or "error"
     text = error.message.strip()
     prefix, sep, rest = text.partition(": ")
-    if sep and prefix.rsplit(".", 1)[-1] == error.cls_name:
+    if sep and prefix.rsplit(".", 1)[-1] == name:
         text = rest
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return f"{error.cls_name}: {' / '.join(lines)}" if lines else error.cls_name
+    return f"{name}: {' / '.join(lines)}" if lines else name
 
 
 def run_reversal_job_once(overrides: dict[str, str] | None = None) -> JobOutcome:
