@@ -102,8 +102,7 @@ _MAX_IDEMPOTENCY_KEY_LENGTH = 255
 def _epoch_seconds_ceil(value: datetime, name: str) -> int:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value!r}")
-    # Stripe's `created` is whole seconds: created >= 10.5 <=> created >= 11,
-    # and created < 10.5 <=> created < 11, so both bounds round up.
+    # Stripe's `created` is whole seconds: both bounds round up (>= 10.5 is >= 11, < 10.5 is < 11).
     return math.ceil(value.timestamp())
 
 
@@ -283,10 +282,8 @@ class StripeResource(dg.ConfigurableResource):
         stored) after slowing the shared limiter, for up to
         ``rate_limit_max_wait_seconds``, then ``StripeRateLimited``.
         """
-        # Checked as an object: callers outside the type checker pass numpy integers (kept,
-        # they are Integral) or floats (refused). Checked as an int, mypy (which does not
-        # know int is registered as Integral) thought the raise always ran and skipped the
-        # rest of this method as unreachable.
+        # Checked as an object: numpy integers are Integral (kept), floats are refused; as an
+        # int, mypy (not knowing int is Integral) took the raise as certain and skipped the rest.
         given: object = amount
         if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given <= 0:
             raise ValueError(f"amount must be a positive integer (minor units), got {amount!r}")
@@ -425,13 +422,18 @@ class StripeResource(dg.ConfigurableResource):
             since = _epoch_seconds_ceil(created_since, "created_since")
         return self._event_records(events_since(self._events_page, wanted, since))
 
-    def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[RefundSnapshot]:
-        """Refunds created in [start, end), every status, newest first (any order promised)."""
+    def iter_refunds_created(
+        self, start: datetime, end: datetime, *, with_charges: bool = False
+    ) -> Iterator[RefundSnapshot]:
+        """Refunds created in [start, end), every status, newest first (any order promised).
+        ``with_charges``: each carries its charge (``expand[]=data.charge``), no retrieves."""
         gte = _epoch_seconds_ceil(start, "start")
         lt = _epoch_seconds_ceil(end, "end")
         if lt < gte:
             raise ValueError("end is before start")
         params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+        if with_charges:
+            params["expand"] = ["data.charge"]
         return self._iter_refund_pages(params, None)
 
     def refunds_for_charge(self, charge_id: str) -> list[RefundSnapshot]:
@@ -459,10 +461,8 @@ class StripeResource(dg.ConfigurableResource):
 
     def _transfers_page(self, params: dict[str, Any]) -> dict[str, Any]:
         client = self._stripe()
-        # raw_request: same requestor, pacing, retries and errors as
-        # transfers.list(), but the page stays the parsed JSON: building
-        # StripeObjects for a page (then to_dict() back) was most of each page's
-        # time on a large day (benchmarks/RESULTS.md).
+        # raw_request: as transfers.list(), but the page stays parsed JSON: building
+        # StripeObjects (then to_dict() back) was most of a large day's time (RESULTS.md).
         return self._call(
             "list transfers",
             None,
