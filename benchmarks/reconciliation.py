@@ -26,49 +26,41 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import math
-import os
-import resource
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 from _common import API_KEY, Figure, copy_rows, database, print_block, print_header
+from _scaffold import child_stripe, peak_rss_mib, report, run_child
 
 from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.stripe_emulator import EmulatorServer
 
 DAY_START = datetime(2026, 11, 20, tzinfo=UTC)
+CHANGED = "CHANGED "  # the marker of the --changed child's lines
 
 
 def child(url: str, stripe_url: str) -> None:
     """In the child: reconcile the day once, print one JSON line."""
     from reversal_pipeline.reconciliation.run import reconcile_day
-    from reversal_pipeline.stripe.resource import StripeResource
 
     engine = create_db_engine(url)
-    stripe = StripeResource(api_key=API_KEY, api_base=stripe_url, requests_per_second=1e6)
+    stripe = child_stripe(stripe_url)
     started = time.perf_counter()
     result = reconcile_day(engine, stripe, DAY_START.date(), run_id="benchmark")
     wall = time.perf_counter() - started
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "complete": result.complete,
-                "error": result.error,
-                "db_rows": result.db_rows,
-                "stripe_transfers": result.stripe_transfers,
-                "stripe_calls": result.stripe_calls,
-                "findings": len(result.drift_findings),
-                "seconds": result.seconds,
-                "wall": wall,
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        ),
-        flush=True,
+    report(
+        {
+            "complete": result.complete,
+            "error": result.error,
+            "db_rows": result.db_rows,
+            "stripe_transfers": result.stripe_transfers,
+            "stripe_calls": result.stripe_calls,
+            "findings": len(result.drift_findings),
+            "seconds": result.seconds,
+            "wall": wall,
+            "peak_rss_mib": peak_rss_mib(),
+        }
     )
     engine.dispose()
 
@@ -80,10 +72,9 @@ def child_changed(url: str, stripe_url: str, ks: list[int]) -> None:
     from reversal_pipeline.reconciliation.run import day_bounds, reconcile_day, reconcile_rows
     from reversal_pipeline.reconciliation.stale_days import recheck_plan
     from reversal_pipeline.reconciliation.store import FindingScope
-    from reversal_pipeline.stripe.resource import StripeResource
 
     engine = create_db_engine(url)
-    stripe = StripeResource(api_key=API_KEY, api_base=stripe_url, requests_per_second=1e6)
+    stripe = child_stripe(stripe_url)
     day = DAY_START.date()
 
     def timed(label: str, k: int, run) -> None:
@@ -92,19 +83,16 @@ def child_changed(url: str, stripe_url: str, ks: list[int]) -> None:
         outcome = run()
         wall = time.perf_counter() - started
         calls = {key: v - before.get(key, 0) for key, v in stripe.calls_made.items() if v}
-        print(
-            "CHANGED "
-            + json.dumps(
-                {
-                    "label": label,
-                    "k": k,
-                    "complete": outcome.complete,
-                    "wall": wall,
-                    "incremental": outcome.incremental,
-                    "calls": calls,
-                }
-            ),
-            flush=True,
+        report(
+            {
+                "label": label,
+                "k": k,
+                "complete": outcome.complete,
+                "wall": wall,
+                "incremental": outcome.incremental,
+                "calls": calls,
+            },
+            CHANGED,
         )
 
     timed("full (first pass)", 0, lambda: reconcile_day(engine, stripe, day, run_id="full"))
@@ -149,22 +137,15 @@ def measure_changed(n: int, ks: list[int]) -> None:
         t0 = time.perf_counter()
         seed(url, server, n)
         print(f"[{n} transfers] seeded in {time.perf_counter() - t0:.1f}s", flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child-changed", url, server.url, *map(str, ks)],
-            env=dict(os.environ),
-            capture_output=True,
-            text=True,
-            check=False,
+        results = run_child(
+            __file__,
+            ["--child-changed", url, server.url, *map(str, ks)],
             timeout=7200,
+            marker=CHANGED,
         )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("CHANGED ")]
-        if proc.returncode != 0:
-            print(proc.stdout[-2000:], proc.stderr[-4000:])
-            raise SystemExit(f"child failed with {proc.returncode}")
     print(f"| changed rows k | how | Stripe calls | wall (s) | ({n:,}-transfer day) |")
     print("|---|---|---|---|---|")
-    for line in lines:
-        r = json.loads(line[len("CHANGED ") :])
+    for r in results:
         calls = ", ".join(f"{key} {v:,}" for key, v in sorted(r["calls"].items()))
         print(f"| {r['k']:,} | {r['label']} | {calls} | {r['wall']:.2f} | |", flush=True)
 
@@ -212,19 +193,7 @@ def measure(n: int) -> list[Figure]:
         t0 = time.perf_counter()
         seed(url, server, n)
         print(f"[{n} transfers] seeded in {time.perf_counter() - t0:.1f}s", flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", url, server.url],
-            env=dict(os.environ),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=3600,
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(proc.stdout[-2000:], proc.stderr[-4000:])
-            raise SystemExit(f"child failed with {proc.returncode}")
-        r = json.loads(lines[-1][len("RESULT ") :])
+        r = run_child(__file__, ["--child", url, server.url], timeout=3600)[-1]
     pages = math.ceil(n / 100)
     print(
         f"[{n} transfers] complete={r['complete']} db rows {r['db_rows']}, Stripe transfers "

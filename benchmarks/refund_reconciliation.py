@@ -8,7 +8,8 @@ refund, with its amount (as ``stripe_refunds_sensor`` or a webhook with
 amounts writes it), closed, with its allocation. One refund in 1,000 has no
 event (``refund_not_received``), one in 1,000 a reversal still pending
 (``refund_not_reversed``). With ``--whole-order-every K``, every K-th event
-is a whole-order one (amount NULL), which costs one charge retrieve each.
+is a whole-order one (amount NULL), whose check needs its charge: it comes
+with the refund listing (``expand[]=data.charge``), not one retrieve each.
 
 A child process runs ``reconcile_refund_day`` against that emulator over
 HTTP and reports Stripe calls by kind, the time split and its peak RSS.
@@ -23,14 +24,11 @@ import argparse
 import io
 import json
 import math
-import os
-import resource
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
 from _common import API_KEY, Figure, copy_rows, database, print_block, print_header
+from _scaffold import child_stripe, peak_rss_mib, report, run_child
 
 from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.stripe_emulator import EmulatorServer
@@ -43,10 +41,9 @@ SELLER_SHARE = 900  # the seller transfer of each order
 def child(url: str, stripe_url: str) -> None:
     """In the child: reconcile the day's refunds once, print one JSON line."""
     from reversal_pipeline.reconciliation.refund_side import reconcile_refund_day
-    from reversal_pipeline.stripe.resource import StripeResource
 
     engine = create_db_engine(url)
-    stripe = StripeResource(api_key=API_KEY, api_base=stripe_url, requests_per_second=1e6)
+    stripe = child_stripe(stripe_url)
     # Past the default grace: the seeded events were received just now.
     later = datetime.now(UTC) + timedelta(hours=2)
     started = time.perf_counter()
@@ -55,24 +52,20 @@ def child(url: str, stripe_url: str) -> None:
     )
     wall = time.perf_counter() - started
     categories = result.drift_findings["category"].astype(str).value_counts().to_dict()
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "complete": result.complete,
-                "error": result.error,
-                "stripe_refunds": result.stripe_refunds,
-                "received": result.received_refunds,
-                "charges_retrieved": result.charges_retrieved,
-                "stripe_calls": result.stripe_calls,
-                "calls_by_kind": {k: v for k, v in stripe.calls_made.items() if v},
-                "findings": categories,
-                "seconds": result.seconds,
-                "wall": wall,
-                "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            }
-        ),
-        flush=True,
+    report(
+        {
+            "complete": result.complete,
+            "error": result.error,
+            "stripe_refunds": result.stripe_refunds,
+            "received": result.received_refunds,
+            "charges_retrieved": result.charges_retrieved,
+            "stripe_calls": result.stripe_calls,
+            "calls_by_kind": {k: v for k, v in stripe.calls_made.items() if v},
+            "findings": categories,
+            "seconds": result.seconds,
+            "wall": wall,
+            "peak_rss_mib": peak_rss_mib(),
+        }
     )
     engine.dispose()
 
@@ -147,19 +140,7 @@ def measure(n: int, whole_order_every: int) -> list[Figure]:
         t0 = time.perf_counter()
         seed(url, server, n, whole_order_every)
         print(f"[{n} refunds] seeded in {time.perf_counter() - t0:.1f}s", flush=True)
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", url, server.url],
-            env=dict(os.environ),
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=3600,
-        )
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        if proc.returncode != 0 or not lines:
-            print(proc.stdout[-2000:], proc.stderr[-4000:])
-            raise SystemExit(f"child failed with {proc.returncode}")
-        r = json.loads(lines[-1][len("RESULT ") :])
+        r = run_child(__file__, ["--child", url, server.url], timeout=3600)[-1]
     print(f"[{n} refunds] {json.dumps(r)}", flush=True)
     pages = math.ceil(n / 100)
     whole = 0 if not whole_order_every else len(range(0, n, whole_order_every))
@@ -167,11 +148,11 @@ def measure(n: int, whole_order_every: int) -> list[Figure]:
     s = r["seconds"]
     return [
         Figure(
-            f"Stripe calls, {label} (pages ceil(N/100)={pages} + whole-order charges ~{whole})",
+            f"Stripe calls, {label} (pages ceil(N/100)={pages}; {whole} whole-order charges)",
             r["stripe_calls"],
-            f"<= {pages + 1 + whole}",
+            f"<= {pages + 1}",
             "calls",
-            pages + whole,
+            pages + 1,
         ),
         Figure(f"wall time of the run, {label}", r["wall"], "info", "s"),
         Figure(f"time: Stripe listing, {label}", s.get("stripe_listing", 0.0), "info", "s"),

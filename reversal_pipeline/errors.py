@@ -56,7 +56,15 @@ class StripeSentinel(ReversalPipelineError):
         self.request_id = request_id
 
 
-class TransferNotFound(StripeSentinel):
+class StripeObjectNotFound(StripeSentinel):
+    """Stripe has no such object (404 ``resource_missing``); a subclass names which kind.
+
+    The resource raises the subclass of the object it asked for, so a message
+    about a missing charge never reads as a missing transfer.
+    """
+
+
+class TransferNotFound(StripeObjectNotFound):
     """Stripe has no such transfer (404 ``resource_missing``).
 
     The job marks the row ``permanently_failed`` after this one call and never
@@ -65,6 +73,16 @@ class TransferNotFound(StripeSentinel):
     at (wrong account, test/live mix-up, or a corrupted id). Retrying cannot
     fix it and would only hide it.
     """
+
+
+class ChargeNotFound(StripeObjectNotFound):
+    """Stripe has no such charge (404 ``resource_missing``): the refund intake's lookup of a
+    refund's charge, a wrong id or another account or mode."""
+
+
+class RefundNotFound(StripeObjectNotFound):
+    """Stripe has no such refund (404 ``resource_missing``): an id from an event or a
+    command that this account and mode do not know."""
 
 
 class TransferAlreadyReversed(StripeSentinel):

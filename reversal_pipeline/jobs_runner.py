@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
+from dagster_shared.error import SerializableErrorInfo
 
 from reversal_pipeline.environment import DAGSTER_HOME_ENV, setting
 from reversal_pipeline.errors import ConfigurationError
@@ -70,15 +71,33 @@ def run_job_once(
 
 
 def _first_failure(events: Sequence[dg.DagsterEvent]) -> str:
-    """The first failed step's own description, else its error's last line."""
+    """The first failed step's own description, else the root cause of its error, on one line.
+
+    Dagster wraps what the step raised ("Error occurred while executing op
+    ..."); the wrapper says nothing an operator can act on, so the line is the
+    innermost cause's class and message (its own lines joined).
+    """
     failure = next((event.step_failure_data for event in events if event.is_step_failure), None)
     if failure is None:
         return "see the run log"
     if failure.user_failure_data is not None and failure.user_failure_data.description:
         return failure.user_failure_data.description
     if failure.error is not None:
-        return failure.error.message.strip().splitlines()[-1]
+        return _root_cause(failure.error)
     return "see the run log"
+
+
+def _root_cause(error: SerializableErrorInfo) -> str:
+    while error.cause is not None:
+        error = error.cause
+    # The message is traceback's "module.Class: text"; the class's own name is enough.
+    name = error.cls_name or "error"
+    text = error.message.strip()
+    prefix, sep, rest = text.partition(": ")
+    if sep and prefix.rsplit(".", 1)[-1] == name:
+        text = rest
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{name}: {' / '.join(lines)}" if lines else name
 
 
 def run_reversal_job_once(overrides: dict[str, str] | None = None) -> JobOutcome:

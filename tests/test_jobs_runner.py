@@ -2,6 +2,7 @@
 
 Read from the first failed step's own event data (typed, issue 16), not through
 ``getattr`` on whatever event came first: a real in-process run makes the events.
+The line is the root cause, not Dagster's "Error occurred while executing op" wrapper.
 """
 
 from __future__ import annotations
@@ -22,6 +23,14 @@ def fails_with_an_exception() -> None:
 
 
 @dg.asset
+def fails_from_a_cause() -> None:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except ConnectionRefusedError as refused:
+        raise RuntimeError("could not reach the database") from refused
+
+
+@dg.asset
 def succeeds() -> int:
     return 1
 
@@ -37,12 +46,15 @@ def test_a_failure_with_a_description_is_told_by_it() -> None:
     )
 
 
-def test_an_exception_is_told_by_the_last_line_of_the_step_error() -> None:
-    # Dagster wraps the exception: the line names the failed step, not the cause (the
-    # cause is in the run log). Kept as it was; a candidate for a better message.
+def test_an_exception_is_told_by_its_root_cause_not_dagsters_wrapper() -> None:
     told = _first_failure(_events(fails_with_an_exception))
-    assert told.startswith("dagster._core.errors.DagsterExecutionStepExecutionError: ")
-    assert told.endswith('while executing op "fails_with_an_exception":')
+    assert told == ("RuntimeError: first line of context / the database refused the write")
+
+
+def test_a_chained_exception_is_told_by_the_innermost_cause() -> None:
+    assert _first_failure(_events(fails_from_a_cause)) == (
+        "ConnectionRefusedError: [Errno 111] Connection refused"
+    )
 
 
 def test_no_failed_step_points_at_the_run_log() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,7 @@ class ProblemKind(StrEnum):
     RUN_FAILED = "run_failed"
     CHECK_FAILED = "check_failed"
     STALE = "stale"
+    SENSOR_FAILING = "sensor_failing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,4 +77,21 @@ def check_failed(asset_path: Sequence[str], check_name: str, description: str | 
         kind=ProblemKind.STALE if stale else ProblemKind.CHECK_FAILED,
         summary=summary,
         ui_path=f"/assets/{'/'.join(quote(p) for p in asset_path)}?view=checks",
+    )
+
+
+def sensor_failing(sensor_name: str, code_location: str, since: datetime) -> Problem:
+    """A running sensor whose every tick has failed since ``since`` (its page lists the errors).
+
+    The key is the sensor's: while it keeps failing it is one problem, alerted
+    once; after a tick that succeeds it is forgotten, so failing again alerts again.
+    """
+    return Problem(
+        key=f"sensor:{sensor_name}",
+        kind=ProblemKind.SENSOR_FAILING,
+        summary=(
+            f"sensor {sensor_name} is FAILING: every tick since "
+            f"{since.astimezone(UTC):%Y-%m-%d %H:%M} UTC failed"
+        ),
+        ui_path=f"/locations/{quote(code_location, safe='@')}/sensors/{quote(sensor_name)}",
     )

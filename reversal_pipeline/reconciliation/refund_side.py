@@ -58,7 +58,9 @@ from reversal_pipeline.reversals.whole_charge import SUCCEEDED, completing_refun
 class RefundLister(Protocol):
     """What the refund side needs from the Stripe resource."""
 
-    def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[Any]: ...
+    def iter_refunds_created(
+        self, start: datetime, end: datetime, *, with_charges: bool = False
+    ) -> Iterator[Any]: ...
 
     def get_charge(self, charge_id: str) -> Any: ...
 
@@ -146,11 +148,16 @@ def reconcile_refund_day(
     calls_before = _calls(stripe.calls_made)
     seconds: dict[str, float] = {}
     refunds: list[StripeRefund] = []
+    # Each refund's charge comes with the listing (expanded): a whole-order event's check
+    # needs its charge, which would otherwise cost one retrieve per charge.
+    listed_charges: dict[str, _ChargeTotals] = {}
     outcome = RefundDayReconciliation(day, False, pd.DataFrame(), seconds=seconds)
     try:
         with _timed(seconds, "stripe_listing"):
-            for snapshot in stripe.iter_refunds_created(day_start, day_end):
+            for snapshot in stripe.iter_refunds_created(day_start, day_end, with_charges=True):
                 refunds.append(_plain(snapshot))
+                if snapshot.charge is not None and snapshot.status == SUCCEEDED:
+                    _keep_charge(listed_charges, snapshot.charge)
     except StripeSentinel as error:
         message = (
             f"Stripe's refund list for {day} stopped after {len(refunds)} refund(s): "
@@ -179,7 +186,10 @@ def reconcile_refund_day(
     try:
         with _timed(seconds, "stripe_charges"):
             for charge_id in sorted(whole_order):
-                charges[charge_id] = _charge_facts(stripe, charge_id, whole_order[charge_id])
+                listed = listed_charges.get(charge_id)
+                charge: Any = listed if listed is not None else stripe.get_charge(charge_id)
+                outcome.charges_retrieved += listed is None
+                charges[charge_id] = _charge_facts(stripe, charge, whole_order[charge_id])
     except StripeSentinel as error:
         message = (
             f"retrieving the charges of {day}'s whole-order refund events stopped after "
@@ -188,7 +198,6 @@ def reconcile_refund_day(
         return _incomplete(
             engine, outcome, started_at, now(), run_id, message, stripe, calls_before
         )
-    outcome.charges_retrieved = len(charges)
     outcome.stripe_calls = _calls(stripe.calls_made) - calls_before
 
     with _timed(seconds, "comparison"):
@@ -247,17 +256,34 @@ def read_day_events(connection: sa.Connection, refunds: Sequence[StripeRefund]) 
     return DayEvents(missing, suspect, len(refunds) - len(missing))
 
 
-def _charge_facts(stripe: RefundLister, charge_id: str, smallest_refund: int) -> ChargeFacts:
+@dataclass(frozen=True, slots=True)
+class _ChargeTotals:
+    """What the check reads of a charge: kept instead of the whole snapshot (a day is large)."""
+
+    id: str
+    amount: int
+    amount_refunded: int
+
+
+def _keep_charge(listed: dict[str, _ChargeTotals], charge: Any) -> None:
+    """Keep the most refunded copy: a page read earlier may predate a later refund."""
+    seen = listed.get(charge.id)
+    if seen is None or seen.amount_refunded < int(charge.amount_refunded):
+        listed[charge.id] = _ChargeTotals(
+            str(charge.id), int(charge.amount), int(charge.amount_refunded)
+        )
+
+
+def _charge_facts(stripe: RefundLister, charge: Any, smallest_refund: int) -> ChargeFacts:
     """The charge's amount; for one refunded in parts, also which refund completed it.
 
     Only a whole-order event whose refund is smaller than its charge needs the
     charge's refunds (one more call), and only once the charge is fully refunded.
     """
-    charge = stripe.get_charge(charge_id)
     amount = int(charge.amount)
     if smallest_refund >= amount or int(charge.amount_refunded) < amount:
         return ChargeFacts(amount)
-    refunds = [_plain(r) for r in stripe.refunds_for_charge(charge_id)]
+    refunds = [_plain(r) for r in stripe.refunds_for_charge(str(charge.id))]
     return ChargeFacts(amount, completing_refund_id(amount, refunds))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import stripe
 
 from reversal_pipeline.errors import (
+    StripeObjectNotFound,
     StripeRateLimited,
     StripeSentinel,
     StripeSystemicError,
@@ -20,6 +21,9 @@ from reversal_pipeline.errors import (
     TransferNotFound,
     TransientStripeError,
 )
+
+#: The sentinel a 404 ``resource_missing`` becomes: the kind of object that was asked for.
+NotFound = type[StripeObjectNotFound]
 
 
 def is_already_reversed_message(message: object) -> bool:
@@ -47,21 +51,25 @@ def is_already_reversed_message(message: object) -> bool:
     return "already" in folded and "revers" in folded
 
 
-def classify_stripe_error(err: BaseException) -> StripeSentinel:
+def classify_stripe_error(
+    err: BaseException, not_found: NotFound = TransferNotFound
+) -> StripeSentinel:
     """Map one exception to one sentinel; never raises, whatever it is given.
 
     Accepts any exception, not only ``stripe.StripeError``: a transport bug or
-    a JSON decode error that escapes the SDK is still "may work later".
+    a JSON decode error that escapes the SDK is still "may work later". A 404
+    ``resource_missing`` becomes ``not_found``: the kind of object the caller
+    asked for (a transfer unless it says otherwise).
     """
     try:
-        return _classify(err)
+        return _classify(err, not_found)
     except Exception:  # the classifier must never be the thing that crashes a run
         return TransientStripeError(
             _safe_text(err) or "unclassifiable error from Stripe call", original=err
         )
 
 
-def _classify(err: BaseException) -> StripeSentinel:
+def _classify(err: BaseException, not_found: NotFound) -> StripeSentinel:
     status = _as_int(getattr(err, "http_status", None))
     code = _error_code(err)
     request_id = _as_str(getattr(err, "request_id", None))
@@ -83,7 +91,7 @@ def _classify(err: BaseException) -> StripeSentinel:
         # Key reused with other parameters: our bug or a pruned key, not the row's fate.
         return TransientStripeError(message, original=err, **fields)
     if status == 404 and code == "resource_missing":
-        return TransferNotFound(message, **fields)
+        return not_found(message, **fields)
     if status == 400 and is_already_reversed_message(message):
         return TransferAlreadyReversed(message, **fields)
     return TransientStripeError(message, original=err, **fields)

@@ -161,6 +161,7 @@ class RefundSnapshot:
     status: str
     created: datetime  # UTC
     metadata: dict[str, str]
+    charge: ChargeSnapshot | None = None  # when the listing expanded it (``data.charge``)
 
     @classmethod
     def from_stripe(cls, obj: Any) -> RefundSnapshot:
@@ -169,14 +170,16 @@ class RefundSnapshot:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RefundSnapshot:
         _expect_object(data, "refund")
+        charge = data.get("charge")
         return cls(
             id=str(data["id"]),
-            charge_id=_id_of(data.get("charge")),
+            charge_id=_id_of(charge),
             amount=int(data["amount"]),
             currency=str(data["currency"]).lower(),
             status=str(data["status"]),
             created=_utc(data.get("created")),
             metadata=_metadata(data.get("metadata")),
+            charge=ChargeSnapshot.from_dict(charge) if isinstance(charge, Mapping) else None,
         )
 
 

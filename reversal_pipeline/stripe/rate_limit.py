@@ -20,8 +20,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import TypedDict
 
 Clock = Callable[[], float]
+
+
+class Penalty(TypedDict):
+    """How a bucket answers a 429 (``TokenBucket.penalize``): the same for every bucket kind."""
+
+    pause_seconds: float
+    decrease_factor: float
+    recovery_per_second: float
+
+
 Waiter = Callable[[threading.Condition, float], object]
 
 

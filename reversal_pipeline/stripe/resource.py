@@ -13,10 +13,9 @@ What it adds to ``stripe.StripeClient``:
 * every failure leaves as exactly one sentinel of ``reversal_pipeline.errors``;
 * the API key never shows in reprs, logs, exceptions or metadata.
 
-Its parts live apart, as stripe-python keeps ``_http_client.py`` apart from
-``_api_requestor.py``: the HTTP transport (pacing, counting, the retry
-decision) in ``transport.py``, the key's masking in ``secrets.py``; this
-module maps calls to records and failures to sentinels.
+Its parts live apart, as in stripe-python: the HTTP transport (pacing, counting,
+the retry decision) in ``transport.py``, the key's masking in ``secrets.py``;
+this module maps calls to records and failures to sentinels.
 """
 
 from __future__ import annotations
@@ -46,13 +45,16 @@ from reversal_pipeline.environment import (
     STRIPE_API_KEY_ENV,
 )
 from reversal_pipeline.errors import (
+    ChargeNotFound,
     ConfigurationError,
+    RefundNotFound,
     ReversalPipelineError,
     StripeCursorExpired,
     StripeSentinel,
+    TransferNotFound,
     TransientStripeError,
 )
-from reversal_pipeline.stripe.classify import classify_stripe_error
+from reversal_pipeline.stripe.classify import NotFound, classify_stripe_error
 from reversal_pipeline.stripe.models import (
     ChargeSnapshot,
     RefundSnapshot,
@@ -62,7 +64,7 @@ from reversal_pipeline.stripe.models import (
     embedded_reversals,
 )
 from reversal_pipeline.stripe.paging import PAGE_LIMIT, events_after, events_since, forward_items
-from reversal_pipeline.stripe.rate_limit import TokenBucket
+from reversal_pipeline.stripe.rate_limit import Penalty, TokenBucket
 from reversal_pipeline.stripe.secrets import _STRIPE_LOG_FILTER, _mentions
 from reversal_pipeline.stripe.secrets import mask_secret as mask_secret  # re-exported
 from reversal_pipeline.stripe.shared_budget import SharedBudget, open_shared_budget
@@ -85,17 +87,14 @@ DEFAULT_RPS_LIVE = 80.0
 # exactly the budget means any arrival jitter (GIL hand-offs, the network, the
 # server's own timers) puts budget + 1 requests in some second and draws a 429.
 # At 97% a request must arrive ~30 ms later than the one `budget` places behind
-# it before the window overflows (figures: benchmarks/RESULTS.md, "Figures once
-# kept in code comments").
+# it before the window overflows (benchmarks/RESULTS.md, "Figures once kept in code comments").
 _PACING_HEADROOM = 0.97
 # After a 429: pause everyone for a moment, slow down by a tenth, regain the full
 # rate within about a second (additive increase, multiplicative decrease).
 # Repeated 429s still compound down to the floor (10% of the budget), so a budget
 # shared with other traffic backs off, while a lone 429 from arrival jitter costs
 # only a few requests (the measured alternatives are in benchmarks/RESULTS.md).
-_PENALTY_PAUSE_SECONDS = 0.05
-_PENALTY_DECREASE_FACTOR = 0.9
-_PENALTY_RECOVERY_PER_SECOND = 0.1
+_PENALTY: Penalty = {"pause_seconds": 0.05, "decrease_factor": 0.9, "recovery_per_second": 0.1}
 
 _MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -103,8 +102,7 @@ _MAX_IDEMPOTENCY_KEY_LENGTH = 255
 def _epoch_seconds_ceil(value: datetime, name: str) -> int:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (UTC), got naive {value!r}")
-    # Stripe's `created` is whole seconds: created >= 10.5 <=> created >= 11,
-    # and created < 10.5 <=> created < 11, so both bounds round up.
+    # Stripe's `created` is whole seconds: both bounds round up (>= 10.5 is >= 11, < 10.5 is < 11).
     return math.ceil(value.timestamp())
 
 
@@ -242,16 +240,12 @@ class StripeResource(dg.ConfigurableResource):
                 self.api_key,
                 self.effective_requests_per_second * _PACING_HEADROOM,
                 description=self._budget_description,
-                pause_seconds=_PENALTY_PAUSE_SECONDS,
-                decrease_factor=_PENALTY_DECREASE_FACTOR,
-                recovery_per_second=_PENALTY_RECOVERY_PER_SECOND,
+                **_PENALTY,
             )
         if self._bucket is None:
             self._bucket = TokenBucket(
                 self.effective_requests_per_second * _PACING_HEADROOM,
-                pause_seconds=_PENALTY_PAUSE_SECONDS,
-                decrease_factor=_PENALTY_DECREASE_FACTOR,
-                recovery_per_second=_PENALTY_RECOVERY_PER_SECOND,
+                **_PENALTY,
             )
         session = pooled_session(self.api_base or stripe.DEFAULT_API_BASE)
         http_client = _PacedRequestsClient(
@@ -288,10 +282,8 @@ class StripeResource(dg.ConfigurableResource):
         stored) after slowing the shared limiter, for up to
         ``rate_limit_max_wait_seconds``, then ``StripeRateLimited``.
         """
-        # Checked as an object: callers outside the type checker pass numpy integers (kept,
-        # they are Integral) or floats (refused). Checked as an int, mypy (which does not
-        # know int is registered as Integral) thought the raise always ran and skipped the
-        # rest of this method as unreachable.
+        # Checked as an object: numpy integers are Integral (kept), floats are refused; as an
+        # int, mypy (not knowing int is Integral) took the raise as certain and skipped the rest.
         given: object = amount
         if isinstance(given, bool) or not isinstance(given, numbers.Integral) or given <= 0:
             raise ValueError(f"amount must be a positive integer (minor units), got {amount!r}")
@@ -430,13 +422,18 @@ class StripeResource(dg.ConfigurableResource):
             since = _epoch_seconds_ceil(created_since, "created_since")
         return self._event_records(events_since(self._events_page, wanted, since))
 
-    def iter_refunds_created(self, start: datetime, end: datetime) -> Iterator[RefundSnapshot]:
-        """Refunds created in [start, end), every status, newest first (any order promised)."""
+    def iter_refunds_created(
+        self, start: datetime, end: datetime, *, with_charges: bool = False
+    ) -> Iterator[RefundSnapshot]:
+        """Refunds created in [start, end), every status, newest first (any order promised).
+        ``with_charges``: each carries its charge (``expand[]=data.charge``), no retrieves."""
         gte = _epoch_seconds_ceil(start, "start")
         lt = _epoch_seconds_ceil(end, "end")
         if lt < gte:
             raise ValueError("end is before start")
         params: dict[str, Any] = {"created": {"gte": gte, "lt": lt}, "limit": PAGE_LIMIT}
+        if with_charges:
+            params["expand"] = ["data.charge"]
         return self._iter_refund_pages(params, None)
 
     def refunds_for_charge(self, charge_id: str) -> list[RefundSnapshot]:
@@ -445,18 +442,18 @@ class StripeResource(dg.ConfigurableResource):
         return list(self._iter_refund_pages(params, charge_id))
 
     def get_charge(self, charge_id: str) -> ChargeSnapshot:
-        """The charge (404: ``TransferNotFound``, the resource's one "no such object" sentinel)."""
-        client = self._stripe()
+        """The charge (404: ``ChargeNotFound``)."""
+        retrieve = self._stripe().v1.charges.retrieve
         data = self._call(
-            "retrieve charge", charge_id, lambda: client.v1.charges.retrieve(charge_id).to_dict()
+            "retrieve charge", charge_id, lambda: retrieve(charge_id).to_dict(), ChargeNotFound
         )
         return self._convert(lambda: ChargeSnapshot.from_dict(data))
 
     def get_refund(self, refund_id: str) -> RefundSnapshot:
-        """The refund (404: ``TransferNotFound``, as for ``get_charge``)."""
-        client = self._stripe()
+        """The refund (404: ``RefundNotFound``)."""
+        retrieve = self._stripe().v1.refunds.retrieve
         data = self._call(
-            "retrieve refund", refund_id, lambda: client.v1.refunds.retrieve(refund_id).to_dict()
+            "retrieve refund", refund_id, lambda: retrieve(refund_id).to_dict(), RefundNotFound
         )
         return self._convert(lambda: RefundSnapshot.from_dict(data))
 
@@ -464,10 +461,8 @@ class StripeResource(dg.ConfigurableResource):
 
     def _transfers_page(self, params: dict[str, Any]) -> dict[str, Any]:
         client = self._stripe()
-        # raw_request: same requestor, pacing, retries and errors as
-        # transfers.list(), but the page stays the parsed JSON: building
-        # StripeObjects for a page (then to_dict() back) was most of each page's
-        # time on a large day (benchmarks/RESULTS.md).
+        # raw_request: as transfers.list(), but the page stays parsed JSON: building
+        # StripeObjects (then to_dict() back) was most of a large day's time (RESULTS.md).
         return self._call(
             "list transfers",
             None,
@@ -556,7 +551,13 @@ class StripeResource(dg.ConfigurableResource):
             failure: BaseException = err
         self._raise_sentinel(failure)
 
-    def _call(self, what: str, transfer_id: str | None, fn: Callable[[], T]) -> T:
+    def _call(
+        self,
+        what: str,
+        about: str | None,
+        fn: Callable[[], T],
+        missing: NotFound = TransferNotFound,
+    ) -> T:
         deadline = time.monotonic() + self.rate_limit_max_wait_seconds
         while True:
             try:
@@ -573,7 +574,7 @@ class StripeResource(dg.ConfigurableResource):
                     log.info(
                         "Stripe rate-limited %s%s; re-sending in ~%.2fs",
                         what,
-                        f" on {transfer_id}" if transfer_id else "",
+                        f" on {about}" if about else "",
                         delay,
                     )
                     continue
@@ -582,10 +583,10 @@ class StripeResource(dg.ConfigurableResource):
                 failure = err
             # Raised outside the except blocks so that, when we must drop the
             # original (see below), it is not kept as implicit __context__.
-            self._raise_sentinel(failure)
+            self._raise_sentinel(failure, missing)
 
-    def _raise_sentinel(self, err: BaseException) -> NoReturn:
-        sentinel = classify_stripe_error(err)
+    def _raise_sentinel(self, err: BaseException, missing: NotFound = TransferNotFound) -> NoReturn:
+        sentinel = classify_stripe_error(err, missing)
         key = self.api_key
         if key and _mentions(err, key):
             # Only if a server echoed the key back: keep Stripe's wording,

@@ -172,13 +172,13 @@ class EmulatorClient:
         created: int | None = None,
     ) -> dict[str, Any]:
         """A succeeded charge (as if a customer paid); ``created`` in unix seconds."""
-        body: dict[str, Any] = {"amount": amount, "currency": currency}
-        if transfer_group is not None:
-            body["transfer_group"] = transfer_group
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
-        if created is not None:
-            body["created"] = int(created)
+        body = _given(
+            amount=amount,
+            currency=currency,
+            transfer_group=transfer_group,
+            metadata=metadata,
+            created=None if created is None else int(created),
+        )
         return self._call("POST", "/charges", body)
 
     def get_charge(self, charge_id: str) -> dict[str, Any]:
@@ -197,13 +197,13 @@ class EmulatorClient:
         The same checks and events as ``POST /v1/refunds``; ``amount`` defaults to
         what is left to refund on the charge.
         """
-        body: dict[str, Any] = {"charge": charge, "status": status}
-        if amount is not None:
-            body["amount"] = amount
-        if metadata is not None:
-            body["metadata"] = dict(metadata)
-        if created is not None:
-            body["created"] = int(created)
+        body = _given(
+            charge=charge,
+            status=status,
+            amount=amount,
+            metadata=metadata,
+            created=None if created is None else int(created),
+        )
         return self._call("POST", "/refunds", body)
 
     def set_refund_status(self, refund_id: str, status: str) -> dict[str, Any]:
@@ -230,18 +230,16 @@ class EmulatorClient:
         ``count``, ``events``, ``amount_total``, ``first_created``, ``last_created``,
         ``first_refund``, ``last_refund``.
         """
-        body: dict[str, Any] = {
-            "day": day.isoformat(),
-            "count": count,
-            "amount": amount,
-            "currency": currency,
-            "order_start": order_start,
-            "events": events,
-        }
-        if transfer_groups is not None:
-            body["transfer_groups"] = list(transfer_groups)
-        if metadata_key is not None:
-            body["metadata_key"] = metadata_key
+        body = _given(
+            day=day.isoformat(),
+            count=count,
+            amount=amount,
+            currency=currency,
+            order_start=order_start,
+            events=events,
+            transfer_groups=transfer_groups,
+            metadata_key=metadata_key,
+        )
         return self._call("POST", "/refunds/bulk", body, timeout=max(self.timeout, 120.0))
 
     # ----------------------------------------------------------------- faults and scripts
@@ -329,3 +327,17 @@ class EmulatorClient:
         Returns ``{"ok", "path", "transfers"}``; a 400 when it has no state file.
         """
         return self._call("POST", "/state/save")
+
+
+def _given(**fields: Any) -> dict[str, Any]:
+    """A JSON body of the fields given (``None``: left to the emulator's default)."""
+    body: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping):
+            value = dict(value)
+        elif isinstance(value, Sequence) and not isinstance(value, str):
+            value = list(value)
+        body[name] = value
+    return body

@@ -21,7 +21,7 @@ import itertools
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from reversal_pipeline.stripe_emulator.charges import (
     FINAL_STATUSES,
@@ -138,10 +138,7 @@ class PaymentsStore:
     def get_charge(
         self, charge_id: str, *, livemode: bool | None = None, param: str = "id"
     ) -> Charge:
-        charge = self._charges.get(charge_id)
-        if charge is None or (livemode is not None and charge.livemode != livemode):
-            raise no_such_object("charge", charge_id, param=param)
-        return charge
+        return _found(self._charges, "charge", charge_id, livemode, param)
 
     def charge_dict(self, charge_id: str, *, livemode: bool | None = None) -> dict[str, Any]:
         with self._lock:
@@ -217,14 +214,7 @@ class PaymentsStore:
     def get_refund(
         self, refund_id: str, *, livemode: bool | None = None, param: str = "id"
     ) -> Refund:
-        refund = self._refunds.get(refund_id)
-        if refund is None or (livemode is not None and refund.livemode != livemode):
-            raise no_such_object("refund", refund_id, param=param)
-        return refund
-
-    def refund_dict(self, refund_id: str, *, livemode: bool | None = None) -> dict[str, Any]:
-        with self._lock:
-            return self.get_refund(refund_id, livemode=livemode).to_dict()
+        return _found(self._refunds, "refund", refund_id, livemode, param)
 
     def list_refunds(
         self,
@@ -542,3 +532,16 @@ class PaymentsStore:
             self._event_index = SortedIndex()
             self._event_index.extend([e.sort_key for e in events.values()])
             self._seq = seq
+
+
+_Stored = TypeVar("_Stored", Charge, Refund)
+
+
+def _found(
+    stored: Mapping[str, _Stored], kind: str, object_id: str, livemode: bool | None, param: str
+) -> _Stored:
+    """The object, or Stripe's 404 naming it; one of the other mode is unknown, as at Stripe."""
+    found = stored.get(object_id)
+    if found is None or (livemode is not None and found.livemode != livemode):
+        raise no_such_object(kind, object_id, param=param)
+    return found

@@ -124,8 +124,8 @@ def test_full_and_partial_refunds_received_and_reversed_give_no_finding(
     assert outcome.drift_findings.empty
     assert (outcome.stripe_refunds, outcome.succeeded_refunds) == (4, 2)
     assert (outcome.pending_refunds, outcome.received_refunds) == (1, 2)
-    # One page of refunds, one retrieve for the whole-order event's charge.
-    assert (outcome.charges_retrieved, outcome.stripe_calls) == (1, 2)
+    # One page of refunds, each with its charge (expanded): no retrieve for the whole order.
+    assert (outcome.charges_retrieved, outcome.stripe_calls) == (0, 1)
     assert outcome.stored is not None
     assert outcome.stored.open_findings == 0
     assert row_state(engine, pending_row.id)["status"] == "completed"
@@ -417,5 +417,29 @@ def test_the_refund_that_completes_a_charge_matches_a_whole_order_event(
     ]
     assert list(mismatches["finding_key"]) == [first["id"]]
     assert "did not complete the charge" in mismatches["details"].iloc[0]["why"]
-    # One page of refunds, the charge, and its refunds (it was refunded in parts).
-    assert (outcome.charges_retrieved, outcome.stripe_calls) == (1, 3)
+    # One page of refunds (with their charge), and the charge's refunds (refunded in parts).
+    assert (outcome.charges_retrieved, outcome.stripe_calls) == (0, 2)
+
+
+def test_whole_order_events_read_their_charges_from_the_one_refund_listing(
+    engine: sa.Engine,
+    control: EmulatorClient,
+    stripe: StripeResource,
+    stripe_emulator: EmulatorServer,
+) -> None:
+    """Five whole-order events on five charges: one listing page, not five charge retrieves."""
+    for i in range(5):
+        _, charge = _sale(engine, control, f"ord_whole_{i}")
+        refund = _refund(control, charge)
+        _receive(engine, refund["id"], f"ord_whole_{i}")  # no amount: the whole order
+    _reverse(engine, stripe, "run-1")
+    logged = max((r["seq"] for r in control.request_log()), default=0)
+
+    outcome = reconcile_refund_day(engine, stripe, DAY, run_id="recon-1")
+
+    assert outcome.complete
+    assert outcome.drift_findings.empty
+    assert (outcome.charges_retrieved, outcome.stripe_calls) == (0, 1)
+    [listing] = control.request_log(since=logged)
+    assert listing["method"] == "GET"
+    assert listing["path"] == "/v1/refunds"

@@ -8,17 +8,7 @@ import sqlalchemy as sa
 from reversal_pipeline.errors import InvalidRowError
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
-
-
-def _event(engine: sa.Engine, refund_id: str) -> dict:
-    with engine.connect() as connection:
-        return dict(
-            connection.execute(
-                sa.text("SELECT * FROM refund_events WHERE refund_id = :r"), {"r": refund_id}
-            )
-            .mappings()
-            .one()
-        )
+from tests.plugins.refunds import refund_event
 
 
 def test_refund_turns_completed_transfers_of_the_order_into_due_rows(engine: sa.Engine) -> None:
@@ -34,7 +24,7 @@ def test_refund_turns_completed_transfers_of_the_order_into_due_rows(engine: sa.
     assert state["next_retry_at"] is not None
     assert state["reversal_requested_at"] is not None
     assert summary.rows_requested == 1
-    assert _event(engine, "re_1")["outcome"] == "reversal_requested"
+    assert refund_event(engine, "re_1")["outcome"] == "reversal_requested"
     [audit] = attempts_of(engine, row.id)
     assert (audit["action"], audit["status_after"], audit["run_id"]) == (
         "intake",
@@ -67,7 +57,7 @@ def test_refund_for_unknown_order_stays_open_not_dropped(engine: sa.Engine) -> N
     with engine.begin() as connection:
         request_reversal(connection, refund_id="re_ghost", order_id="ord_ghost")
     summary = process_refund_events(engine, run_id="run-1")
-    event = _event(engine, "re_ghost")
+    event = refund_event(engine, "re_ghost")
     assert event["outcome"] == "waiting_for_transfer"
     assert "ord_ghost" in event["outcome_detail"]
     assert event["processed_at"] is None
@@ -79,7 +69,7 @@ def test_refund_for_transfer_not_yet_completed_waits_and_says_why(engine: sa.Eng
     with engine.begin() as connection:
         request_reversal(connection, refund_id="re_early", order_id=row.order_id)
     process_refund_events(engine, run_id="run-1")
-    event = _event(engine, "re_early")
+    event = refund_event(engine, "re_early")
     assert event["outcome"] == "waiting_for_payout"
     assert event["processed_at"] is None
     assert f"transfer(s) {row.id} of order" in event["outcome_detail"]

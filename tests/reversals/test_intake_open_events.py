@@ -16,19 +16,9 @@ from reversal_pipeline.errors import ConfigurationError
 from reversal_pipeline.reversals.intake import process_refund_events, request_reversal
 from reversal_pipeline.reversals.intake_window import OPEN_DAYS_ENV, refund_open_window
 from tests.plugins.marketplace import attempts_of, row_state, seed_rows
+from tests.plugins.refunds import refund_event
 
 WINDOW = timedelta(days=30)
-
-
-def _event(engine: sa.Engine, refund_id: str) -> dict[str, Any]:
-    with engine.connect() as connection:
-        return dict(
-            connection.execute(
-                sa.text("SELECT * FROM refund_events WHERE refund_id = :r"), {"r": refund_id}
-            )
-            .mappings()
-            .one()
-        )
 
 
 def _history(engine: sa.Engine, refund_id: str) -> list[dict[str, Any]]:
@@ -78,7 +68,7 @@ def test_refund_before_its_row_exists_is_requested_when_the_row_appears(
 ) -> None:
     _refund(engine, "re_before_row", "ord_late")
     _intake(engine, "run-1")
-    assert _event(engine, "re_before_row")["outcome"] == "waiting_for_transfer"
+    assert refund_event(engine, "re_before_row")["outcome"] == "waiting_for_transfer"
 
     [row] = seed_rows(
         engine, None, 1, status="completed", stripe_transfer_id="tr_late", order_id="ord_late"
@@ -87,7 +77,7 @@ def test_refund_before_its_row_exists_is_requested_when_the_row_appears(
 
     assert summary.rows_requested == 1
     assert row_state(engine, row.id)["status"] == "reversal_pending"
-    event = _event(engine, "re_before_row")
+    event = refund_event(engine, "re_before_row")
     assert (event["outcome"], event["processed_at"] is not None) == ("reversal_requested", True)
     history = _history(engine, "re_before_row")
     assert [(h["outcome_before"], h["outcome_after"], h["closed"]) for h in history] == [
@@ -104,14 +94,14 @@ def test_refund_while_payout_pending_is_requested_when_it_completes(engine: sa.E
     row_id = _pending_row(engine, "ord_pending")
     _refund(engine, "re_pending", "ord_pending")
     _intake(engine)
-    assert _event(engine, "re_pending")["outcome"] == "waiting_for_payout"
+    assert refund_event(engine, "re_pending")["outcome"] == "waiting_for_payout"
     assert _intake(engine).events_processed == 0  # nothing changed: not looked at again
 
     _pay_out(engine, row_id)
     assert _intake(engine).rows_requested == 1
 
     assert row_state(engine, row_id)["status"] == "reversal_pending"
-    assert _event(engine, "re_pending")["outcome"] == "reversal_requested"
+    assert refund_event(engine, "re_pending")["outcome"] == "reversal_requested"
 
 
 def test_refund_whose_payout_failed_is_closed_with_that_outcome(engine: sa.Engine) -> None:
@@ -122,7 +112,7 @@ def test_refund_whose_payout_failed_is_closed_with_that_outcome(engine: sa.Engin
 
     summary = _intake(engine)
 
-    event = _event(engine, "re_fails")
+    event = refund_event(engine, "re_fails")
     assert event["outcome"] == "payout_failed"
     assert event["processed_at"] is not None
     assert f"({row_id})" in event["outcome_detail"]
@@ -144,16 +134,16 @@ def test_partly_paid_order_reverses_the_paid_now_and_waits_for_the_rest(
 
     assert _intake(engine, "run-1").rows_requested == 1
     assert row_state(engine, paid.id)["status"] == "reversal_pending"
-    event = _event(engine, "re_mix")
+    event = refund_event(engine, "re_mix")
     assert (event["outcome"], event["processed_at"]) == ("waiting_for_payout", None)
 
     _pay_out(engine, later)
     assert _intake(engine, "run-2").rows_requested == 1  # only the newly paid one
-    assert _event(engine, "re_mix")["processed_at"] is None  # `never` still pending
+    assert refund_event(engine, "re_mix")["processed_at"] is None  # `never` still pending
 
     _pay_out(engine, never, "failed")
     assert _intake(engine, "run-3").rows_requested == 0
-    event = _event(engine, "re_mix")
+    event = refund_event(engine, "re_mix")
     assert event["outcome"] == "reversal_requested"
     assert event["processed_at"] is not None
 
@@ -173,11 +163,11 @@ def test_refund_open_past_the_window_is_expired_and_still_acted_on_later(
 
     summary = _intake(engine)
 
-    event = _event(engine, "re_old")
+    event = refund_event(engine, "re_old")
     assert (event["outcome"], event["processed_at"]) == ("expired_unmatched", None)
     assert "open longer than 30 day(s)" in event["outcome_detail"]
     assert [refund for refund, _ in summary.newly_expired] == ["re_old"]
-    assert _event(engine, "re_young")["outcome"] == "waiting_for_transfer"
+    assert refund_event(engine, "re_young")["outcome"] == "waiting_for_transfer"
     assert _intake(engine).newly_expired == []  # alerted once in the log; the check keeps it red
 
     [row] = seed_rows(
@@ -185,7 +175,7 @@ def test_refund_open_past_the_window_is_expired_and_still_acted_on_later(
     )
     _intake(engine)
     assert row_state(engine, row.id)["status"] == "reversal_pending"
-    assert _event(engine, "re_old")["outcome"] == "reversal_requested"
+    assert refund_event(engine, "re_old")["outcome"] == "reversal_requested"
     assert [h["outcome_after"] for h in _history(engine, "re_old")] == [
         "expired_unmatched",
         "reversal_requested",
@@ -198,7 +188,7 @@ def test_redelivered_webhook_for_an_open_event_keeps_it_open(engine: sa.Engine) 
     with engine.begin() as connection:
         again = request_reversal(connection, refund_id="re_redelivered", order_id="ord_redelivered")
     assert again.duplicate
-    assert _event(engine, "re_redelivered")["outcome"] == "waiting_for_transfer"
+    assert refund_event(engine, "re_redelivered")["outcome"] == "waiting_for_transfer"
 
     [row] = seed_rows(
         engine,
@@ -223,7 +213,7 @@ def test_second_refund_of_an_order_already_being_reversed_closes_without_a_secon
 
     assert _intake(engine).rows_requested == 1
 
-    second = _event(engine, "re_second")
+    second = refund_event(engine, "re_second")
     assert second["outcome"] == "reversal_requested"
     assert f"already requested earlier: {row.id}" in second["outcome_detail"]
     assert len(attempts_of(engine, row.id)) == 1

@@ -14,7 +14,10 @@ from typing import Any
 import pytest
 
 from reversal_pipeline.errors import (
+    ChargeNotFound,
+    RefundNotFound,
     StripeCursorExpired,
+    StripeObjectNotFound,
     StripeSystemicError,
     TransferNotFound,
 )
@@ -207,6 +210,28 @@ def test_a_days_refunds_page_through(
     assert resource.calls_made["list_refunds"] == 3
 
 
+@pytest.mark.parametrize(
+    ("lookup", "object_id", "error"),
+    [("get_charge", "ch_missing", ChargeNotFound), ("get_refund", "re_missing", RefundNotFound)],
+)
+def test_a_missing_charge_or_refund_is_named_as_such_not_as_a_transfer(
+    resource: StripeResource, lookup: str, object_id: str, error: type[StripeObjectNotFound]
+) -> None:
+    with pytest.raises(StripeObjectNotFound) as raised:
+        getattr(resource, lookup)(object_id)
+
+    assert type(raised.value) is error
+    assert not isinstance(raised.value, TransferNotFound)  # the transfer path's own verdict
+    assert (raised.value.http_status, raised.value.stripe_code) == (404, "resource_missing")
+    assert object_id in raised.value.message  # Stripe's "No such ...: 'ch_missing'"
+    assert resource.calls_made["retrieve_" + lookup.removeprefix("get_")] == 1  # not retried
+
+
+def test_a_missing_transfer_is_still_transfer_not_found(resource: StripeResource) -> None:
+    with pytest.raises(TransferNotFound):
+        resource.get_transfer("tr_missing")
+
+
 def test_charge_and_refund_lookups(resource: StripeResource, control: EmulatorClient) -> None:
     charge = control.create_charge(
         1_000, currency="EUR", transfer_group="order_3", metadata={"order_id": "3"}
@@ -217,8 +242,6 @@ def test_charge_and_refund_lookups(resource: StripeResource, control: EmulatorCl
     snapshot = resource.get_charge(charge["id"])
     refund = resource.get_refund(first["id"])
     of_charge = resource.refunds_for_charge(charge["id"])
-    with pytest.raises(TransferNotFound):
-        resource.get_charge("ch_missing")
 
     assert snapshot == ChargeSnapshot(
         id=charge["id"],
@@ -244,7 +267,7 @@ def test_charge_and_refund_lookups(resource: StripeResource, control: EmulatorCl
         (first["id"], "succeeded"),
     ]
     calls = resource.calls_made
-    assert (calls["retrieve_charge"], calls["retrieve_refund"], calls["list_refunds"]) == (2, 1, 1)
+    assert (calls["retrieve_charge"], calls["retrieve_refund"], calls["list_refunds"]) == (1, 1, 1)
 
 
 def test_a_revoked_key_is_systemic_on_every_reader(

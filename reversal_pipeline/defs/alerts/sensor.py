@@ -5,7 +5,10 @@ a failed run of ``reversal_job``, ``reconciliation_job`` or
 ``refund_reconciliation_job`` (in the last day),
 and every asset check whose latest evaluation failed with ERROR severity
 (open critical drift, new permanent failures, outcomes not written, refund
-events past their window, and the freshness checks: a stale asset). The
+events past their window, and the freshness checks: a stale asset), and
+every running sensor of the code location whose ticks have all failed for
+``SENSOR_FAILING_ALERT_AFTER`` (``stripe_refunds_sensor`` failing means refunds
+made at Stripe are not taken in). The
 ledger in the cursor turns that into one alert per new problem and keeps
 undelivered alerts for the next tick. ``REVERSAL_ALERT_WEBHOOK_URL`` unset:
 each alert is logged as a warning on the tick, and nothing is sent.
@@ -24,6 +27,9 @@ from dagster._core.storage.asset_check_execution_record import (
     COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
 )
 
+# Dagster's clock (the one its tick timestamps come from; its tests can move it).
+from dagster._time import get_current_datetime
+
 from reversal_pipeline.alerts.delivery import (
     DeliveryFailed,
     post_webhook,
@@ -36,6 +42,7 @@ from reversal_pipeline.alerts.problems import (
     check_failed,
     run_failed,
 )
+from reversal_pipeline.defs.alerts.sensor_ticks import failing_sensors
 from reversal_pipeline.environment import WEBHOOK_URL_ENV, WEBSERVER_URL_ENV, setting
 
 log = logging.getLogger(__name__)
@@ -44,18 +51,27 @@ WATCHED_JOBS = ("reversal_job", "reconciliation_job", "refund_reconciliation_job
 #: A failed run stays a problem this long (then it drops out, already alerted).
 FAILED_RUN_WINDOW = timedelta(days=1)
 MAX_RUNS_PER_JOB = 100
+SENSOR_NAME = "reversal_alerts_sensor"
 
 
 @dg.sensor(
-    name="reversal_alerts_sensor",
+    name=SENSOR_NAME,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Posts one alert per new failed run, failed ERROR check or stale asset "
-    f"to {WEBHOOK_URL_ENV} (unset: logs it).",
+    description="Posts one alert per new failed run, failed ERROR check, stale asset or "
+    f"failing sensor to {WEBHOOK_URL_ENV} (unset: logs it).",
 )
 def reversal_alerts_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     ledger = AlertLedger.from_cursor(context.cursor)
-    new = ledger.observe([*_failed_runs(context.instance), *_failing_error_checks(context)])
+    new = ledger.observe(
+        [
+            *_failed_runs(context.instance),
+            *_failing_error_checks(context),
+            *failing_sensors(
+                context.instance, _repository(context), get_current_datetime(), watcher=SENSOR_NAME
+            ),
+        ]
+    )
     webhook_url = setting(WEBHOOK_URL_ENV) or None
     webserver_url = setting(WEBSERVER_URL_ENV) or None
     secrets = secret_values()
@@ -102,9 +118,7 @@ def _failing_error_checks(context: dg.SensorEvaluationContext) -> Iterator[Probl
     problem and alert it again when the evaluation fails once more.
     """
     storage = context.instance.event_log_storage
-    # A sensor evaluated by the daemon or a test harness always has its repository.
-    assert context.repository_def is not None, "the alert sensor needs its code location"
-    for key in sorted(context.repository_def.asset_graph.asset_check_keys, key=str):
+    for key in sorted(_repository(context).asset_graph.asset_check_keys, key=str):
         records = storage.get_asset_check_execution_history(
             key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
         )
@@ -115,3 +129,9 @@ def _failing_error_checks(context: dg.SensorEvaluationContext) -> Iterator[Probl
         if evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.ERROR:
             continue
         yield check_failed(key.asset_key.path, key.name, evaluation.description)
+
+
+def _repository(context: dg.SensorEvaluationContext) -> dg.RepositoryDefinition:
+    # A sensor evaluated by the daemon or a test harness always has its repository.
+    assert context.repository_def is not None, "the alert sensor needs its code location"
+    return context.repository_def

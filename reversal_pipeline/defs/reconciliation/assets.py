@@ -18,6 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.reconciliation.incomplete import fail_incomplete
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.defs.reconciliation.tables import findings_table
 from reversal_pipeline.environment import REPORTS_DIR_ENV, setting
@@ -122,16 +123,11 @@ def reversal_reconciliation(
             reports_dir=Path(setting(REPORTS_DIR_ENV)).resolve(),
         )
     if not outcome.complete:
-        yield dg.AssetCheckResult(
-            check_name="reconciliation_complete",
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"error": outcome.error or ""},
-        )
-        raise dg.Failure(
-            description=f"incomplete reconciliation of {day}, not reported as clean: "
-            f"{outcome.error}",
-            metadata={"stripe_transfers_listed": outcome.stripe_transfers},
+        yield from fail_incomplete(
+            "reconciliation_complete",
+            f"incomplete reconciliation of {day}",
+            outcome.error,
+            {"stripe_transfers_listed": outcome.stripe_transfers},
         )
     counts = count_metadata(outcome.drift_findings)
     with engine.connect() as connection:

@@ -17,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from reversal_pipeline.db.resource import DatabaseResource
+from reversal_pipeline.defs.reconciliation.incomplete import fail_incomplete
 from reversal_pipeline.defs.reconciliation.partitions import daily_partitions
 from reversal_pipeline.defs.reconciliation.tables import findings_table
 from reversal_pipeline.reconciliation.open_findings import day_open_counts
@@ -82,16 +83,11 @@ def refund_reconciliation(
         grace_period=timedelta(minutes=config.grace_minutes),
     )
     if not outcome.complete:
-        yield dg.AssetCheckResult(
-            check_name="refund_reconciliation_complete",
-            passed=False,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"error": outcome.error or ""},
-        )
-        raise dg.Failure(
-            description=f"incomplete refund reconciliation of {day}, not reported as clean: "
-            f"{outcome.error}",
-            metadata={"stripe_refunds_listed": outcome.stripe_refunds},
+        yield from fail_incomplete(
+            "refund_reconciliation_complete",
+            f"incomplete refund reconciliation of {day}",
+            outcome.error,
+            {"stripe_refunds_listed": outcome.stripe_refunds},
         )
     metadata = _metadata(outcome) | stripe.budget_usage()
     if outcome.stored is not None and outcome.stored.superseded_by is not None:

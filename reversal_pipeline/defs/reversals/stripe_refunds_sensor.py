@@ -14,6 +14,8 @@ Its Stripe calls go through the ``stripe`` resource: paced by the account's
 shared budget at LISTING priority (reversals go first). A Stripe error (401,
 an outage) fails the tick, red on the sensor's page; the cursor stays where it
 was and the next tick reads the same events again (recording is idempotent).
+Ticks that keep failing (10 minutes) are alerted by ``reversal_alerts_sensor``:
+refunds made at Stripe are not being taken in.
 
 Off by default, unlike the other automation: turned on, it records every
 refund of the account, so the platform first checks that its charges name

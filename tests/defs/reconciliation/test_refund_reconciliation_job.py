@@ -131,3 +131,22 @@ def test_the_backfill_sensor_reruns_a_refund_day_once_its_refund_arrives(
     assert request.run_key.startswith(f"reconcile-refunds-{DAY}-changed-")
     assert "event or reversal changed" in request.tags["reason"]
     assert refund_requests(tick(after.cursor)) == []  # requested once
+
+
+def test_a_refund_listing_that_fails_is_never_green(world: JobWorld) -> None:
+    control = world.emulator.control()
+    _dropped_refund(world.engine, control, "order_outage")
+    control.add_script(respond=500, method="GET", path="/v1/refunds", times=20)
+
+    result = run_refund_reconciliation(world.instance)
+
+    assert not result.success
+    assert check_results(result) == {"refund_reconciliation_complete": False}
+    evaluation = _evaluation(result, "refund_reconciliation_complete")
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.metadata["error"].value  # what stopped it, for the operator
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert f"incomplete refund reconciliation of {DAY}, not reported as clean" in str(
+        failure.step_failure_data.error
+    )
+    assert not result.get_asset_materialization_events()

@@ -10,11 +10,11 @@ from reversal_pipeline.alerts.ledger import AlertLedger
 from reversal_pipeline.db.resource import DatabaseResource
 from reversal_pipeline.defs.alerts.sensor import reversal_alerts_sensor
 from reversal_pipeline.defs.reversals.stripe_refunds_sensor import stripe_refunds_sensor
-from reversal_pipeline.reversals.intake import request_reversal
 from reversal_pipeline.stripe import StripeResource
 from reversal_pipeline.stripe_emulator import EmulatorServer
 from tests.plugins.dagster_job import load_defs, run_reversal_job
-from tests.plugins.marketplace import row_state, seed_rows
+from tests.plugins.marketplace import row_state
+from tests.plugins.refunds import paid_order, reversals_at_stripe, stripe_refund, webhook_refund
 
 
 def _tick(
@@ -37,10 +37,6 @@ def _tick(
         return stripe_refunds_sensor.evaluate_tick(context)
 
 
-def _reversals_at_stripe(emulator: EmulatorServer, transfer_id: str | None) -> list[dict]:
-    return emulator.control().get_transfer(str(transfer_id))["reversals"]
-
-
 def test_a_refund_made_at_stripe_is_reversed_through_the_sensor_with_no_webhook(
     job_env: dict[str, str],
     engine: sa.Engine,
@@ -48,9 +44,8 @@ def test_a_refund_made_at_stripe_is_reversed_through_the_sensor_with_no_webhook(
     dagster_instance: dg.DagsterInstance,
 ) -> None:
     control = stripe_emulator.control()
-    [row] = seed_rows(engine, control, 1, status="completed", amount=9_000)
-    charge = control.create_charge(10_000, "usd", transfer_group=row.order_id)
-    control.create_refund(charge["id"])  # made in the Dashboard: no webhook call
+    [row] = paid_order(engine, control, [9_000], "ord_dashboard")
+    stripe_refund(control, row.order_id)  # made in the Dashboard: no webhook call
 
     tick = _tick(dagster_instance, job_env, None)
     [request] = tick.run_requests
@@ -59,7 +54,7 @@ def test_a_refund_made_at_stripe_is_reversed_through_the_sensor_with_no_webhook(
     assert run_reversal_job(dagster_instance).success
 
     assert row_state(engine, row.id)["status"] == "reversed"
-    [reversal] = _reversals_at_stripe(stripe_emulator, row.stripe_transfer_id)
+    [reversal] = reversals_at_stripe(control, row.stripe_transfer_id)
     assert reversal["amount"] == 9_000
     quiet = _tick(dagster_instance, job_env, tick.cursor)
     assert not quiet.run_requests
@@ -77,19 +72,11 @@ def test_the_same_refund_from_the_webhook_and_the_sensor_is_reversed_once(
     dagster_instance: dg.DagsterInstance,
 ) -> None:
     control = stripe_emulator.control()
-    [row] = seed_rows(engine, control, 1, status="completed", amount=9_000)
-    charge = control.create_charge(10_000, "usd", transfer_group=row.order_id)
-    refund = control.create_refund(charge["id"], amount=4_000)
+    [row] = paid_order(engine, control, [9_000], "ord_both_feeds")
+    refund = stripe_refund(control, row.order_id, amount=4_000)
 
     def webhook() -> None:
-        with engine.begin() as connection:
-            request_reversal(
-                connection,
-                refund_id=refund["id"],
-                order_id=row.order_id,
-                amount=4_000,
-                currency="usd",
-            )
+        webhook_refund(engine, refund["id"], row.order_id, amount=4_000, currency="usd")
 
     def sensor() -> None:
         _tick(dagster_instance, job_env, None)
@@ -99,7 +86,7 @@ def test_the_same_refund_from_the_webhook_and_the_sensor_is_reversed_once(
         feed()
         assert run_reversal_job(dagster_instance).success
 
-    [reversal] = _reversals_at_stripe(stripe_emulator, row.stripe_transfer_id)
+    [reversal] = reversals_at_stripe(control, row.stripe_transfer_id)
     assert reversal["amount"] == 4_000
     state = row_state(engine, row.id)
     assert (state["reversal_target"], state["amount_reversed"]) == (4_000, 4_000)
@@ -115,8 +102,7 @@ def test_an_unplaced_refund_fails_the_error_check_naming_it_and_is_alerted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     control = stripe_emulator.control()
-    charge = control.create_charge(5_000, "eur")  # names no order
-    refund = control.create_refund(charge["id"], amount=1_200)
+    refund = stripe_refund(control, None, 5_000, "eur", amount=1_200)  # names no order
 
     tick = _tick(dagster_instance, job_env, None)
     [request] = tick.run_requests  # so the check runs now
@@ -154,8 +140,7 @@ def test_a_revoked_key_fails_the_tick_and_keeps_the_cursor(
     dagster_instance: dg.DagsterInstance,
 ) -> None:
     control = stripe_emulator.control()
-    charge = control.create_charge(10_000, "usd", transfer_group="ord_401")
-    control.create_refund(charge["id"], amount=100)
+    stripe_refund(control, "ord_401", amount=100)
     control.revoke_key(job_env["STRIPE_API_KEY"])
 
     with pytest.raises(Exception, match=r"(?i)api key|401|unauthori|invalid") as raised:
@@ -180,13 +165,10 @@ def test_a_pending_refund_is_reversed_once_when_it_succeeds_and_never_if_it_fail
     dagster_instance: dg.DagsterInstance,
 ) -> None:
     control = stripe_emulator.control()
-    [paid, kept] = seed_rows(engine, control, 2, status="completed", amount=9_000)
-    succeeds = control.create_refund(
-        control.create_charge(10_000, "usd", transfer_group=paid.order_id)["id"], status="pending"
-    )
-    fails = control.create_refund(
-        control.create_charge(10_000, "usd", transfer_group=kept.order_id)["id"], status="pending"
-    )
+    [paid] = paid_order(engine, control, [9_000], "ord_succeeds")
+    [kept] = paid_order(engine, control, [9_000], "ord_fails")
+    succeeds = stripe_refund(control, paid.order_id, status="pending")
+    fails = stripe_refund(control, kept.order_id, status="pending")
 
     pending = _tick(dagster_instance, job_env, None)
     assert not pending.run_requests
@@ -198,8 +180,6 @@ def test_a_pending_refund_is_reversed_once_when_it_succeeds_and_never_if_it_fail
     assert run_reversal_job(dagster_instance).success
     assert not _tick(dagster_instance, job_env, settled.cursor).run_requests
 
-    assert [
-        r["amount"] for r in _reversals_at_stripe(stripe_emulator, paid.stripe_transfer_id)
-    ] == [9_000]
-    assert _reversals_at_stripe(stripe_emulator, kept.stripe_transfer_id) == []
+    assert [r["amount"] for r in reversals_at_stripe(control, paid.stripe_transfer_id)] == [9_000]
+    assert reversals_at_stripe(control, kept.stripe_transfer_id) == []
     assert row_state(engine, kept.id)["status"] == "completed"
