@@ -873,3 +873,37 @@ def test_the_batch_renews_the_leases_of_the_rows_it_holds(
     assert report.outcomes == {"reversed": 3}
     for row in rows:
         assert _state(engine, row) == ("reversed", 0, 1, None)
+
+
+def test_the_look_before_giving_up_records_what_stripe_shows_not_the_target(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """Found at the last look, over the target: the row records Stripe's figure and says so.
+
+    Sent before (a lost reply); its first look-up goes unanswered on its last
+    attempt, so it is looked at once more before giving up, and Stripe shows 1,200
+    of ours against a target of 1,000 (reversed twice by earlier attempts). The row
+    is ``reversed`` with 1,200 (reconciliation compares it with Stripe) and the
+    over-reversal named for a person; writing the target instead would hide it.
+    """
+    control = stripe_emulator.control()
+    [row] = seed_rows(engine, control, 1, amount=1_500, reversal_target=1_000, stripe_attempts=1)
+    [_, newest] = [_ours(control, row, 700), _ours(control, row, 500)]
+    control.add_script(respond=429, method="GET", transfer_id=row.stripe_transfer_id)
+
+    report = run_batch(engine, impatient_stripe, "run-v", max_attempts=1)
+
+    assert report.outcomes == {"found_existing": 1}
+    assert report.reversed_amount_by_currency == {"usd": 1_200}
+    state = row_state(engine, row.id)
+    assert (state["status"], state["amount_reversed"]) == ("reversed", 1_200)
+    assert state["stripe_reversal_id"] == newest
+    assert state["error_message"].startswith("over-reversed: ours at Stripe ")
+    assert state["error_message"].endswith(
+        "; 1200 is more than the target 1000: over-reversed, needs a person"
+    )
+    assert _posts(control, row.stripe_transfer_id) == 0
+    assert _audit(engine, row) == [
+        ("lookup_reversal", "error", None, "run-v"),
+        ("lookup_reversal", "found_existing", "reversed", "run-v"),
+    ]
