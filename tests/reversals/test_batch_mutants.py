@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from reversal_pipeline.reversals import claim
+from reversal_pipeline.reversals import claim, record
 from reversal_pipeline.reversals.backoff import retry_delay
 from reversal_pipeline.reversals.batch import FAILURE_LIST_LIMIT, ReversalBatch
 from reversal_pipeline.reversals.claim import ClaimedRow
@@ -906,4 +906,59 @@ def test_the_look_before_giving_up_records_what_stripe_shows_not_the_target(
     assert _audit(engine, row) == [
         ("lookup_reversal", "error", None, "run-v"),
         ("lookup_reversal", "found_existing", "reversed", "run-v"),
+    ]
+
+
+def test_pages_are_read_only_as_far_as_the_window_allows(
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    impatient_stripe: StripeResource,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One worker, pages of three: at most three rows are handed out and not finished.
+
+    The first row's call is held, so the other two of its page wait behind it and
+    the window is full when the second page has been counted: the page loop must
+    wait there (not read and count the third page) until half the window is done.
+    The batch is stopped while it waits; once the held call answers, the loop wakes
+    (the window's low mark), sees the stop and leaves: the second page was counted
+    but never handed out, the third never read into an attempt. Every row but the
+    first is released uncounted, nothing else is sent.
+    """
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 7)
+    control.add_script(respond="hold", method="POST", transfer_id=rows[0].stripe_transfer_id)
+    start_attempts = record.start_attempts
+    second_page_counted = threading.Event()
+
+    def counted(db: sa.Engine, **kwargs: Any) -> dict[int, int]:
+        attempts = start_attempts(db, **kwargs)
+        if rows[3].id in attempts:
+            second_page_counted.set()
+        return attempts
+
+    monkeypatch.setattr(record, "start_attempts", counted)
+    batch = claimed_batch(engine, impatient_stripe, "run-p", concurrency=1, page_size=3)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        assert second_page_counted.wait(30)
+        batch.stop()
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = batch.report
+    assert report.outcomes == {"reversed": 1}
+    assert (report.statuses, report.rows_released) == ({"reversed": 1}, 6)
+    assert _state(engine, rows[0]) == ("reversed", 0, 1, None)
+    for row in rows[1:]:
+        assert _requests(control, row.stripe_transfer_id) == 0
+        assert attempts_of(engine, row.id) == []
+    # Counted with their pages (the first two); the third page was never counted.
+    assert [_state(engine, row) for row in rows[1:]] == [
+        *[("reversal_pending", 0, 1, None)] * 5,
+        ("reversal_pending", 0, 0, None),
     ]
