@@ -939,7 +939,15 @@ def test_pages_are_read_only_as_far_as_the_window_allows(
 
     monkeypatch.setattr(record, "start_attempts", counted)
     batch = claimed_batch(engine, impatient_stripe, "run-p", concurrency=1, page_size=3)
-    worker = threading.Thread(target=batch.run)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            batch.run()
+        except BaseException as error:  # the run must end normally: checked below
+            raised.append(error)
+
+    worker = threading.Thread(target=run)
     worker.start()
     try:
         assert control.wait_for_held(1, timeout=30)
@@ -950,6 +958,7 @@ def test_pages_are_read_only_as_far_as_the_window_allows(
         worker.join(60)
     assert not worker.is_alive()
 
+    assert raised == []  # the full window was waited on, not a crash that stopped the run
     report = batch.report
     assert report.outcomes == {"reversed": 1}
     assert (report.statuses, report.rows_released) == ({"reversed": 1}, 6)
