@@ -971,3 +971,56 @@ def test_pages_are_read_only_as_far_as_the_window_allows(
         *[("reversal_pending", 0, 1, None)] * 5,
         ("reversal_pending", 0, 0, None),
     ]
+
+
+def test_an_unexpected_error_in_one_row_is_logged_counted_and_leaves_the_rest(
+    engine: sa.Engine,
+    stripe_emulator: EmulatorServer,
+    impatient_stripe: StripeResource,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A database fault inside one row's own path (a trigger refusing its audit insert,
+    where the lease-at-risk path audits its look-up directly) must not take the batch
+    down: it is logged at ERROR naming the row, counted ``error``, and the others go on."""
+    control = stripe_emulator.control()
+    [faulty] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="fault")
+    [looked] = seed_rows(engine, control, 1, stripe_attempts=1, order_prefix="ok")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$BEGIN RAISE EXCEPTION 'audit refused for the test'; END$$"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "CREATE TRIGGER refuse_audit BEFORE INSERT ON reversal_attempts FOR EACH ROW"
+                f" WHEN (NEW.seller_transfer_id = {faulty.id}) EXECUTE FUNCTION refuse_audit()"
+            )
+        )
+    readings = iter([0.0])
+    settings = claimed_batch(engine, impatient_stripe, "run-u").settings
+    batch = ReversalBatch(
+        engine,
+        impatient_stripe,
+        token="run-u",
+        run_id="run-u",
+        settings=settings,
+        clock=lambda: next(readings, 1e9),  # the lease at risk: look-ups audited, nothing sent
+    )
+    caplog.set_level(logging.ERROR)
+
+    report = batch.run()
+
+    assert report.outcomes == {"error": 1, "lease_at_risk": 1}
+    [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert error.getMessage() == (
+        f"seller transfer {faulty.id}: unexpected error, left for a later run"
+    )
+    assert error.exc_info is not None
+    assert attempts_of(engine, faulty.id) == []
+    assert _audit(engine, looked) == [("lookup_reversal", "not_found", None, "run-u")]
+    for row in (faulty, looked):
+        assert _posts(control, row.stripe_transfer_id) == 0
+        # Its attempt counted with its page, released: the next run looks before sending.
+        assert _state(engine, row) == ("reversal_pending", 0, 2, None)
