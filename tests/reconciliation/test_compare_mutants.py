@@ -400,3 +400,28 @@ def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> Non
             "db_amount_reversed": 1000,
         }
     ]
+
+
+def test_a_db_frame_without_target_columns_gives_unknown_targets_in_details() -> None:
+    # A frame from before issue 17 (no reversal_target / db_amount_reversed): the finding
+    # still names both, as unknown, rather than failing or dropping them from details.
+    frame = db_frame([db_row(1, amount=999), db_row(2, currency="usd")]).drop(
+        columns=["reversal_target", "db_amount_reversed"]
+    )
+
+    found = compare(
+        frame,
+        stripe_transfers_frame([snapshot("tr_1"), snapshot("tr_2")]),
+        now=NOW,
+        grace_period=timedelta(hours=1),
+    )
+
+    assert found["category"].astype(str).tolist() == ["amount_or_currency_mismatch"] * 2
+    unknown_targets = {
+        "status": "completed",
+        "stripe_amount": 1000,
+        "stripe_currency": "eur",
+        "reversal_target": None,
+        "db_amount_reversed": None,
+    }
+    assert found["details"].tolist() == [unknown_targets, unknown_targets]
