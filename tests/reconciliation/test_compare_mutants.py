@@ -375,14 +375,32 @@ def test_json_records_turn_every_dtype_into_plain_json_values() -> None:
             "flag": [True, False],
             "when": pd.to_datetime(["2026-11-20T01:02:03.9Z", None], utc=True),
             "text": pd.array(["a", None], dtype="string[pyarrow]"),
+            # An integer column that a join left with gaps (Stripe's side of a row
+            # Stripe does not know): still whole numbers in the JSON, not 1000.0.
+            "joined": [1000.0, float("nan")],
         }
     )
 
-    assert json_records(frame) == [
-        {"count": 3, "big": 2**53 - 1, "flag": True, "when": "2026-11-20T01:02:03Z", "text": "a"},
-        {"count": None, "big": 0, "flag": False, "when": None, "text": None},
+    records = json_records(frame)
+
+    assert records == [
+        {
+            "count": 3,
+            "big": 2**53 - 1,
+            "flag": True,
+            "when": "2026-11-20T01:02:03Z",
+            "text": "a",
+            "joined": 1000,
+        },
+        {"count": None, "big": 0, "flag": False, "when": None, "text": None, "joined": None},
     ]
-    assert type(json_records(frame)[0]["count"]) is int
+    # == cannot tell 1 from True or 1000 from 1000.0; JSONB can ("true" vs "1", "1000.0").
+    assert [type(records[0][name]) for name in ("count", "big", "flag", "joined")] == [
+        int,
+        int,
+        bool,
+        int,
+    ]
 
 
 def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> None:
