@@ -592,3 +592,26 @@ def test_open_findings_break_ties_by_day_then_category_then_id(engine: sa.Engine
         [DAY + timedelta(days=1), "amount_or_currency_mismatch"],
     ]
     assert list(listed.columns) == [c.name for c in reconciliation_drift.columns]
+
+
+def test_of_runs_with_one_start_the_last_written_is_the_latest(engine: sa.Engine) -> None:
+    # Runs written earlier are rewritten after the last one (an UPDATE of an indexed
+    # column moves a row to the table's and the index's end among equal starts), so
+    # only the id, not the storage order, says which came last.
+    names = [f"run-{n}" for n in range(8)]
+    for run_id in names:
+        record_incomplete_run(
+            engine, DAY, started_at=NOW, finished_at=NOW, run_id=run_id, error_message="x"
+        )
+    rewritten = reconciliation_runs.c.run_id.in_(names[:-1:2])
+    with engine.begin() as connection:
+        for started_at in (NOW + timedelta(microseconds=1), NOW):  # via another start
+            connection.execute(
+                sa.update(reconciliation_runs).where(rewritten).values(started_at=started_at)
+            )
+
+    with engine.connect() as connection:
+        day = latest_findings_for_day(connection, DAY, as_of=NOW)
+
+    assert day.latest_run is not None
+    assert day.latest_run["run_id"] == "run-7"
