@@ -443,3 +443,71 @@ def test_a_db_frame_without_target_columns_gives_unknown_targets_in_details() ->
         "db_amount_reversed": None,
     }
     assert found["details"].tolist() == [unknown_targets, unknown_targets]
+
+
+def _categories(found: pd.DataFrame) -> list[list[str]]:
+    return found[["category", "finding_key"]].astype(str).to_numpy().tolist()
+
+
+def test_a_raised_target_whose_confirmed_part_is_recorded_is_not_a_partial_reversal() -> None:
+    # Partial refunds: each row owes 600; Stripe shows 300 of ours on each. Row 1
+    # records those 300 as confirmed (work in progress), row 2 does not (drift).
+    rows = [
+        pending_row(1, reversal_target=600, db_amount_reversed=300),
+        pending_row(2, reversal_target=600, db_amount_reversed=0),
+    ]
+    snapshots = [
+        snapshot(f"tr_{n}", reversals=[reversal(f"trr_{n}", 300, seller_transfer_id=n)])
+        for n in (1, 2)
+    ]
+
+    found = drift_findings_for(rows, snapshots)
+
+    assert _categories(found) == [["partial_reversal_unrecorded", "2"]]
+
+
+def test_nothing_reversed_at_stripe_is_not_a_partial_reversal() -> None:
+    row = pending_row(1, reversal_target=600, db_amount_reversed=300)
+
+    found = drift_findings_for([row], [snapshot("tr_1")])
+
+    assert "partial_reversal_unrecorded" not in found["category"].astype(str).tolist()
+
+
+def test_a_target_of_zero_is_never_fully_reversed_at_stripe() -> None:
+    rows = [
+        db_row(1, status="permanently_failed", reversal_target=0),
+        pending_row(2, reversal_target=0),
+    ]
+
+    found = drift_findings_for(rows, [snapshot("tr_1"), snapshot("tr_2")])
+
+    assert _categories(found) == []
+
+
+def test_targets_of_one_minor_unit_are_compared() -> None:
+    rows = [
+        pending_row(1, reversal_target=1),  # Stripe reversed that 1: done at Stripe
+        reversed_row(2, reversal_target=1, db_amount_reversed=1),  # Stripe reversed 2
+    ]
+    snapshots = [
+        snapshot("tr_1", reversals=[reversal("trr_1", 1, seller_transfer_id=1)]),
+        snapshot("tr_2", reversals=[reversal("trr_2", 2, seller_transfer_id=2)]),
+    ]
+
+    found = drift_findings_for(rows, snapshots)
+
+    assert sorted(_categories(found)) == [
+        ["over_reversed", "2"],
+        ["stripe_reversed_db_pending", "1"],
+    ]
+
+
+def test_an_unknown_target_is_the_rows_whole_amount() -> None:
+    frame = db_frame([pending_row(1)])
+    frame["reversal_target"] = pd.array([None], dtype="Int64")
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 1000, seller_transfer_id=1)])]
+
+    found = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
+
+    assert _categories(found) == [["stripe_reversed_db_pending", "1"]]
