@@ -511,3 +511,18 @@ def test_an_unknown_target_is_the_rows_whole_amount() -> None:
     found = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
 
     assert _categories(found) == [["stripe_reversed_db_pending", "1"]]
+
+
+def test_frames_read_in_pieces_are_matched_like_one_piece() -> None:
+    # Ids of a frame concatenated from pieces (a day read in batches) are chunked
+    # Arrow arrays: matched the same, one transfer id to one row.
+    rows = [db_row(1), db_row(2, amount=5)]
+    pieces = pd.concat([db_frame(rows[:1]), db_frame(rows[1:])], ignore_index=True)
+    stripe = pd.concat(
+        [stripe_transfers_frame([snapshot("tr_2")]), stripe_transfers_frame([snapshot("tr_1")])],
+        ignore_index=True,
+    )
+
+    found = compare(pieces, stripe, now=NOW)
+
+    assert _categories(found) == [["amount_or_currency_mismatch", "2"]]
