@@ -526,3 +526,8 @@ def test_frames_read_in_pieces_are_matched_like_one_piece() -> None:
     found = compare(pieces, stripe, now=NOW)
 
     assert _categories(found) == [["amount_or_currency_mismatch", "2"]]
+
+
+def test_a_naive_now_is_refused_with_a_message_that_says_so() -> None:
+    with pytest.raises(ValueError, match=r"^compare\(\) needs a timezone-aware 'now' \(UTC\)$"):
+        compare(db_frame([]), stripe_transfers_frame([]), now=NOW.replace(tzinfo=None))
