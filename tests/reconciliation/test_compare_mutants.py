@@ -531,3 +531,13 @@ def test_frames_read_in_pieces_are_matched_like_one_piece() -> None:
 def test_a_naive_now_is_refused_with_a_message_that_says_so() -> None:
     with pytest.raises(ValueError, match=r"^compare\(\) needs a timezone-aware 'now' \(UTC\)$"):
         compare(db_frame([]), stripe_transfers_frame([]), now=NOW.replace(tzinfo=None))
+
+
+def test_an_unknown_recorded_amount_is_nothing_recorded() -> None:
+    frame = db_frame([pending_row(1, reversal_target=600)])
+    frame["db_amount_reversed"] = pd.array([None], dtype="Int64")
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 1, seller_transfer_id=1)])]
+
+    found = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
+
+    assert _categories(found) == [["partial_reversal_unrecorded", "1"]]
