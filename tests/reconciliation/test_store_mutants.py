@@ -398,7 +398,7 @@ def test_each_side_records_its_runs_and_reads_only_its_own(engine: sa.Engine) ->
         now=NOW,
         started_at=NOW - timedelta(hours=2),
         run_id="refunds",
-        counts=COUNTS,
+        counts=RunCounts(db_rows=1, stripe_calls=2, stripe_refunds=4, pending_refunds=1),
         source=FindingSource.REFUNDS,
     )
     record_incomplete_run(
@@ -417,7 +417,9 @@ def test_each_side_records_its_runs_and_reads_only_its_own(engine: sa.Engine) ->
         ("refunds-failed", "refunds"),
     ]
     assert refund_stored.superseded_by is None  # the transfer run started later: not its side
-    assert refund_stored.run_row_id == _runs(engine)[1]["id"]
+    refund_run = _runs(engine)[1]
+    assert refund_stored.run_row_id == refund_run["id"]
+    assert (refund_run["stripe_refunds"], refund_run["pending_refunds"]) == (4, 1)
     with engine.connect() as connection:
         refunds = open_findings(connection, source=FindingSource.REFUNDS)
         transfers = open_findings(connection, source=FindingSource.TRANSFERS)
