@@ -17,9 +17,11 @@ made PostgreSQL fail under parallel sessions, and mutmut counted those failures
 as kills. A module whose tests need PostgreSQL (``database=True``) gets one
 embedded server for its whole run, handed to every session through
 ``TEST_DATABASE_URL``: starting one per mutant took ~25 s on a loaded machine,
-longer than the tests. Each session still migrates its own template and each
-test clones its own database from it, so sessions running at once share
-nothing but the server; if the server is not answering at the end of the run,
+longer than the tests. The template is migrated once, before the run, and
+handed over through ``TEST_DATABASE_TEMPLATE`` (a migration per session was
+most of a killed mutant's time); each test clones its own database from it,
+so sessions running at once share nothing but the server and a template
+nobody writes to; if the server is not answering at the end of the run,
 the module is reported as not measured (its failures would have counted as
 kills). The script also refuses a module whose targeted tests fail on the
 unmutated code (mutmut's clean run).
@@ -51,7 +53,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from reversal_pipeline.db.embedded import throwaway_embedded_server
+from reversal_pipeline.db import migrate
+from reversal_pipeline.db.embedded import ensure_database, throwaway_embedded_server
+from reversal_pipeline.db.engine import create_db_engine
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,8 +98,9 @@ TARGETS: dict[str, Target] = {
         database=True,
     ),
     # Reconciliation (issue 13): the comparison, its frames and the findings store.
-    # Focused selections (no Dagster, no emulator; compare's without a database): each
-    # mutant's pytest session takes seconds, not an embedded PostgreSQL start per mutant.
+    # Focused selections (no Dagster, no emulator; compare's without a database). frames
+    # and store read and write PostgreSQL: without database=True every mutant's session
+    # started its own embedded server and migrated it (most of a killed mutant's time).
     "compare": Target(
         "reversal_pipeline/reconciliation/compare.py",
         ("tests/reconciliation/test_compare.py", "tests/reconciliation/test_compare_mutants.py"),
@@ -107,10 +112,12 @@ TARGETS: dict[str, Target] = {
             "tests/reconciliation/test_frames.py",
             "tests/reconciliation/test_frames_mutants.py",
         ),
+        database=True,
     ),
     "store": Target(
         "reversal_pipeline/reconciliation/store.py",
         ("tests/reconciliation/test_store.py", "tests/reconciliation/test_store_mutants.py"),
+        database=True,
     ),
 }
 
@@ -121,6 +128,9 @@ KEEP = bool(os.environ.get("MUTATION_KEEP"))  # keep the copies, for debugging a
 RESULT_LINE = re.compile(r"^\s*(\S+): (.+)$")
 #: Read by ``tests/plugins/database.py``: use this server instead of starting one.
 TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
+#: Read by ``tests/plugins/database.py``: clone this database, migrated here once.
+TEST_DATABASE_TEMPLATE_ENV = "TEST_DATABASE_TEMPLATE"
+SHARED_TEMPLATE = "rp_mutation_template"
 
 
 def tracked_copy(destination: Path) -> None:
@@ -162,7 +172,12 @@ def run_module(
         if not target.database:
             return _measure(name, target, copy, time_limit, max_children, dict(os.environ), only)
         with throwaway_embedded_server(prefix=f"mutmut-{name}-pg-") as server_url:
-            environment = {**os.environ, TEST_DATABASE_URL_ENV: server_url}
+            _migrate_shared_template(server_url)
+            environment = {
+                **os.environ,
+                TEST_DATABASE_URL_ENV: server_url,
+                TEST_DATABASE_TEMPLATE_ENV: SHARED_TEMPLATE,
+            }
             statuses = _measure(name, target, copy, time_limit, max_children, environment, only)
             if statuses and not _server_answers(server_url):
                 # Every mutant checked after the server died "failed": not kills.
@@ -172,6 +187,16 @@ def run_module(
     finally:
         if not KEEP:
             shutil.rmtree(copy, ignore_errors=True)
+
+
+def _migrate_shared_template(server_url: str) -> None:
+    """Migrate one template for every session of the run (mutants never touch migrations)."""
+    url = ensure_database(server_url, SHARED_TEMPLATE)
+    engine = create_db_engine(url)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def _server_answers(server_url: str) -> bool:

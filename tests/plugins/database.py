@@ -20,6 +20,11 @@ from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.db.url import normalize_url
 
 TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
+#: With ``TEST_DATABASE_URL``: a database on that server already migrated to head, cloned
+#: by every test instead of migrating a template per session (mutation testing starts a
+#: session per mutant; the migration was most of a short session). The owner of the server
+#: made it from the same migrations and keeps it; the tests never write to it.
+TEST_DATABASE_TEMPLATE_ENV = "TEST_DATABASE_TEMPLATE"
 
 
 def _admin_engine(server_url: str) -> sa.Engine:
@@ -62,6 +67,10 @@ def drop_database(server_url: str, name: str) -> None:
 @pytest.fixture(scope="session")
 def migrated_template(postgres_server_url: str) -> Iterator[str]:
     """Name of a database migrated to head, used only as a template."""
+    shared = os.environ.get(TEST_DATABASE_TEMPLATE_ENV)
+    if shared and os.environ.get(TEST_DATABASE_URL_ENV):
+        yield shared
+        return
     name = create_database(postgres_server_url, "rp_template")
     engine = create_db_engine(_database_url(postgres_server_url, name))
     migrate.upgrade(engine)

@@ -375,14 +375,32 @@ def test_json_records_turn_every_dtype_into_plain_json_values() -> None:
             "flag": [True, False],
             "when": pd.to_datetime(["2026-11-20T01:02:03.9Z", None], utc=True),
             "text": pd.array(["a", None], dtype="string[pyarrow]"),
+            # An integer column that a join left with gaps (Stripe's side of a row
+            # Stripe does not know): still whole numbers in the JSON, not 1000.0.
+            "joined": [1000.0, float("nan")],
         }
     )
 
-    assert json_records(frame) == [
-        {"count": 3, "big": 2**53 - 1, "flag": True, "when": "2026-11-20T01:02:03Z", "text": "a"},
-        {"count": None, "big": 0, "flag": False, "when": None, "text": None},
+    records = json_records(frame)
+
+    assert records == [
+        {
+            "count": 3,
+            "big": 2**53 - 1,
+            "flag": True,
+            "when": "2026-11-20T01:02:03Z",
+            "text": "a",
+            "joined": 1000,
+        },
+        {"count": None, "big": 0, "flag": False, "when": None, "text": None, "joined": None},
     ]
-    assert type(json_records(frame)[0]["count"]) is int
+    # == cannot tell 1 from True or 1000 from 1000.0; JSONB can ("true" vs "1", "1000.0").
+    assert [type(records[0][name]) for name in ("count", "big", "flag", "joined")] == [
+        int,
+        int,
+        bool,
+        int,
+    ]
 
 
 def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> None:
@@ -400,3 +418,126 @@ def test_a_reversed_row_without_a_reversal_id_is_a_reversal_id_mismatch() -> Non
             "db_amount_reversed": 1000,
         }
     ]
+
+
+def test_a_db_frame_without_target_columns_gives_unknown_targets_in_details() -> None:
+    # A frame from before issue 17 (no reversal_target / db_amount_reversed): the finding
+    # still names both, as unknown, rather than failing or dropping them from details.
+    frame = db_frame([db_row(1, amount=999), db_row(2, currency="usd")]).drop(
+        columns=["reversal_target", "db_amount_reversed"]
+    )
+
+    found = compare(
+        frame,
+        stripe_transfers_frame([snapshot("tr_1"), snapshot("tr_2")]),
+        now=NOW,
+        grace_period=timedelta(hours=1),
+    )
+
+    assert found["category"].astype(str).tolist() == ["amount_or_currency_mismatch"] * 2
+    unknown_targets = {
+        "status": "completed",
+        "stripe_amount": 1000,
+        "stripe_currency": "eur",
+        "reversal_target": None,
+        "db_amount_reversed": None,
+    }
+    assert found["details"].tolist() == [unknown_targets, unknown_targets]
+
+
+def _categories(found: pd.DataFrame) -> list[list[str]]:
+    return found[["category", "finding_key"]].astype(str).to_numpy().tolist()
+
+
+def test_a_raised_target_whose_confirmed_part_is_recorded_is_not_a_partial_reversal() -> None:
+    # Partial refunds: each row owes 600; Stripe shows 300 of ours on each. Row 1
+    # records those 300 as confirmed (work in progress), row 2 does not (drift).
+    rows = [
+        pending_row(1, reversal_target=600, db_amount_reversed=300),
+        pending_row(2, reversal_target=600, db_amount_reversed=0),
+    ]
+    snapshots = [
+        snapshot(f"tr_{n}", reversals=[reversal(f"trr_{n}", 300, seller_transfer_id=n)])
+        for n in (1, 2)
+    ]
+
+    found = drift_findings_for(rows, snapshots)
+
+    assert _categories(found) == [["partial_reversal_unrecorded", "2"]]
+
+
+def test_nothing_reversed_at_stripe_is_not_a_partial_reversal() -> None:
+    row = pending_row(1, reversal_target=600, db_amount_reversed=300)
+
+    found = drift_findings_for([row], [snapshot("tr_1")])
+
+    assert "partial_reversal_unrecorded" not in found["category"].astype(str).tolist()
+
+
+def test_a_target_of_zero_is_never_fully_reversed_at_stripe() -> None:
+    rows = [
+        db_row(1, status="permanently_failed", reversal_target=0),
+        pending_row(2, reversal_target=0),
+    ]
+
+    found = drift_findings_for(rows, [snapshot("tr_1"), snapshot("tr_2")])
+
+    assert _categories(found) == []
+
+
+def test_targets_of_one_minor_unit_are_compared() -> None:
+    rows = [
+        pending_row(1, reversal_target=1),  # Stripe reversed that 1: done at Stripe
+        reversed_row(2, reversal_target=1, db_amount_reversed=1),  # Stripe reversed 2
+    ]
+    snapshots = [
+        snapshot("tr_1", reversals=[reversal("trr_1", 1, seller_transfer_id=1)]),
+        snapshot("tr_2", reversals=[reversal("trr_2", 2, seller_transfer_id=2)]),
+    ]
+
+    found = drift_findings_for(rows, snapshots)
+
+    assert sorted(_categories(found)) == [
+        ["over_reversed", "2"],
+        ["stripe_reversed_db_pending", "1"],
+    ]
+
+
+def test_an_unknown_target_is_the_rows_whole_amount() -> None:
+    frame = db_frame([pending_row(1)])
+    frame["reversal_target"] = pd.array([None], dtype="Int64")
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 1000, seller_transfer_id=1)])]
+
+    found = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
+
+    assert _categories(found) == [["stripe_reversed_db_pending", "1"]]
+
+
+def test_frames_read_in_pieces_are_matched_like_one_piece() -> None:
+    # Ids of a frame concatenated from pieces (a day read in batches) are chunked
+    # Arrow arrays: matched the same, one transfer id to one row.
+    rows = [db_row(1), db_row(2, amount=5)]
+    pieces = pd.concat([db_frame(rows[:1]), db_frame(rows[1:])], ignore_index=True)
+    stripe = pd.concat(
+        [stripe_transfers_frame([snapshot("tr_2")]), stripe_transfers_frame([snapshot("tr_1")])],
+        ignore_index=True,
+    )
+
+    found = compare(pieces, stripe, now=NOW)
+
+    assert _categories(found) == [["amount_or_currency_mismatch", "2"]]
+
+
+def test_a_naive_now_is_refused_with_a_message_that_says_so() -> None:
+    with pytest.raises(ValueError, match=r"^compare\(\) needs a timezone-aware 'now' \(UTC\)$"):
+        compare(db_frame([]), stripe_transfers_frame([]), now=NOW.replace(tzinfo=None))
+
+
+def test_an_unknown_recorded_amount_is_nothing_recorded() -> None:
+    frame = db_frame([pending_row(1, reversal_target=600)])
+    frame["db_amount_reversed"] = pd.array([None], dtype="Int64")
+    snapshots = [snapshot("tr_1", reversals=[reversal("trr_1", 1, seller_transfer_id=1)])]
+
+    found = compare(frame, stripe_transfers_frame(snapshots), now=NOW)
+
+    assert _categories(found) == [["partial_reversal_unrecorded", "1"]]

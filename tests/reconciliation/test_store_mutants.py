@@ -9,8 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from reversal_pipeline.db.tables import reconciliation_drift, reconciliation_runs
+from reversal_pipeline.reconciliation.compare import CATEGORY_DTYPE
 from reversal_pipeline.reconciliation.store import (
     FindingScope,
+    FindingSource,
     RunCounts,
     counts_as_drift,
     latest_findings_for_day,
@@ -18,7 +20,15 @@ from reversal_pipeline.reconciliation.store import (
     record_incomplete_run,
     store_findings,
 )
-from tests.reconciliation.builders import DAY, NOW, db_row, drift_findings_for, snapshot
+from tests.reconciliation.builders import (
+    DAY,
+    NOW,
+    db_row,
+    drift_findings_for,
+    insert_rows,
+    snapshot,
+    update_row,
+)
 
 COUNTS = RunCounts(db_rows=7, stripe_transfers=5, stripe_calls=3)
 
@@ -357,3 +367,253 @@ def test_a_day_with_only_in_grace_findings_counts_them_as_drift_at_grace_end(
 
     assert at_end.open_findings == 0  # another day's count
     assert again.open_findings == 1  # its grace ends exactly now: drift
+
+
+# --------------------------------------------------------------- the refund side, the lock
+
+
+def _as_refund_findings(findings: pd.DataFrame) -> pd.DataFrame:
+    """The same rows, as the refund side's findings (``store`` does not read categories)."""
+    relabelled = findings.copy()
+    relabelled["category"] = pd.Categorical(
+        ["refund_not_received"] * len(findings), dtype=CATEGORY_DTYPE
+    )
+    return relabelled
+
+
+def test_each_side_records_its_runs_and_reads_only_its_own(engine: sa.Engine) -> None:
+    store_findings(
+        engine,
+        DAY,
+        drift_findings_for([db_row(1)], []),
+        now=NOW,
+        started_at=NOW,
+        run_id="transfers",
+        counts=COUNTS,
+    )
+    refund_stored = store_findings(
+        engine,
+        DAY,
+        _as_refund_findings(drift_findings_for([db_row(2)], [])),
+        now=NOW,
+        started_at=NOW - timedelta(hours=2),
+        run_id="refunds",
+        counts=RunCounts(db_rows=1, stripe_calls=2, stripe_refunds=4, pending_refunds=1),
+        source=FindingSource.REFUNDS,
+    )
+    record_incomplete_run(
+        engine,
+        DAY,
+        started_at=NOW - timedelta(hours=1),
+        finished_at=NOW,
+        run_id="refunds-failed",
+        error_message="listing failed",
+        source=FindingSource.REFUNDS,
+    )
+
+    assert [(r["run_id"], r["source"]) for r in _runs(engine)] == [
+        ("transfers", "transfers"),
+        ("refunds", "refunds"),
+        ("refunds-failed", "refunds"),
+    ]
+    assert refund_stored.superseded_by is None  # the transfer run started later: not its side
+    refund_run = _runs(engine)[1]
+    assert refund_stored.run_row_id == refund_run["id"]
+    assert (refund_run["stripe_refunds"], refund_run["pending_refunds"]) == (4, 1)
+    with engine.connect() as connection:
+        refunds = open_findings(connection, source=FindingSource.REFUNDS)
+        transfers = open_findings(connection, source=FindingSource.TRANSFERS)
+        refund_day = latest_findings_for_day(
+            connection, DAY, as_of=NOW, source=FindingSource.REFUNDS
+        )
+        transfer_day = latest_findings_for_day(connection, DAY, as_of=NOW)
+    assert (refunds["finding_key"].tolist(), refunds["source"].tolist()) == (["2"], ["refunds"])
+    assert transfers["finding_key"].tolist() == ["1"]
+    assert refund_day.partition_day == DAY
+    assert refund_day.latest_run is not None
+    assert refund_day.last_complete_run is not None
+    assert (refund_day.latest_run["run_id"], refund_day.last_complete_run["run_id"]) == (
+        "refunds-failed",
+        "refunds",
+    )
+    assert transfer_day.latest_run is not None
+    assert transfer_day.latest_run["run_id"] == "transfers"
+    assert sorted(transfer_day.findings["finding_key"]) == ["1", "2"]  # both sides' findings
+
+
+def test_a_superseded_refund_run_is_recorded_on_the_refund_side(engine: sa.Engine) -> None:
+    later_start = NOW + timedelta(minutes=10)
+    refund_finding = _as_refund_findings(drift_findings_for([db_row(1)], []))
+    store_findings(
+        engine,
+        DAY,
+        refund_finding,
+        now=later_start,
+        started_at=later_start,
+        run_id=None,  # a run id is optional: superseded by a run without one
+        counts=COUNTS,
+        source=FindingSource.REFUNDS,
+    )
+
+    older = store_findings(
+        engine,
+        DAY,
+        refund_finding.iloc[:0],
+        now=later_start,
+        started_at=NOW,
+        run_id="older",
+        counts=COUNTS,
+        source=FindingSource.REFUNDS,
+    )
+
+    assert older.superseded_by == ""  # superseded, by a run that had no id
+    superseded = _runs(engine)[-1]
+    assert (superseded["run_id"], superseded["source"], superseded["complete"]) == (
+        "older",
+        "refunds",
+        False,
+    )
+    assert older.run_row_id == superseded["id"]
+
+
+def test_a_superseded_run_counts_findings_whose_grace_ended_by_its_end(
+    engine: sa.Engine,
+) -> None:
+    later_start = NOW + timedelta(minutes=10)
+    in_grace = drift_findings_for([db_row(1, updated_at=NOW - timedelta(minutes=1))], [])
+    grace_ends = in_grace["grace_ends_at"].iloc[0]
+    store_findings(
+        engine,
+        DAY,
+        in_grace,
+        now=later_start,
+        started_at=later_start,
+        run_id="newer",
+        counts=COUNTS,
+    )
+
+    older = store_findings(
+        engine,
+        DAY,
+        in_grace.iloc[:0],
+        now=grace_ends,
+        started_at=NOW,
+        run_id="older",
+        counts=COUNTS,
+    )
+
+    assert older.superseded_by == "newer"
+    assert older.open_findings == 1  # in grace when stored, its grace ended by now
+
+
+def test_the_refund_side_resolves_a_finding_of_a_row_changed_since_its_start(
+    engine: sa.Engine,
+) -> None:
+    """Only the transfer side skips rows changed since its start; refund findings are
+    about refunds, and a changed row makes the refund day stale instead."""
+    insert_rows(engine, [db_row(1)])
+    update_row(engine, 1, amount=1001)  # stamped changed now, after the run's start (NOW)
+    refund_finding = _as_refund_findings(drift_findings_for([db_row(1)], []))
+    store_findings(
+        engine,
+        DAY,
+        refund_finding,
+        now=NOW - timedelta(hours=1),
+        started_at=NOW - timedelta(hours=1),
+        run_id="saw-it",
+        counts=COUNTS,
+        source=FindingSource.REFUNDS,
+    )
+
+    stored = store_findings(
+        engine,
+        DAY,
+        refund_finding.iloc[:0],
+        now=NOW,
+        started_at=NOW,
+        run_id="gone",
+        counts=COUNTS,
+        source=FindingSource.REFUNDS,
+    )
+
+    assert (stored.upserted, stored.resolved) == (0, 1)
+    assert _drift(engine)[0]["resolved_at"] == NOW
+
+
+def _store_a_run(engine: sa.Engine, day: date, *, complete: bool) -> None:
+    if complete:
+        empty = drift_findings_for([], [])
+        store_findings(engine, day, empty, now=NOW, started_at=NOW, run_id="r", counts=COUNTS)
+    else:
+        record_incomplete_run(
+            engine, day, started_at=NOW, finished_at=NOW, run_id="r", error_message="x"
+        )
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_storing_a_day_waits_for_that_days_lock(
+    engine: sa.Engine, database_url: str, complete: bool
+) -> None:
+    """Two stores of one day are serialised by a two-key advisory lock on the day.
+
+    The store gives up after 200 ms (``lock_timeout``) instead of waiting: no sleep,
+    and a store that took no lock, or another one, finishes instead of failing.
+    """
+    impatient = sa.create_engine(
+        database_url, poolclass=sa.pool.NullPool, connect_args={"options": "-c lock_timeout=200"}
+    )
+    try:
+        with engine.begin() as holder:
+            holder.execute(sa.select(sa.func.pg_advisory_xact_lock(0x5245434F, DAY.toordinal())))
+            with pytest.raises(sa.exc.OperationalError, match="lock timeout"):
+                _store_a_run(impatient, DAY, complete=complete)
+            _store_a_run(impatient, DAY + timedelta(days=1), complete=complete)  # not blocked
+    finally:
+        impatient.dispose()
+    assert [r["partition_day"] for r in _runs(engine)] == [DAY + timedelta(days=1)]
+
+
+def test_open_findings_break_ties_by_day_then_category_then_id(engine: sa.Engine) -> None:
+    # Equal severity (high) and amount (10.00): the order comes from the tie-breakers,
+    # and the rows are written against it (the later day first, the later category first).
+    mismatch = drift_findings_for([db_row(1, currency="usd")], [snapshot("tr_1")])
+    missing = drift_findings_for([db_row(2)], [])
+    for day, findings, run_id in (
+        (DAY + timedelta(days=1), mismatch, "a"),
+        (DAY, missing, "b"),
+        (DAY, pd.concat([missing, mismatch], ignore_index=True), "c"),
+    ):
+        store_findings(engine, day, findings, now=NOW, started_at=NOW, run_id=run_id, counts=COUNTS)
+
+    with engine.connect() as connection:
+        listed = open_findings(connection)
+
+    assert listed[["partition_day", "category"]].to_numpy().tolist() == [
+        [DAY, "amount_or_currency_mismatch"],
+        [DAY, "missing_at_stripe"],
+        [DAY + timedelta(days=1), "amount_or_currency_mismatch"],
+    ]
+    assert list(listed.columns) == [c.name for c in reconciliation_drift.columns]
+
+
+def test_of_runs_with_one_start_the_last_written_is_the_latest(engine: sa.Engine) -> None:
+    # Runs written earlier are rewritten after the last one (an UPDATE of an indexed
+    # column moves a row to the table's and the index's end among equal starts), so
+    # only the id, not the storage order, says which came last.
+    names = [f"run-{n}" for n in range(8)]
+    for run_id in names:
+        record_incomplete_run(
+            engine, DAY, started_at=NOW, finished_at=NOW, run_id=run_id, error_message="x"
+        )
+    rewritten = reconciliation_runs.c.run_id.in_(names[:-1:2])
+    with engine.begin() as connection:
+        for started_at in (NOW + timedelta(microseconds=1), NOW):  # via another start
+            connection.execute(
+                sa.update(reconciliation_runs).where(rewritten).values(started_at=started_at)
+            )
+
+    with engine.connect() as connection:
+        day = latest_findings_for_day(connection, DAY, as_of=NOW)
+
+    assert day.latest_run is not None
+    assert day.latest_run["run_id"] == "run-7"
