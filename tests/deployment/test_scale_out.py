@@ -211,6 +211,13 @@ def test_queued_runs_in_separate_processes_reverse_each_row_once_within_one_budg
         "REVERSAL_REPORTS_DIR": str(tmp_path / "reports"),
     }
     bin_dir = Path(sys.executable).parent
+    # The schema first, once, as the Helm chart's migration job does: the daemon and the
+    # webserver started together on an empty database both create it, and one of them
+    # dies on "type jobs already exists" (seen in CI).
+    subprocess.run(
+        [str(bin_dir / "dagster"), "instance", "migrate"],
+        cwd=REPO, env=env, check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
     processes: list[subprocess.Popen[bytes]] = []
     try:
         _start(
