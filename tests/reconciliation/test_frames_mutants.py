@@ -113,6 +113,20 @@ def test_only_all_digit_metadata_ids_count_as_ours() -> None:
     assert row["reversal_count"] == 4
 
 
+def test_a_transfer_listed_twice_is_kept_once_as_first_listed_with_a_fresh_index() -> None:
+    """Pagination under concurrent writes can list a transfer again, changed since (here a
+    reversal landed between the pages): one row per transfer id, not per distinct content,
+    the first listing kept, and a fresh 0..n-1 index like any other listing's frame."""
+    again = snapshot("tr_1", reversals=[reversal("trr_1", 300, transfer_id="tr_1")])
+    listed = [snapshot("tr_1"), snapshot("tr_2"), again, snapshot("tr_3")]
+
+    frame = stripe_transfers_frame(listed)
+
+    assert frame["transfer_id"].tolist() == ["tr_1", "tr_2", "tr_3"]
+    assert frame.index.tolist() == [0, 1, 2]
+    assert frame["amount_reversed"].tolist() == [0, 0, 0]
+
+
 def test_an_empty_listing_is_a_typed_empty_frame() -> None:
     frame = stripe_transfers_frame([])
 
@@ -167,7 +181,10 @@ def test_every_database_column_read_back_exactly(engine: sa.Engine) -> None:
 
 
 def test_rows_without_transferred_at_are_only_those_with_a_transfer_id(engine: sa.Engine) -> None:
-    insert_rows(engine, [db_row(1), db_row(2, status="pending", stripe_transfer_id=None)])
+    # Row 3 keeps its transferred_at: a day's query reads it, so this one must not.
+    insert_rows(
+        engine, [db_row(1), db_row(2, status="pending", stripe_transfer_id=None), db_row(3)]
+    )
     with engine.begin() as connection:  # a legacy row: the CHECK came later, NOT VALID
         connection.execute(sa.text("SET LOCAL session_replication_role = replica"))
         connection.execute(
