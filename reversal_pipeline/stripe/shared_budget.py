@@ -246,6 +246,7 @@ class SharedBudget:
         listing_floor: float = 0.1,
         fail_safe_fraction: float = 0.25,
         fail_safe_retry_seconds: float = 5.0,
+        spacer_rate: float | None = None,
         pause_seconds: float = 0.05,
         decrease_factor: float = 0.9,
         recovery_per_second: float = 0.1,
@@ -276,11 +277,16 @@ class SharedBudget:
         self._slots: deque[float] = deque()  # monotonic send times booked for reversals
         self._booking = False
         self._row_ready = False
-        # The in-process pacer behind the booked slots, at the same rate and
-        # burst 1 (like a process alone): threads that wake late do not send
-        # together. Burst 1 measured better than 2 on both throughput and the worst
-        # second (benchmarks/RESULTS.md, figures once in code comments).
-        self._spacer = TokenBucket(rate, burst=1)
+        # The in-process pacer behind the booked slots, burst 1: threads that wake
+        # late do not send together. It runs at ``spacer_rate``, the account's real
+        # limit (the resource books slots at 97 % of it): at exactly the booking rate
+        # a thread that woke late delayed every later send for good, and the lag
+        # held idle threads until the pool ran dry and booked slots expired
+        # (a lone run lost ~0.7 % of figure 1, benchmarks/RESULTS.md). A few per
+        # cent faster lets the lag drain in a second or two without ever sending
+        # above the limit. Burst 1 measured better than 2 on both throughput and
+        # the worst second (benchmarks/RESULTS.md, figures once in code comments).
+        self._spacer = TokenBucket(spacer_rate or rate, burst=1)
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)
         self._fail_safe_until = 0.0
@@ -299,6 +305,11 @@ class SharedBudget:
     @property
     def rate(self) -> float:
         return self._rate
+
+    @property
+    def max_send_rate(self) -> float:
+        """The fastest this process ever sends, catching up on late slots included."""
+        return self._spacer.rate
 
     def acquire(self, priority: Priority = Priority.REVERSAL) -> None:
         """Block until this process may send one request of ``priority``."""
@@ -327,8 +338,10 @@ class SharedBudget:
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
         with self._cond:
-            self._slots.clear()
             self._paused_until = time.monotonic() + self._penalty["pause"]
+            self._slots = _thinned_after_pause(
+                self._slots, self._paused_until, self._penalty["decrease"]
+            )
         self._fallback.penalize()
         try:
             with self._engine.begin() as connection:
@@ -484,6 +497,31 @@ class SharedBudget:
 
     def _in_fail_safe_locked(self) -> bool:
         return time.monotonic() < self._fail_safe_until
+
+
+def _thinned_after_pause(slots: deque[float], resume_at: float, decrease: float) -> deque[float]:
+    """The booked slots a 429 leaves this process: none in the pause, the rest slowed.
+
+    The account's schedule already lies past every booked slot, so a slot given
+    up here is lost to every process: nobody can book it again. Clearing the
+    whole batch on a 429 cost a lone run up to half a second per 429 (about 4 %
+    of figure 1 at 13 429s in 110 s). Keeping the slots after the pause, spaced
+    at the reduced rate, slows this process at once as before; the others learn
+    of the 429 at their next booking.
+    """
+    if not slots:
+        return deque()
+    end = slots[-1]
+    interval = (slots[1] - slots[0]) if len(slots) > 1 else 0.0
+    if interval <= 0 or decrease <= 0:
+        return deque(s for s in slots if s >= resume_at)
+    step = interval / decrease
+    kept: deque[float] = deque()
+    at = max(resume_at, slots[0])
+    while at <= end:
+        kept.append(at)
+        at += step
+    return kept
 
 
 def active_holders(connection: sa.Connection) -> list[ActiveHolder]:
