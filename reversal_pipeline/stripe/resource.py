@@ -240,7 +240,7 @@ class StripeResource(dg.ConfigurableResource):
                 self.api_key,
                 self.effective_requests_per_second * _PACING_HEADROOM,
                 description=self._budget_description,
-                spacer_rate=self.effective_requests_per_second,
+                catch_up=1 / _PACING_HEADROOM,
                 **_PENALTY,
             )
         if self._bucket is None:

@@ -246,7 +246,7 @@ class SharedBudget:
         listing_floor: float = 0.1,
         fail_safe_fraction: float = 0.25,
         fail_safe_retry_seconds: float = 5.0,
-        spacer_rate: float | None = None,
+        catch_up: float = 1.0,
         pause_seconds: float = 0.05,
         decrease_factor: float = 0.9,
         recovery_per_second: float = 0.1,
@@ -256,6 +256,8 @@ class SharedBudget:
             raise ValueError(f"rate must be > 0, got {rate!r}")
         if not 0 < listing_floor <= 1:
             raise ValueError(f"listing_floor must be in (0, 1], got {listing_floor!r}")
+        if not catch_up >= 1:
+            raise ValueError(f"catch_up must be >= 1, got {catch_up!r}")
         if not 0 < fail_safe_fraction <= 1:
             raise ValueError(f"fail_safe_fraction must be in (0, 1], got {fail_safe_fraction!r}")
         self._engine = engine
@@ -277,16 +279,20 @@ class SharedBudget:
         self._slots: deque[float] = deque()  # monotonic send times booked for reversals
         self._booking = False
         self._row_ready = False
-        # The in-process pacer behind the booked slots, burst 1: threads that wake
-        # late do not send together. It runs at ``spacer_rate``, the account's real
-        # limit (the resource books slots at 97 % of it): at exactly the booking rate
-        # a thread that woke late delayed every later send for good, and the lag
-        # held idle threads until the pool ran dry and booked slots expired
-        # (a lone run lost ~0.7 % of figure 1, benchmarks/RESULTS.md). A few per
-        # cent faster lets the lag drain in a second or two without ever sending
-        # above the limit. Burst 1 measured better than 2 on both throughput and
-        # the worst second (benchmarks/RESULTS.md, figures once in code comments).
-        self._spacer = TokenBucket(spacer_rate or rate, burst=1)
+        # Behind the booked slots, sends are kept at least ``_gap`` apart (burst 1):
+        # threads that wake late do not send together. The gap is the booked
+        # interval divided by ``catch_up``: the resource books at 97 % of the limit
+        # and passes 1/0.97, so a process catching up on late slots reaches the
+        # limit and never passes it (with listing drawing, reversals book at 90 %
+        # and catch up to 93 %, the listing floor on top). At exactly the booked
+        # interval a thread that woke late delayed every later send for good, and
+        # the lag held idle threads until the pool ran dry and booked slots
+        # expired (benchmarks/RESULTS.md, figure 1 after issue 15). Burst 1
+        # measured better than 2 on both throughput and the worst second
+        # (benchmarks/RESULTS.md, figures once in code comments).
+        self._catch_up = float(catch_up)
+        self._gap = 1.0 / (self._rate * self._catch_up)
+        self._spacer = _MinGap()
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)
         self._fail_safe_until = 0.0
@@ -308,8 +314,8 @@ class SharedBudget:
 
     @property
     def max_send_rate(self) -> float:
-        """The fastest this process ever sends, catching up on late slots included."""
-        return self._spacer.rate
+        """The fastest this process sends now, catching up on late slots included."""
+        return 1.0 / self._gap
 
     def acquire(self, priority: Priority = Priority.REVERSAL) -> None:
         """Block until this process may send one request of ``priority``."""
@@ -333,7 +339,7 @@ class SharedBudget:
         self._wait_until(slot)
         # Threads that wake late (a busy CPU, a slow write) would otherwise send
         # their slots together; the in-process bucket spaces them out again.
-        self._spacer.acquire()
+        self._spacer.wait(self._gap)
 
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
@@ -342,6 +348,7 @@ class SharedBudget:
             self._slots = _thinned_after_pause(
                 self._slots, self._paused_until, self._penalty["decrease"]
             )
+            self._gap /= self._penalty["decrease"]
         self._fallback.penalize()
         try:
             with self._engine.begin() as connection:
@@ -442,6 +449,7 @@ class SharedBudget:
             if not listing:
                 interval = 1.0 / float(row.eff)
                 self._slots.extend(start + i * interval for i in range(k))
+                self._gap = interval / self._catch_up
         return start
 
     def _prepare(self) -> None:
@@ -497,6 +505,27 @@ class SharedBudget:
 
     def _in_fail_safe_locked(self) -> bool:
         return time.monotonic() < self._fail_safe_until
+
+
+class _MinGap:
+    """Keeps this process's sends at least a gap apart, each waiter booked in turn.
+
+    ``TokenBucket`` at burst 1 does the same at a fixed rate; here the gap follows
+    the rate the budget last booked at, which changes with listing and 429s.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self, gap: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + gap
+        # Pacing to a booked time, not synchronisation: a plain sleep is the point.
+        if at > now:
+            time.sleep(at - now)
 
 
 def _thinned_after_pause(slots: deque[float], resume_at: float, decrease: float) -> deque[float]:

@@ -231,10 +231,21 @@ def test_slots_after_a_429_start_when_the_pause_ends_and_are_spaced_at_the_lower
 def test_a_process_never_sends_faster_than_its_spacer_allows(
     database_url: str, budgets: list[SharedBudget]
 ) -> None:
-    """Late slots are caught up on at most at ``spacer_rate``: by default the booking rate."""
-    assert _budget(database_url, budgets, "plain").max_send_rate == RATE
-    budget = _budget(database_url, budgets, "with room", spacer_rate=RATE / 0.97)
+    """Late slots are caught up on at ``catch_up`` times the booked rate, no faster.
+
+    The gap follows what the budget booked: a 429 (rate x 0.9) lowers it with the
+    slots it keeps.
+    """
+    plain = _budget(database_url, budgets, "plain")
+    assert plain.max_send_rate == pytest.approx(RATE)
+    budget = _budget(database_url, budgets, "with room", catch_up=1 / 0.97, decrease_factor=0.9)
     assert budget.max_send_rate == pytest.approx(RATE / 0.97)
+    budget.acquire()
+    assert budget.max_send_rate == pytest.approx(RATE / 0.97)
+    budget.penalize()
+    assert budget.max_send_rate == pytest.approx(RATE * 0.9 / 0.97)
+    with pytest.raises(ValueError, match="catch_up"):
+        _budget(database_url, budgets, "too slow", catch_up=0.5)
 
 
 def test_unreadable_budget_paces_at_a_fraction_and_says_so(
