@@ -195,12 +195,14 @@ class ReversalBatch:
     def run(self) -> BatchReport:
         started = time.monotonic()
         try:
+            claim_began = self._lease.now()
             claim.take_for_batch(
                 self.engine,
                 token=self.token,
                 batch_id=self.batch_id,
                 lease_seconds=self.settings.lease_seconds,
             )
+            self._lease.claimed(claim_began)
             with (
                 self._lease,
                 GroupCommitWriter(

@@ -240,6 +240,7 @@ class StripeResource(dg.ConfigurableResource):
                 self.api_key,
                 self.effective_requests_per_second * _PACING_HEADROOM,
                 description=self._budget_description,
+                catch_up=1 / _PACING_HEADROOM,
                 **_PENALTY,
             )
         if self._bucket is None:

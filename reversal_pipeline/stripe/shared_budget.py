@@ -246,6 +246,7 @@ class SharedBudget:
         listing_floor: float = 0.1,
         fail_safe_fraction: float = 0.25,
         fail_safe_retry_seconds: float = 5.0,
+        catch_up: float = 1.0,
         pause_seconds: float = 0.05,
         decrease_factor: float = 0.9,
         recovery_per_second: float = 0.1,
@@ -255,6 +256,8 @@ class SharedBudget:
             raise ValueError(f"rate must be > 0, got {rate!r}")
         if not 0 < listing_floor <= 1:
             raise ValueError(f"listing_floor must be in (0, 1], got {listing_floor!r}")
+        if not catch_up >= 1:
+            raise ValueError(f"catch_up must be >= 1, got {catch_up!r}")
         if not 0 < fail_safe_fraction <= 1:
             raise ValueError(f"fail_safe_fraction must be in (0, 1], got {fail_safe_fraction!r}")
         self._engine = engine
@@ -276,11 +279,20 @@ class SharedBudget:
         self._slots: deque[float] = deque()  # monotonic send times booked for reversals
         self._booking = False
         self._row_ready = False
-        # The in-process pacer behind the booked slots, at the same rate and
-        # burst 1 (like a process alone): threads that wake late do not send
-        # together. Burst 1 measured better than 2 on both throughput and the worst
-        # second (benchmarks/RESULTS.md, figures once in code comments).
-        self._spacer = TokenBucket(rate, burst=1)
+        # Behind the booked slots, sends are kept at least ``_gap`` apart (burst 1):
+        # threads that wake late do not send together. The gap is the booked
+        # interval divided by ``catch_up``: the resource books at 97 % of the limit
+        # and passes 1/0.97, so a process catching up on late slots reaches the
+        # limit and never passes it (with listing drawing, reversals book at 90 %
+        # and catch up to 93 %, the listing floor on top). At exactly the booked
+        # interval a thread that woke late delayed every later send for good, and
+        # the lag held idle threads until the pool ran dry and booked slots
+        # expired (benchmarks/RESULTS.md, figure 1 after issue 15). Burst 1
+        # measured better than 2 on both throughput and the worst second
+        # (benchmarks/RESULTS.md, figures once in code comments).
+        self._catch_up = float(catch_up)
+        self._gap = 1.0 / (self._rate * self._catch_up)
+        self._spacer = _MinGap()
         # Fail-safe pacer: the in-process bucket at a fraction of the rate.
         self._fallback = TokenBucket(rate * fail_safe_fraction)
         self._fail_safe_until = 0.0
@@ -299,6 +311,11 @@ class SharedBudget:
     @property
     def rate(self) -> float:
         return self._rate
+
+    @property
+    def max_send_rate(self) -> float:
+        """The fastest this process sends now, catching up on late slots included."""
+        return 1.0 / self._gap
 
     def acquire(self, priority: Priority = Priority.REVERSAL) -> None:
         """Block until this process may send one request of ``priority``."""
@@ -322,13 +339,16 @@ class SharedBudget:
         self._wait_until(slot)
         # Threads that wake late (a busy CPU, a slow write) would otherwise send
         # their slots together; the in-process bucket spaces them out again.
-        self._spacer.acquire()
+        self._spacer.wait(self._gap)
 
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
         with self._cond:
-            self._slots.clear()
             self._paused_until = time.monotonic() + self._penalty["pause"]
+            self._slots = _thinned_after_pause(
+                self._slots, self._paused_until, self._penalty["decrease"]
+            )
+            self._gap /= self._penalty["decrease"]
         self._fallback.penalize()
         try:
             with self._engine.begin() as connection:
@@ -429,6 +449,7 @@ class SharedBudget:
             if not listing:
                 interval = 1.0 / float(row.eff)
                 self._slots.extend(start + i * interval for i in range(k))
+                self._gap = interval / self._catch_up
         return start
 
     def _prepare(self) -> None:
@@ -484,6 +505,52 @@ class SharedBudget:
 
     def _in_fail_safe_locked(self) -> bool:
         return time.monotonic() < self._fail_safe_until
+
+
+class _MinGap:
+    """Keeps this process's sends at least a gap apart, each waiter booked in turn.
+
+    ``TokenBucket`` at burst 1 does the same at a fixed rate; here the gap follows
+    the rate the budget last booked at, which changes with listing and 429s.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self, gap: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            at = max(now, self._next)
+            self._next = at + gap
+        # Pacing to a booked time, not synchronisation: a plain sleep is the point.
+        if at > now:
+            time.sleep(at - now)
+
+
+def _thinned_after_pause(slots: deque[float], resume_at: float, decrease: float) -> deque[float]:
+    """The booked slots a 429 leaves this process: none in the pause, the rest slowed.
+
+    The account's schedule already lies past every booked slot, so a slot given
+    up here is lost to every process: nobody can book it again. Clearing the
+    whole batch on a 429 cost a lone run up to half a second per 429 (about 4 %
+    of figure 1 at 13 429s in 110 s). Keeping the slots after the pause, spaced
+    at the reduced rate, slows this process at once as before; the others learn
+    of the 429 at their next booking.
+    """
+    if not slots:
+        return deque()
+    end = slots[-1]
+    interval = (slots[1] - slots[0]) if len(slots) > 1 else 0.0
+    if interval <= 0 or decrease <= 0:
+        return deque(s for s in slots if s >= resume_at)
+    step = interval / decrease
+    kept: deque[float] = deque()
+    at = max(resume_at, slots[0])
+    while at <= end:
+        kept.append(at)
+        at += step
+    return kept
 
 
 def active_holders(connection: sa.Connection) -> list[ActiveHolder]:

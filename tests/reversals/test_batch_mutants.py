@@ -848,29 +848,45 @@ def test_the_batch_renews_the_leases_of_the_rows_it_holds(
     impatient_stripe: StripeResource,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The lease keeper renews this batch's rows, under its run and batch, before sending.
+    """The lease keeper renews this batch's rows, under its run and batch, while it sends.
 
-    The real renewal runs; it is wrapped only to see how many rows it pushed (a
-    keeper renewing under the wrong run or batch pushes none, and the leases then
-    run out under a long run while its rows are still being sent).
+    The claim sets the leases, so the first renewal is the timer's, a quarter of a
+    lease in (10 s, the shortest lease: 2.5 s). One call is held at the emulator
+    until that renewal has come back. The real renewal runs; it is wrapped only to
+    see how many rows it pushed: a keeper renewing under the wrong run or batch
+    pushes none, and the leases then run out under a long run while its rows are
+    still being sent.
     """
     control = stripe_emulator.control()
     rows = seed_rows(engine, control, 3)
+    control.add_script(respond="hold", method="POST", transfer_id=rows[0].stripe_transfer_id)
     renew = claim.renew_leases
     renewed: list[tuple[str, str, int]] = []
+    came_back = threading.Event()
 
     def counted(db: sa.Engine, *, token: str, batch_id: str, lease_seconds: int) -> int:
         touched = renew(db, token=token, batch_id=batch_id, lease_seconds=lease_seconds)
         renewed.append((token, batch_id, touched))
+        came_back.set()
         return touched
 
     monkeypatch.setattr(claim, "renew_leases", counted)
-    batch = claimed_batch(engine, impatient_stripe, "run-e")
+    batch = claimed_batch(engine, impatient_stripe, "run-e", lease_seconds=10)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        assert renewed == []  # the claim set the leases: no second write of every row
+        assert came_back.wait(30)
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
 
-    report = batch.run()
-
-    assert renewed[0] == ("run-e", batch.batch_id, 3)  # on entering: every row, before a send
-    assert report.outcomes == {"reversed": 3}
+    # At least the held row is still pending under the batch when the timer renews.
+    assert renewed[0][:2] == ("run-e", batch.batch_id)
+    assert renewed[0][2] >= 1
+    assert batch.report.outcomes == {"reversed": 3}
     for row in rows:
         assert _state(engine, row) == ("reversed", 0, 1, None)
 

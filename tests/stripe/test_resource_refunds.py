@@ -27,6 +27,7 @@ from reversal_pipeline.stripe import (
     StripeEventRecord,
     StripeResource,
 )
+from reversal_pipeline.stripe.shared_budget import SharedBudget
 from reversal_pipeline.stripe_emulator import EmulatorClient, EmulatorServer
 
 DAY = 86_400
@@ -319,3 +320,23 @@ def test_readers_draw_on_the_shared_budget_at_listing_priority(
 
     assert calls >= 6
     assert usage["stripe_budget_granted"] == usage["stripe_budget_granted_listing"] == calls
+
+
+def test_the_shared_budget_books_below_the_limit_and_never_sends_above_it(
+    stripe_emulator: EmulatorServer, stripe_api_key: str, database_url: str
+) -> None:
+    """Slots are booked at 97 % of the budget; catching up on late ones may reach the
+    budget itself, never more (stripe/shared_budget.py, the spacer)."""
+    res = make_resource(
+        stripe_emulator,
+        stripe_api_key,
+        shared_budget_database_url=database_url,
+        requests_per_second=40.0,
+    )
+    try:
+        budget = res.rate_limiter
+        assert isinstance(budget, SharedBudget)
+        assert budget.rate == pytest.approx(40.0 * 0.97)
+        assert budget.max_send_rate == pytest.approx(40.0)
+    finally:
+        res.close()

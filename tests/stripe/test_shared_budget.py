@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +22,7 @@ from reversal_pipeline.stripe.shared_budget import (
     BudgetMode,
     Priority,
     SharedBudget,
+    _thinned_after_pause,
     account_key,
     active_holders,
 )
@@ -183,6 +185,67 @@ def test_a_429_seen_by_one_process_pauses_the_others(
         other.acquire()
     # Alone, 30 requests take 0.6 s; the other process's pause holds this one too.
     assert time.monotonic() - started >= 1.8
+
+
+def test_a_429_costs_this_process_the_pause_not_the_slots_it_booked(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    """After a 429 the process keeps its booked slots past the pause, at the lower rate.
+
+    The account's schedule lies past every booked slot, so a slot given up is lost
+    to every process; throwing the batch away cost a lone run up to half a second
+    per 429 (figure 1, benchmarks/RESULTS.md). Here the first acquire books half a
+    second (25 slots at 50/s); after the 429 the next five come from what is left,
+    with no new booking, and none before the pause has ended.
+    """
+    budget = _budget(database_url, budgets, "saw a 429", pause_seconds=0.1)
+    budget.acquire()
+    penalized_at = time.monotonic()
+    budget.penalize()
+
+    budget.acquire()
+    assert time.monotonic() >= penalized_at + 0.1
+    for _ in range(4):
+        budget.acquire()
+    usage = budget.usage()
+    assert (usage.granted, usage.bookings) == (6, 1)
+
+
+def test_slots_after_a_429_start_when_the_pause_ends_and_are_spaced_at_the_lower_rate() -> None:
+    slots = deque(10.0 + i * 0.02 for i in range(25))  # 50/s, 10.00 to 10.48
+
+    kept = _thinned_after_pause(slots, resume_at=10.1, decrease=0.8)
+
+    assert kept[0] == pytest.approx(10.1)
+    gaps = [b - a for a, b in zip(kept, list(kept)[1:], strict=False)]
+    assert gaps == pytest.approx([0.025] * len(gaps))  # 50/s x 0.8 = 40/s
+    assert kept[-1] <= 10.48 < kept[-1] + 0.025  # never past what was booked
+    assert len(kept) == 16
+    # A pause that began before the first slot starts nothing earlier than it.
+    assert _thinned_after_pause(deque([12.0, 12.02]), 11.0, 0.8)[0] == 12.0
+    assert list(_thinned_after_pause(deque([12.0]), 11.0, 0.8)) == [12.0]
+    assert list(_thinned_after_pause(deque([12.0]), 12.5, 0.8)) == []
+    assert list(_thinned_after_pause(deque(), 12.5, 0.8)) == []
+
+
+def test_a_process_never_sends_faster_than_its_spacer_allows(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    """Late slots are caught up on at ``catch_up`` times the booked rate, no faster.
+
+    The gap follows what the budget booked: a 429 (rate x 0.9) lowers it with the
+    slots it keeps.
+    """
+    plain = _budget(database_url, budgets, "plain")
+    assert plain.max_send_rate == pytest.approx(RATE)
+    budget = _budget(database_url, budgets, "with room", catch_up=1 / 0.97, decrease_factor=0.9)
+    assert budget.max_send_rate == pytest.approx(RATE / 0.97)
+    budget.acquire()
+    assert budget.max_send_rate == pytest.approx(RATE / 0.97)
+    budget.penalize()
+    assert budget.max_send_rate == pytest.approx(RATE * 0.9 / 0.97)
+    with pytest.raises(ValueError, match="catch_up"):
+        _budget(database_url, budgets, "too slow", catch_up=0.5)
 
 
 def test_unreadable_budget_paces_at_a_fraction_and_says_so(
