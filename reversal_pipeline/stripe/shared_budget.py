@@ -27,7 +27,9 @@ slots from one row of ``stripe_budget``:
   rate: it uses what is left.
 * **429s are account-wide.** A 429 seen by any process pauses the whole
   schedule (``paused_until``) and lowers ``rate_factor``, which climbs back
-  linearly; every process sees it at its next booking (within one batch).
+  linearly; every process sees it at its next booking (within one batch). The
+  process that saw it keeps the slots it booked past the pause, at the lowered
+  rate: the schedule lies past them, so a slot given up is lost to everyone.
 * **Fail safe.** If the database cannot be read, this process paces itself
   with a local ``TokenBucket`` at ``fail_safe_fraction`` of its rate, logs a
   warning, counts the time for the run's metadata, and tries the database
