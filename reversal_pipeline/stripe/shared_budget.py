@@ -106,6 +106,9 @@ class BudgetUsage:
     fail_safe_entries: int
     bookings: int
     elapsed_seconds: float
+    #: Booked slots this process used too late to send, so never sent: throughput
+    #: a busy process (or a pool with too few threads) lost; never reused by anyone.
+    slots_expired: int = 0
 
     @property
     def share_of_budget(self) -> float:
@@ -123,6 +126,7 @@ class BudgetUsage:
             "stripe_budget_granted_listing": self.granted_listing,
             "stripe_budget_wait_seconds": round(self.waited_seconds, 3),
             "stripe_budget_fail_safe_seconds": round(self.fail_safe_seconds, 3),
+            "stripe_budget_slots_expired": self.slots_expired,
         }
 
 
@@ -306,6 +310,7 @@ class SharedBudget:
         self._waited = 0.0
         self._waited_unreported = 0.0
         self._bookings = 0
+        self._expired = 0
         self._paused_until = 0.0
 
     # -- the pacer interface (like TokenBucket) ----------------------------------
@@ -382,6 +387,7 @@ class SharedBudget:
                 fail_safe_entries=self._fail_safe_entries,
                 bookings=self._bookings,
                 elapsed_seconds=time.monotonic() - self._started,
+                slots_expired=self._expired,
             )
 
     def close(self) -> None:
@@ -395,6 +401,7 @@ class SharedBudget:
                 now = time.monotonic()
                 while self._slots and self._slots[0] < now - SLOT_EXPIRY_SECONDS:
                     self._slots.popleft()  # too late to send on time: never sent late
+                    self._expired += 1
                 if not self._booking and len(self._slots) <= self._batch // 2:
                     self._booking = True  # refill ahead, while slots remain
                 elif self._slots:

@@ -211,6 +211,25 @@ def test_a_429_costs_this_process_the_pause_not_the_slots_it_booked(
     assert (usage.granted, usage.bookings) == (6, 1)
 
 
+def test_slots_used_too_late_are_never_sent_and_are_counted(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    """A process that stalls past its booked slots drops them, and the run's metadata says so.
+
+    The first acquire books half a second (25 slots at 50/s, the last 0.48 s on); after
+    0.8 s every one of the other 24 is more than ``SLOT_EXPIRY_SECONDS`` late.
+    """
+    budget = _budget(database_url, budgets, "stalled")
+    budget.acquire()
+    # Not synchronisation: the stall is what is under test, and a longer one drops the same.
+    time.sleep(0.8)
+    budget.acquire()
+
+    usage = budget.usage()
+    assert (usage.granted, usage.bookings, usage.slots_expired) == (2, 2, 24)
+    assert usage.as_metadata()["stripe_budget_slots_expired"] == 24
+
+
 def test_slots_after_a_429_start_when_the_pause_ends_and_are_spaced_at_the_lower_rate() -> None:
     slots = deque(10.0 + i * 0.02 for i in range(25))  # 50/s, 10.00 to 10.48
 
