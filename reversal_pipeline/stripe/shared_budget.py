@@ -351,11 +351,13 @@ class SharedBudget:
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
         with self._cond:
-            self._paused_until = time.monotonic() + self._penalty["pause"]
-            self._slots = _thinned_after_pause(
-                self._slots, self._paused_until, self._penalty["decrease"]
-            )
-            self._gap /= self._penalty["decrease"]
+            now = time.monotonic()
+            # Threads that see the same burst of 429s extend the pause and slow down
+            # once, as the database's rate_factor does (_PENALIZE_SQL).
+            decrease = 1.0 if now < self._paused_until else self._penalty["decrease"]
+            self._paused_until = max(self._paused_until, now + self._penalty["pause"])
+            self._slots = _thinned_after_pause(self._slots, self._paused_until, decrease)
+            self._gap /= decrease
         self._fallback.penalize()
         try:
             with self._engine.begin() as connection:

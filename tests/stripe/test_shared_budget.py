@@ -257,11 +257,20 @@ def test_a_process_never_sends_faster_than_its_spacer_allows(
     """
     plain = _budget(database_url, budgets, "plain")
     assert plain.max_send_rate == pytest.approx(RATE)
-    budget = _budget(database_url, budgets, "with room", catch_up=1 / 0.97, decrease_factor=0.9)
+    budget = _budget(
+        database_url,
+        budgets,
+        "with room",
+        catch_up=1 / 0.97,
+        decrease_factor=0.9,
+        pause_seconds=30.0,  # the second 429 below lands inside the first's pause
+    )
     assert budget.max_send_rate == pytest.approx(RATE / 0.97)
     budget.acquire()
     assert budget.max_send_rate == pytest.approx(RATE / 0.97)
     budget.penalize()
+    assert budget.max_send_rate == pytest.approx(RATE * 0.9 / 0.97)
+    budget.penalize()  # the same burst of 429s, seen by another thread: slows once
     assert budget.max_send_rate == pytest.approx(RATE * 0.9 / 0.97)
     with pytest.raises(ValueError, match="catch_up"):
         _budget(database_url, budgets, "too slow", catch_up=0.5)
