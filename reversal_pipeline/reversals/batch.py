@@ -235,21 +235,11 @@ class ReversalBatch:
         )
         queued = _Queued()
         try:
-            for page in claim.iter_claimed_pages(
-                self.engine,
-                token=self.token,
-                batch_id=self.batch_id,
-                page_size=self.settings.page_size,
-            ):
-                if self._stop.is_set():
-                    break
-                attempts = self._count_attempts(page)
-                for row in page:
-                    window.wait_for_room()
-                    if self._stop.is_set():
-                        break
-                    window.add()
-                    queued.add(pool.submit(self._handle_row, row, attempts, window))
+            self._queue_rows(window, pool, queued)
+            # However the queuing ended (the last page, or a stop), every row handed to
+            # the pool settles before the batch goes on to release what it holds: a row
+            # released with its call on the wire would leave Stripe's answer no claim
+            # to land on. Kept out of the loop so that no early exit from it skips this.
             queued.wait()
         except BaseException:
             # Termination (Dagster raises its interrupt here) or a database error: a
@@ -264,6 +254,24 @@ class ReversalBatch:
             # marks the live thread stopped (bpo-45274 handling), so a second join
             # returns at once. The futures above are what we wait on; idle workers exit.
             pool.shutdown(wait=False)
+
+    def _queue_rows(self, window: _Window, pool: ThreadPoolExecutor, queued: _Queued) -> None:
+        """Hand the claimed rows to the pool, a page at a time, until none is left or a stop."""
+        for page in claim.iter_claimed_pages(
+            self.engine,
+            token=self.token,
+            batch_id=self.batch_id,
+            page_size=self.settings.page_size,
+        ):
+            if self._stop.is_set():
+                return
+            attempts = self._count_attempts(page)
+            for row in page:
+                window.wait_for_room()
+                if self._stop.is_set():
+                    return
+                window.add()
+                queued.add(pool.submit(self._handle_row, row, attempts, window))
 
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""

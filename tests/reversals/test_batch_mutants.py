@@ -379,6 +379,50 @@ def test_after_a_401_money_moved_is_written_and_nothing_more_is_sent(
         assert attempts_of(engine, row.id) == []
 
 
+def test_a_stop_seen_in_the_page_loop_still_waits_for_the_call_on_the_wire(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
+) -> None:
+    """A 401 while the page loop waits for room: it stops queuing, and the batch still
+    waits for the call on the wire before it releases anything.
+
+    Pages of one row, two workers, a window of four: the loop queues four rows and
+    waits; the 401 stops the batch, the third row sees the stop, and the loop wakes
+    to the stop and leaves. Leaving by ``return`` instead of ``break`` (two surviving
+    mutants of the whole-module run) skipped the wait: the held row was released
+    while its reversal was on the wire, and Stripe's answer had no claim to land on.
+    The queuing is now its own method, so no exit from it can skip the wait.
+    """
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 6)
+    held, refused = rows[0], rows[1]
+    control.add_script(respond="hold", method="POST", transfer_id=held.stripe_transfer_id)
+    control.add_script(respond=401, method="POST", transfer_id=refused.stripe_transfer_id)
+    batch = claimed_batch(engine, impatient_stripe, "run-w", concurrency=2, page_size=1)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        assert batch.stopping.wait(30)
+        # Held until released below, so the batch can only be waiting here; a batch
+        # that returned would be gone within milliseconds of the stop.
+        worker.join(5)
+        assert worker.is_alive()
+        assert row_state(engine, held.id)["claimed_by"] == "run-w"
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+
+    report = batch.report
+    assert report.outcomes == {"systemic": 1, "reversed": 1}
+    assert report.rows_released == 5
+    [reversal] = control.get_transfer(held.stripe_transfer_id)["reversals"]
+    state = row_state(engine, held.id)
+    assert (state["status"], state["stripe_reversal_id"]) == ("reversed", reversal["id"])
+    # The held one and the refused one: nothing more was sent.
+    assert sum(_posts(control, row.stripe_transfer_id) for row in rows) == 2
+
+
 def test_an_answer_that_is_not_money_after_the_stop_is_audited_and_released(
     engine: sa.Engine, stripe_emulator: EmulatorServer, impatient_stripe: StripeResource
 ) -> None:
