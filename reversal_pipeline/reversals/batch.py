@@ -174,6 +174,7 @@ class ReversalBatch:
         self.report = BatchReport()
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._took_the_rest = False
         self._writer: GroupCommitWriter
         self._lease = LeaseKeeper(
             engine,
@@ -196,12 +197,11 @@ class ReversalBatch:
         started = time.monotonic()
         try:
             claim_began = self._lease.now()
-            claim.take_for_batch(
-                self.engine,
-                token=self.token,
-                batch_id=self.batch_id,
-                lease_seconds=self.settings.lease_seconds,
-            )
+            # The first page only (5 s of sends at 100/s with the default 500): the
+            # rest are taken once it is queued, while its calls are on the wire
+            # (_queue_rows). The keeper counts every lease from here; the rest's
+            # leases start later, so it errs early.
+            self._take(limit=self.settings.page_size)
             self._lease.claimed(claim_began)
             with (
                 self._lease,
@@ -214,8 +214,13 @@ class ReversalBatch:
         finally:
             # After the writer has flushed and every in-flight call has returned: only
             # rows with no written outcome are released, and none of them is on the wire.
+            # A batch that stopped before taking the rest lets the run's untaken rows
+            # go too, as it would have had it taken them all at the start.
             self.report.rows_released = claim.release_claims(
-                self.engine, token=self.token, batch_id=self.batch_id
+                self.engine,
+                token=self.token,
+                batch_id=self.batch_id,
+                untaken_too=not self._took_the_rest,
             )
             self.report.elapsed_seconds = time.monotonic() - started
         return self.report
@@ -272,6 +277,23 @@ class ReversalBatch:
                     return
                 window.add()
                 queued.add(pool.submit(self._handle_row, row, attempts, window))
+            if not self._took_the_rest:
+                # Before the next page is read, which walks on by id: the rest lie
+                # past the first take's ids. The one exception, a row whose other
+                # batch's lease ran out between the two takes, may lie before them;
+                # it is then released uncounted at the end, for a later run.
+                self._take()
+
+    def _take(self, limit: int | None = None) -> None:
+        """Hold the run's rows for this batch: the first ``limit``, or (None) the rest."""
+        claim.take_for_batch(
+            self.engine,
+            token=self.token,
+            batch_id=self.batch_id,
+            lease_seconds=self.settings.lease_seconds,
+            limit=limit,
+        )
+        self._took_the_rest = limit is None
 
     def _count_attempts(self, page: list[ClaimedRow]) -> dict[int, int]:
         """Count the page's create attempts before any of them is sent (one statement)."""

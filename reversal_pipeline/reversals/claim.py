@@ -66,13 +66,20 @@ CLAIM_SQL = sa.text(
 
 # A run's rows that no live batch holds: fresh from the claim, or left by a batch of
 # this run whose lease ran out (it died, or stopped renewing), like a claim takes over
-# an expired lease of another run.
+# an expired lease of another run. Lowest ids first, up to :limit (NULL: all), so a
+# batch that takes its first rows before the rest reads them all in id order.
 TAKE_FOR_BATCH_SQL = sa.text(
     """
     UPDATE seller_transfers
     SET claimed_by_batch = :batch, claim_expires_at = now() + make_interval(secs => :lease)
-    WHERE claimed_by = :token AND status = 'reversal_pending'
-      AND (claimed_by_batch IS NULL OR claim_expires_at < now())
+    WHERE id IN (
+        SELECT id FROM seller_transfers
+        WHERE claimed_by = :token AND status = 'reversal_pending'
+          AND (claimed_by_batch IS NULL OR claim_expires_at < now())
+        ORDER BY id
+        LIMIT :limit
+        FOR UPDATE
+    )
     """
 )
 
@@ -183,15 +190,21 @@ def new_batch_id() -> str:
     return secrets.token_hex(8)
 
 
-def take_for_batch(engine: sa.Engine, *, token: str, batch_id: str, lease_seconds: int) -> int:
-    """Hold for ``batch_id`` every row run ``token`` claimed that no live batch holds.
+def take_for_batch(
+    engine: sa.Engine, *, token: str, batch_id: str, lease_seconds: int, limit: int | None = None
+) -> int:
+    """Hold for ``batch_id`` the rows run ``token`` claimed that no live batch holds.
 
+    All of them, or the ``limit`` lowest ids: the batch takes a first part, starts
+    sending it, and takes the rest while those calls are on the wire (taking 10,000
+    rows is 0.6 s in which nothing was sent; benchmarks/RESULTS.md, figure 1).
     Also starts the lease afresh: the step may begin long after the claim.
     Returns how many rows the batch now holds by this call.
     """
     with engine.begin() as connection:
         return connection.execute(
-            TAKE_FOR_BATCH_SQL, {"token": token, "batch": batch_id, "lease": lease_seconds}
+            TAKE_FOR_BATCH_SQL,
+            {"token": token, "batch": batch_id, "lease": lease_seconds, "limit": limit},
         ).rowcount
 
 
@@ -250,14 +263,28 @@ def renew_leases(engine: sa.Engine, *, token: str, batch_id: str, lease_seconds:
         ).rowcount
 
 
-def release_claims(engine: sa.Engine, *, token: str, batch_id: str) -> int:
+def release_claims(
+    engine: sa.Engine, *, token: str, batch_id: str, untaken_too: bool = False
+) -> int:
     """Let go of every row this batch still holds, without counting an attempt.
 
     Never the rows another batch of the same run holds: one may still be sending.
+    ``untaken_too`` also lets go of the run's rows no batch has taken (a batch that
+    stopped before taking the rest of its rows): a later run takes them at once
+    instead of after the claim's lease. A batch of the same run that takes them
+    first holds them, and this no longer matches them.
     """
+    held = _held_by(token, batch_id)
+    if untaken_too:
+        held = sa.or_(
+            held,
+            sa.and_(
+                st.c.claimed_by == token, st.c.claimed_by_batch.is_(None), st.c.status == PENDING
+            ),
+        )
     with engine.begin() as connection:
         return connection.execute(
             sa.update(st)
-            .where(_held_by(token, batch_id))
+            .where(held)
             .values(claimed_by=None, claimed_by_batch=None, claim_expires_at=None)
         ).rowcount

@@ -35,8 +35,13 @@ def _context(run_id: str, root: str | None = None) -> object:
     return types.SimpleNamespace(run=run)
 
 
-def _batch(engine: sa.Engine, stripe: StripeResource, token: str) -> ReversalBatch:
-    return ReversalBatch(engine, stripe, token=token, run_id=token, settings=SETTINGS)
+def _batch(
+    engine: sa.Engine, stripe: StripeResource, token: str, settings: ReversalSettings = SETTINGS
+) -> ReversalBatch:
+    return ReversalBatch(engine, stripe, token=token, run_id=token, settings=settings)
+
+
+PAGES_OF_TWO = ReversalSettings(concurrency=1, page_size=2, backoff_jitter=0.0)
 
 
 def _creates(server: EmulatorServer) -> int:
@@ -199,3 +204,70 @@ def test_termination_stops_sending_at_once_and_releases_the_rest(
         state = row_state(engine, row.id)
         assert (state["status"], state["retry_count"]) == ("reversal_pending", 0)
         assert state["claimed_by"] is None
+
+
+def test_a_batch_takes_its_first_page_then_the_rest_lowest_ids_first(
+    engine: sa.Engine, stripe_emulator: EmulatorServer
+) -> None:
+    """``take_for_batch`` with a limit takes the lowest ids; without one, every other row.
+
+    The batch sends its first page while it takes the rest, and reads the rest by id
+    after that page: the first take must be the lowest ids, or a row would be skipped.
+    """
+    rows = seed_rows(engine, stripe_emulator.control(), 5)
+    claim_due_rows(engine, token="run-split", max_rows=10, lease_seconds=600)
+    ids = sorted(row.id for row in rows)
+
+    assert take_for_batch(engine, token="run-split", batch_id="b", lease_seconds=600, limit=2) == 2
+    assert [row_state(engine, i)["claimed_by_batch"] for i in ids] == ["b", "b", None, None, None]
+    assert take_for_batch(engine, token="run-split", batch_id="b", lease_seconds=600) == 3
+    assert {row_state(engine, i)["claimed_by_batch"] for i in ids} == {"b"}
+
+
+def test_the_rest_is_taken_while_the_first_pages_call_is_on_the_wire(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 5)
+    first = min(rows, key=lambda row: row.id)
+    control.add_script(respond="hold", method="POST", transfer_id=first.stripe_transfer_id)
+    claim_due_rows(engine, token="run-rest", max_rows=10, lease_seconds=600)
+    batch = _batch(engine, stripe_resource, "run-rest", PAGES_OF_TWO)
+    worker = threading.Thread(target=batch.run)
+    worker.start()
+    try:
+        assert control.wait_for_held(1, timeout=30)
+        # One worker, held on the first row: only the page loop can have taken the rest.
+        assert count_held(engine, token="run-rest") == 5
+        assert {row_state(engine, row.id)["claimed_by_batch"] for row in rows} == {batch.batch_id}
+    finally:
+        control.release_holds()
+        worker.join(60)
+    assert not worker.is_alive()
+    assert batch.report.statuses == {"reversed": 5}
+    assert batch.report.rows_released == 0
+
+
+def test_a_batch_stopped_before_it_took_the_rest_releases_the_runs_untaken_rows(
+    engine: sa.Engine, stripe_emulator: EmulatorServer, stripe_resource: StripeResource
+) -> None:
+    """As it would have, had it taken them all at the start: a later run takes them at
+    once, not after the claim's lease. Rows another batch of the run holds stay held."""
+    control = stripe_emulator.control()
+    rows = seed_rows(engine, control, 6)
+    claim_due_rows(engine, token="run-stop", max_rows=10, lease_seconds=600)
+    other = max(rows, key=lambda row: row.id)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE seller_transfers SET claimed_by_batch = 'other' WHERE id = :id"),
+            {"id": other.id},
+        )
+    batch = _batch(engine, stripe_resource, "run-stop", PAGES_OF_TWO)
+    batch.stop()
+
+    report = batch.run()
+
+    assert report.rows_released == 5  # its first page of two, and the three untaken
+    assert [row_state(engine, row.id)["claimed_by"] for row in rows if row != other] == [None] * 5
+    assert row_state(engine, other.id)["claimed_by_batch"] == "other"
+    assert sum(1 for entry in stripe_emulator.state.requests.entries()) == 0
