@@ -9,8 +9,9 @@ slots from one row of ``stripe_budget``:
 * **A GCRA schedule in one row.** ``next_slot_at`` is the account's next free
   send time. A booking of ``k`` slots moves it ``k / rate`` seconds on and
   returns the start, so slots handed to different processes never overlap in
-  time, whatever machine they run on (times are the database's, sent back as
-  offsets from its own clock, so machines' clocks need not agree).
+  time, whatever machine they run on (times are the database's; each process
+  maps them onto its own clock from its fastest booking, so machines' clocks
+  need not agree and a reply that comes back late does not shift its slots).
 * **Batches.** A reversal process books ``batch_seconds`` worth of slots at a
   time (29 at 58/s), and books the next batch while half of the current one is
   left: the database sees ~2 statements per second per process, not one per
@@ -69,6 +70,9 @@ SLOT_EXPIRY_SECONDS = 0.15
 BOOKING_TOLERANCE_SECONDS = 0.02
 #: Listing counts as contended while a reversal booked within this long.
 REVERSAL_ACTIVE_SECONDS = 1.0
+# How long a clock sample stands before any later one replaces it: the database's
+# wall clock may be slewed against this process's monotonic one (NTP: up to 0.5 ms/s).
+CLOCK_SAMPLE_SECONDS = 30.0
 #: A holder seen within this long is "currently drawing" for ``status``.
 ACTIVE_HOLDER_SECONDS = 30.0
 #: Holder rows idle this long are pruned when a process starts.
@@ -192,6 +196,7 @@ _BOOK_SQL = sa.text(
             updated_at = plan.now_at
         FROM plan WHERE b.account_key = plan.account_key
         RETURNING extract(epoch FROM plan.start_at - plan.now_at) AS start_in,
+                  extract(epoch FROM plan.now_at) AS now_epoch,
                   CASE WHEN :listing THEN plan.eff ELSE plan.reversal_eff END AS eff
     ), seen AS (
         INSERT INTO stripe_budget_holders AS h
@@ -204,7 +209,7 @@ _BOOK_SQL = sa.text(
             waited_seconds = h.waited_seconds + excluded.waited_seconds,
             last_seen_at = clock_timestamp()
     )
-    SELECT start_in, eff FROM booked
+    SELECT start_in, now_epoch, eff FROM booked
     """
 )
 
@@ -218,15 +223,26 @@ _CREATE_ROW_SQL = sa.text(
     """
 )
 
+# A 429 outside a pause repeats one seen within ``repeat_within`` when the last burst
+# (``rate_factor_at``, set as each burst begins) is that recent; one that does not is
+# lone, answered lightly (TokenBucket explains why). ``rate_limited_total > 0`` keeps a
+# new row's creation time from passing for a burst.
+_REPEATED = (
+    "(rate_limited_total > 0 AND clock_timestamp() - rate_factor_at"
+    " < make_interval(secs => :repeat_within))"
+)
+
 _PENALIZE_SQL = sa.text(
     f"""
     UPDATE stripe_budget SET
         rate_factor = CASE WHEN paused_until > clock_timestamp() THEN rate_factor
-            ELSE greatest(:min_factor,
-                          {_effective_rate_sql("clock_timestamp()")} / :rate * :decrease) END,
+            ELSE greatest(:min_factor, {_effective_rate_sql("clock_timestamp()")} / :rate
+                          * CASE WHEN {_REPEATED} THEN :decrease ELSE :lone_decrease END) END,
         rate_factor_at = CASE WHEN paused_until > clock_timestamp() THEN rate_factor_at
             ELSE clock_timestamp() END,
-        paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs => :pause)),
+        paused_until = greatest(paused_until, clock_timestamp() + make_interval(secs =>
+            CASE WHEN paused_until <= clock_timestamp() AND {_REPEATED} THEN :pause
+                 ELSE :lone_pause END)),
         rate_limited_total = rate_limited_total + 1,
         updated_at = clock_timestamp()
     WHERE account_key = :key
@@ -256,6 +272,9 @@ class SharedBudget:
         pause_seconds: float = 0.05,
         decrease_factor: float = 0.9,
         recovery_per_second: float = 0.1,
+        lone_pause_seconds: float | None = None,
+        lone_decrease_factor: float | None = None,
+        repeat_within_seconds: float = 0.0,
         min_rate_factor: float = 0.1,
     ) -> None:
         if not rate > 0:
@@ -278,6 +297,11 @@ class SharedBudget:
             "decrease": decrease_factor,
             "recovery": recovery_per_second,
             "min_factor": min_rate_factor,
+            "lone_pause": pause_seconds if lone_pause_seconds is None else lone_pause_seconds,
+            "lone_decrease": (
+                decrease_factor if lone_decrease_factor is None else lone_decrease_factor
+            ),
+            "repeat_within": repeat_within_seconds,
         }
         self.holder_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._description = description
@@ -287,10 +311,10 @@ class SharedBudget:
         self._row_ready = False
         # Behind the booked slots, sends are kept at least ``_gap`` apart (burst 1):
         # threads that wake late do not send together. The gap is the booked
-        # interval divided by ``catch_up``: the resource books at 97 % of the limit
-        # and passes 1/0.97, so a process catching up on late slots reaches the
-        # limit and never passes it (with listing drawing, reversals book at 90 %
-        # and catch up to 93 %, the listing floor on top). At exactly the booked
+        # interval divided by ``catch_up``: the resource books at 98 % of the limit
+        # and passes 0.99/0.98, so a process catching up on late slots reaches 99 %
+        # of the limit and never passes it (with listing drawing, reversals book at
+        # 88 % and catch up to 89 %, the listing floor's 9.8 % on top). At exactly the booked
         # interval a thread that woke late delayed every later send for good, and
         # the lag held idle threads until the pool ran dry and booked slots
         # expired (benchmarks/RESULTS.md, figure 1 after issue 15). Burst 1
@@ -312,6 +336,12 @@ class SharedBudget:
         self._bookings = 0
         self._expired = 0
         self._paused_until = 0.0
+        self._burst_began = float("-inf")
+        # The database's clock minus this process's (_on_local_clock), from the booking
+        # with the shortest round trip in the last CLOCK_SAMPLE_SECONDS.
+        self._clock_offset = 0.0
+        self._clock_round_trip = float("inf")
+        self._clock_sampled_at = 0.0
 
     # -- the pacer interface (like TokenBucket) ----------------------------------
 
@@ -353,9 +383,18 @@ class SharedBudget:
         with self._cond:
             now = time.monotonic()
             # Threads that see the same burst of 429s extend the pause and slow down
-            # once, as the database's rate_factor does (_PENALIZE_SQL).
-            decrease = 1.0 if now < self._paused_until else self._penalty["decrease"]
-            self._paused_until = max(self._paused_until, now + self._penalty["pause"])
+            # once, and a lone 429 is answered lightly, as the database's rate_factor
+            # is (_PENALIZE_SQL). The two may judge one 429 differently (the database
+            # also counts other processes' 429s): the database paces the account,
+            # this only how the slots already booked here are spaced.
+            if now < self._paused_until:
+                decrease, pause = 1.0, self._penalty["lone_pause"]
+            else:
+                repeated = now - self._burst_began < self._penalty["repeat_within"]
+                kind = "" if repeated else "lone_"
+                decrease, pause = self._penalty[f"{kind}decrease"], self._penalty[f"{kind}pause"]
+                self._burst_began = now
+            self._paused_until = max(self._paused_until, now + pause)
             self._slots = _thinned_after_pause(self._slots, self._paused_until, decrease)
             self._gap /= decrease
         self._fallback.penalize()
@@ -446,15 +485,16 @@ class SharedBudget:
             if not self._row_ready:
                 self._prepare()
             with self._engine.begin() as connection:
+                sent = time.monotonic()
                 row = connection.execute(_BOOK_SQL, params).one_or_none()
+                received = time.monotonic()
             if row is None:  # the row vanished (restored database?): make it again
                 self._row_ready = False
                 return self._book(priority, k)
         except sa.exc.SQLAlchemyError as err:
             self._enter_fail_safe(err)
             return None
-        received = time.monotonic()
-        start = received + float(row.start_in)
+        start = self._on_local_clock(float(row.now_epoch), sent, received) + float(row.start_in)
         with self._cond:
             self._bookings += 1
             if not listing:
@@ -462,6 +502,29 @@ class SharedBudget:
                 self._slots.extend(start + i * interval for i in range(k))
                 self._gap = interval / self._catch_up
         return start
+
+    def _on_local_clock(self, db_epoch: float, sent: float, received: float) -> float:
+        """The database's time ``db_epoch``, read during a statement, on this process's clock.
+
+        The start used to be counted from when the reply arrived. A reply that came
+        back late (a stalled process, a starved core) moved the whole batch late, onto
+        the next process's slots: two processes sent at once and drew a storm of 429s
+        (figure 6, four runs: 61-93 429s and 1.5-2x the budget in one second in some
+        runs). The database read its clock between ``sent`` and ``received``; the
+        sample with the shortest round trip places it best, as NTP does, and a slow
+        reply no longer moves anything. A sample older than ``CLOCK_SAMPLE_SECONDS``
+        is replaced by the next one, so the two clocks' drift cannot add up.
+        """
+        round_trip = received - sent
+        with self._cond:
+            if (
+                round_trip <= self._clock_round_trip
+                or received - self._clock_sampled_at > CLOCK_SAMPLE_SECONDS
+            ):
+                self._clock_round_trip = round_trip
+                self._clock_sampled_at = received
+                self._clock_offset = db_epoch - (sent + received) / 2
+            return db_epoch - self._clock_offset
 
     def _prepare(self) -> None:
         with self._engine.begin() as connection:

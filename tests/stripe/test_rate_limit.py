@@ -110,6 +110,81 @@ def test_repeated_penalties_bottom_out_at_the_floor() -> None:
     assert bucket.current_rate() == pytest.approx(2.0)
 
 
+def _lone_and_full(**kwargs: float) -> tuple[TokenBucket, FakeTime]:
+    return make_bucket(
+        10,
+        pause_seconds=1.0,
+        decrease_factor=0.5,
+        lone_pause_seconds=0.1,
+        lone_decrease_factor=0.9,
+        repeat_within_seconds=5.0,
+        recovery_per_second=0,
+        **kwargs,
+    )
+
+
+def test_a_lone_429_pauses_briefly_and_slows_a_little() -> None:
+    """Arrival jitter against a sliding second: the account is not over its limit."""
+    bucket, _ = _lone_and_full()
+
+    bucket.penalize()
+
+    assert (bucket.penalties, bucket.lone_penalties) == (1, 1)
+    assert bucket.expected_delay() == pytest.approx(0.1)
+    assert bucket.current_rate() == pytest.approx(9.0)
+
+
+def test_a_429_soon_after_another_gets_the_full_answer() -> None:
+    bucket, fake = _lone_and_full()
+    bucket.penalize()
+    fake.now += 0.2  # past the lone pause, within repeat_within_seconds: a new burst
+
+    bucket.penalize()
+
+    assert (bucket.penalties, bucket.lone_penalties) == (2, 1)
+    assert bucket.expected_delay() == pytest.approx(1.0)
+    assert bucket.current_rate() == pytest.approx(4.5)  # 10 x 0.9 x 0.5
+
+
+def test_a_429_long_after_the_last_is_lone_again() -> None:
+    bucket, fake = _lone_and_full()
+    bucket.penalize()
+    fake.now += 0.2
+    bucket.penalize()  # the full answer: 4.5/s
+    fake.now += 1.0 + 5.0  # past the pause, and the window counts from the last burst
+
+    bucket.penalize()
+
+    assert (bucket.penalties, bucket.lone_penalties) == (3, 2)
+    assert bucket.expected_delay() == pytest.approx(0.1)
+    assert bucket.current_rate() == pytest.approx(4.05)
+
+
+def test_a_429_inside_a_pause_extends_it_by_the_lone_pause_only() -> None:
+    """Its request was sent before the pause began: it adds nothing to the 429 that began it."""
+    bucket, fake = _lone_and_full()
+    bucket.penalize()
+    fake.now += 0.2
+    bucket.penalize()  # a full pause, to 1.2 s after the first
+    fake.now += 0.95
+
+    bucket.penalize()  # 0.05 s left: extended to 0.1 s, not to a full second
+
+    assert bucket.penalties == 2
+    assert bucket.expected_delay() == pytest.approx(0.1)
+    assert bucket.current_rate() == pytest.approx(4.5)
+
+
+def test_repeated_429s_still_compound_to_the_floor_when_lone_ones_are_light() -> None:
+    bucket, fake = _lone_and_full(min_rate_factor=0.2)
+    for _ in range(10):
+        bucket.penalize()
+        fake.now += 1.1  # past even the full pause, within the window
+
+    assert (bucket.penalties, bucket.lone_penalties) == (10, 1)
+    assert bucket.current_rate() == pytest.approx(2.0)
+
+
 def test_slow_down_is_penalize() -> None:
     bucket, _ = make_bucket(10)
     bucket.slow_down()
@@ -118,7 +193,15 @@ def test_slow_down_is_penalize() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"rate": 0}, {"rate": -1}, {"rate": 1, "burst": 0}, {"rate": 1, "min_rate_factor": 0}],
+    [
+        {"rate": 0},
+        {"rate": -1},
+        {"rate": 1, "burst": 0},
+        {"rate": 1, "min_rate_factor": 0},
+        {"rate": 1, "decrease_factor": 0},
+        {"rate": 1, "lone_decrease_factor": 0},
+        {"rate": 1, "lone_decrease_factor": 1.5},
+    ],
 )
 def test_rejects_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):  # noqa: PT011

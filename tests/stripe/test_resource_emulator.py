@@ -233,6 +233,8 @@ def test_429_is_resent_with_the_same_key_after_slowing_down(
     assert resource.calls_made["rate_limited_retries"] == 2
     assert resource.calls_made["create_reversal"] == 3
     assert resource.rate_limiter.penalties == 2
+    # The first was lone (answered lightly); the second came within the second after it.
+    assert resource.rate_limiter.lone_penalties == 1
 
 
 def test_429_past_the_wait_budget_raises_rate_limited(

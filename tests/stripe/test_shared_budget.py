@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
 
 from reversal_pipeline.db.engine import create_db_engine
 from reversal_pipeline.stripe.shared_budget import (
@@ -187,6 +188,54 @@ def test_a_429_seen_by_one_process_pauses_the_others(
     assert time.monotonic() - started >= 1.8
 
 
+def _pace(engine: sa.Engine) -> tuple[float, float]:
+    """The account's rate factor and how far its pause reaches past the last 429."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT rate_factor, extract(epoch FROM paused_until - updated_at) AS pause"
+                " FROM stripe_budget"
+            )
+        ).one()
+    return float(row.rate_factor), float(row.pause)
+
+
+def test_a_lone_429_is_answered_lightly_and_a_repeat_fully_for_the_whole_account(
+    database_url: str, budgets: list[SharedBudget], engine: sa.Engine
+) -> None:
+    """The first 429 on a new row is lone (its creation time is no 429); the next, within
+    the window, gets the full pause and cut. A lone pause of 0 ends at once, so the second
+    429 begins a new burst without the test waiting."""
+    budget = _budget(
+        database_url,
+        budgets,
+        "jitter",
+        pause_seconds=2.0,
+        decrease_factor=0.5,
+        lone_pause_seconds=0.0,
+        lone_decrease_factor=0.9,
+        repeat_within_seconds=60.0,
+        recovery_per_second=0.0,
+    )
+    budget.acquire()
+
+    budget.penalize()
+    factor, pause = _pace(engine)
+    assert factor == pytest.approx(0.9)
+    assert pause == pytest.approx(0.0, abs=1e-3)
+    assert budget.expected_delay() < 1.0  # this process, too, only thinned its slots
+
+    penalized_at = time.monotonic()
+    budget.penalize()
+    factor, pause = _pace(engine)
+    assert factor == pytest.approx(0.45)
+    assert pause == pytest.approx(2.0, abs=1e-3)
+    assert budget.expected_delay() > 1.0  # and paused itself in full at once
+    other = _budget(database_url, budgets, "other process")
+    other.acquire()
+    assert time.monotonic() >= penalized_at + 1.95  # as is every other process
+
+
 def test_a_429_costs_this_process_the_pause_not_the_slots_it_booked(
     database_url: str, budgets: list[SharedBudget]
 ) -> None:
@@ -210,6 +259,33 @@ def test_a_429_costs_this_process_the_pause_not_the_slots_it_booked(
         budget.acquire()
     usage = budget.usage()
     assert (usage.granted, usage.bookings) == (6, 1)
+
+
+def test_a_reply_that_comes_back_late_does_not_shift_the_slots(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    """Slots are placed on the database's clock, not counted from when the reply came.
+
+    Counted from the reply, a booking read 0.5 s late (a stalled process) lay 0.5 s
+    late, on top of the next process's slots: figure 6's four runs drew 429 storms.
+    Here the second booking's reply is held 0.5 s after the statement ran; its slots
+    must still follow on from the first booking's, where the database put them.
+    """
+    budget = _budget(database_url, budgets, "slow reply", batch_seconds=1.0)
+    budget.acquire()  # books one second: 50 slots at 50/s
+    last_booked = budget._slots[-1]
+    held = []
+
+    def reply_held(_c: object, _cur: object, statement: str, *_args: object) -> None:
+        if "stripe_budget_holders" in statement and not held:
+            held.append(statement)
+            time.sleep(0.5)  # the stall under test, between the answer and its reading
+
+    event.listen(budget._engine, "after_cursor_execute", reply_held)
+    start = budget._book(Priority.REVERSAL, 10)
+
+    assert held
+    assert start == pytest.approx(last_booked + 1 / RATE, abs=0.1)
 
 
 def test_slots_used_too_late_are_never_sent_and_are_counted(
