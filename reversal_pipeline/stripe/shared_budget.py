@@ -369,14 +369,24 @@ class SharedBudget:
                 self._granted += 1
                 self._granted_listing += 1
             return
-        slot = self._next_reversal_slot()
-        if slot is None:
-            self._acquire_fail_safe()
-            return
-        self._wait_until(slot)
-        # Threads that wake late (a busy CPU, a slow write) would otherwise send
-        # their slots together; the in-process bucket spaces them out again.
-        self._spacer.wait(self._gap)
+        while True:
+            slot = self._next_reversal_slot()
+            if slot is None:
+                self._acquire_fail_safe()
+                return
+            self._wait_until(slot)
+            # Threads that wake late (a busy CPU, a slow write) would otherwise send
+            # their slots together; the in-process bucket spaces them out again, but
+            # never past SLOT_EXPIRY_SECONDS after the slot. Its gap follows the
+            # latest booking, and after 429s had cut the rate that gap, applied to
+            # slots booked before at the full rate, held sends up to 2.5 s past their
+            # slots, into other processes' (figure 6, four runs: the 429 storms). A
+            # slot the spacer cannot honour in time is dropped, as a late one is.
+            if self._spacer.wait(self._gap, latest=slot + SLOT_EXPIRY_SECONDS):
+                return
+            with self._cond:
+                self._granted -= 1
+                self._expired += 1
 
     def penalize(self) -> None:
         """A 429: pause and slow every process on this account, this one at once."""
@@ -592,38 +602,44 @@ class _MinGap:
         self._lock = threading.Lock()
         self._next = 0.0
 
-    def wait(self, gap: float) -> None:
+    def wait(self, gap: float, latest: float = float("inf")) -> bool:
+        """Wait for this waiter's turn; False at once, taking no turn, if it is after ``latest``."""
         with self._lock:
             now = time.monotonic()
             at = max(now, self._next)
+            if at > latest:
+                return False
             self._next = at + gap
         # Pacing to a booked time, not synchronisation: a plain sleep is the point.
         if at > now:
             time.sleep(at - now)
+        return True
 
 
 def _thinned_after_pause(slots: deque[float], resume_at: float, decrease: float) -> deque[float]:
-    """The booked slots a 429 leaves this process: none in the pause, the rest slowed.
+    """The booked slots a 429 leaves this process: none in the pause, ``decrease`` of the rest.
 
     The account's schedule already lies past every booked slot, so a slot given
     up here is lost to every process: nobody can book it again. Clearing the
     whole batch on a 429 cost a lone run up to half a second per 429 (about 4 %
-    of figure 1 at 13 429s in 110 s). Keeping the slots after the pause, spaced
-    at the reduced rate, slows this process at once as before; the others learn
-    of the 429 at their next booking.
+    of figure 1 at 13 429s in 110 s). Keeping the slots after the pause slows
+    this process at once; the others learn of the 429 at their next booking.
+
+    Only a subset of the booked times, evenly spread, never new times: the deque
+    often holds two bookings with another process's between them, and slots
+    re-spaced from the first to the last filled that gap. The process then sent
+    in the other's time, drew more 429s, and thinned again: figure 6's four runs
+    fell into storms of 50-115 429s and up to 2x the budget in one second.
     """
-    if not slots:
-        return deque()
-    end = slots[-1]
-    interval = (slots[1] - slots[0]) if len(slots) > 1 else 0.0
-    if interval <= 0 or decrease <= 0:
-        return deque(s for s in slots if s >= resume_at)
-    step = interval / decrease
     kept: deque[float] = deque()
-    at = max(resume_at, slots[0])
-    while at <= end:
-        kept.append(at)
-        at += step
+    credit = 1.0 - decrease  # so the first slot after the pause is kept
+    for slot in slots:
+        if slot < resume_at:
+            continue
+        credit += decrease
+        if credit >= 1.0 - 1e-9:  # float sums of 0.9s must still reach 1
+            credit -= 1.0
+            kept.append(slot)
     return kept
 
 

@@ -23,6 +23,7 @@ from reversal_pipeline.stripe.shared_budget import (
     BudgetMode,
     Priority,
     SharedBudget,
+    _MinGap,
     _thinned_after_pause,
     account_key,
     active_holders,
@@ -307,21 +308,46 @@ def test_slots_used_too_late_are_never_sent_and_are_counted(
     assert usage.as_metadata()["stripe_budget_slots_expired"] == 24
 
 
-def test_slots_after_a_429_start_when_the_pause_ends_and_are_spaced_at_the_lower_rate() -> None:
+def test_slots_after_a_429_are_the_booked_ones_after_the_pause_thinned_evenly() -> None:
     slots = deque(10.0 + i * 0.02 for i in range(25))  # 50/s, 10.00 to 10.48
 
-    kept = _thinned_after_pause(slots, resume_at=10.1, decrease=0.8)
+    kept = _thinned_after_pause(slots, resume_at=10.099, decrease=0.8)
 
-    assert kept[0] == pytest.approx(10.1)
+    assert set(kept) <= set(slots)  # booked times only, never new ones
+    assert kept[0] == slots[5]  # the first slot after the pause
+    assert len(kept) == 16  # 0.8 of the 20 after the pause
     gaps = [b - a for a, b in zip(kept, list(kept)[1:], strict=False)]
-    assert gaps == pytest.approx([0.025] * len(gaps))  # 50/s x 0.8 = 40/s
-    assert kept[-1] <= 10.48 < kept[-1] + 0.025  # never past what was booked
-    assert len(kept) == 16
-    # A pause that began before the first slot starts nothing earlier than it.
-    assert _thinned_after_pause(deque([12.0, 12.02]), 11.0, 0.8)[0] == 12.0
-    assert list(_thinned_after_pause(deque([12.0]), 11.0, 0.8)) == [12.0]
+    assert max(gaps) == pytest.approx(0.04)  # one dropped in five, evenly
     assert list(_thinned_after_pause(deque([12.0]), 12.5, 0.8)) == []
     assert list(_thinned_after_pause(deque(), 12.5, 0.8)) == []
+    assert list(_thinned_after_pause(deque([12.0, 12.02]), 11.0, 1.0)) == [12.0, 12.02]
+
+
+def test_the_spacer_refuses_a_turn_past_the_latest_the_slot_allows() -> None:
+    """A send the spacer would hold past its slot's expiry is refused and takes no turn.
+
+    Its gap follows the latest booking; after 429s had cut the rate, that gap held
+    sends booked at the full rate up to 2.5 s past their slots (figure 6)."""
+    spacer = _MinGap()
+    now = time.monotonic()
+    assert spacer.wait(60.0)  # the first goes at once and holds the next for a minute
+    assert not spacer.wait(60.0, latest=now + 5.0)
+    assert not spacer.wait(60.0, latest=now + 5.0)  # the refusal took no turn
+    assert spacer._next == pytest.approx(now + 60.0, abs=1.0)
+
+
+def test_a_429_never_puts_slots_in_the_gap_between_two_bookings() -> None:
+    """Another process's block lies between two bookings of this one: nothing goes there.
+
+    Re-spacing the kept slots from the first to the last filled the gap, and four
+    processes fell into 429 storms (figure 6)."""
+    first = [10.0 + i * 0.02 for i in range(25)]  # 10.00 to 10.48
+    second = [11.5 + i * 0.02 for i in range(25)]  # another process has 10.5 to 11.5
+
+    kept = _thinned_after_pause(deque(first + second), resume_at=10.2, decrease=0.9)
+
+    assert not [slot for slot in kept if 10.48 < slot < 11.5]
+    assert len(kept) == round(0.9 * (15 + 25))
 
 
 def test_a_process_never_sends_faster_than_its_spacer_allows(
