@@ -89,7 +89,8 @@ TARGETS: dict[str, Target] = {
     ),
     "batch": Target(
         "reversal_pipeline/reversals/batch.py",
-        ("tests/reversals/test_batch_mutants.py",),
+        # test_fencing.py: the batch's claim, its first page then the rest, and a stop.
+        ("tests/reversals/test_batch_mutants.py", "tests/reversals/test_fencing.py"),
         database=True,
     ),
     "writer": Target(

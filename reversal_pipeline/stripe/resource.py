@@ -63,8 +63,9 @@ from reversal_pipeline.stripe.models import (
     TransferSnapshot,
     embedded_reversals,
 )
+from reversal_pipeline.stripe.pacing import CATCH_UP_TO, PACING_HEADROOM, PENALTY
 from reversal_pipeline.stripe.paging import PAGE_LIMIT, events_after, events_since, forward_items
-from reversal_pipeline.stripe.rate_limit import Penalty, TokenBucket
+from reversal_pipeline.stripe.rate_limit import TokenBucket
 from reversal_pipeline.stripe.secrets import _STRIPE_LOG_FILTER, _mentions
 from reversal_pipeline.stripe.secrets import mask_secret as mask_secret  # re-exported
 from reversal_pipeline.stripe.shared_budget import SharedBudget, open_shared_budget
@@ -82,34 +83,6 @@ SELLER_TRANSFER_ID_KEY = "seller_transfer_id"
 # to the application's own calls on the same account.
 DEFAULT_RPS_TEST = 20.0
 DEFAULT_RPS_LIVE = 80.0
-
-# Pacing against a server that counts requests in a sliding second: sending at
-# exactly the budget means any arrival jitter (GIL hand-offs, the network, the
-# server's own timers) puts budget + 1 requests in some second and draws a 429.
-# At 98% a request must arrive ~20 ms later than the one `budget` places behind
-# it before the window overflows (benchmarks/RESULTS.md, "Figures once kept in code
-# comments"). 97% drew about as many 429s and capped figure 1 at 97/s, below its
-# 95/s goal once the run's own start and its 429s were paid (figure 1, "98 % pacing").
-_PACING_HEADROOM = 0.98
-# A process behind its booked slots (a thread that woke late) catches up at 99% of
-# the budget: at 100% the catch-up itself filled the sliding second, and figure 6's
-# lone run drew 6-7 429s in 20 s where at 99% it drew 1 (benchmarks/RESULTS.md).
-_CATCH_UP_TO = 0.99
-# After a 429: pause everyone for a moment, slow down by a tenth, regain the full
-# rate within about a second (additive increase, multiplicative decrease).
-# Repeated 429s still compound down to the floor (10% of the budget), so a budget
-# shared with other traffic backs off. A lone 429 (none in the second before it)
-# is arrival jitter against a sliding-second limit the account is not over: it
-# pauses 20 ms and slows by 3%, regained in 0.3 s, which saved figure 1 about
-# 0.03 s per 429 (the measured alternatives are in benchmarks/RESULTS.md).
-_PENALTY: Penalty = {
-    "pause_seconds": 0.05,
-    "decrease_factor": 0.9,
-    "recovery_per_second": 0.1,
-    "lone_pause_seconds": 0.02,
-    "lone_decrease_factor": 0.97,
-    "repeat_within_seconds": 1.0,
-}
 
 _MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -253,15 +226,15 @@ class StripeResource(dg.ConfigurableResource):
             self._bucket = open_shared_budget(
                 self.shared_budget_database_url,
                 self.api_key,
-                self.effective_requests_per_second * _PACING_HEADROOM,
+                self.effective_requests_per_second * PACING_HEADROOM,
                 description=self._budget_description,
-                catch_up=_CATCH_UP_TO / _PACING_HEADROOM,
-                **_PENALTY,
+                catch_up=CATCH_UP_TO / PACING_HEADROOM,
+                **PENALTY,
             )
         if self._bucket is None:
             self._bucket = TokenBucket(
-                self.effective_requests_per_second * _PACING_HEADROOM,
-                **_PENALTY,
+                self.effective_requests_per_second * PACING_HEADROOM,
+                **PENALTY,
             )
         session = pooled_session(self.api_base or stripe.DEFAULT_API_BASE)
         http_client = _PacedRequestsClient(
