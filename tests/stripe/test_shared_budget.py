@@ -336,6 +336,24 @@ def test_the_spacer_refuses_a_turn_past_the_latest_the_slot_allows() -> None:
     assert spacer._next == pytest.approx(now + 60.0, abs=1.0)
 
 
+def test_a_slot_the_spacer_cannot_honour_in_time_is_dropped_not_sent_late(
+    database_url: str, budgets: list[SharedBudget]
+) -> None:
+    """The spacer holds its next turn 0.4 s away (as a gap cut by 429s did): the slots
+    before then are dropped and counted, and the send goes on a later one."""
+    budget = _budget(database_url, budgets, "spacer behind", batch_seconds=2.0)
+    budget.acquire()
+    turn = time.monotonic() + 0.4
+    budget._spacer._next = turn
+
+    budget.acquire()
+
+    assert time.monotonic() >= turn
+    usage = budget.usage()
+    assert usage.granted == 2  # a dropped slot is not counted as sent
+    assert usage.slots_expired >= 5  # 0.25 s of slots at 50/s, less a stalled test's
+
+
 def test_a_429_never_puts_slots_in_the_gap_between_two_bookings() -> None:
     """Another process's block lies between two bookings of this one: nothing goes there.
 
